@@ -28,7 +28,9 @@ EARLIEST_KICKOFF = datetime(1870, 1, 1, tzinfo=UTC)
 LATEST_KICKOFF_AHEAD_DAYS = 730
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Identifier = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
 # Decimal odds: 1.0 would be a certain outcome with no payout; 1000 is far beyond any 1X2 market.
 DecimalOdds = Annotated[float, msgspec.Meta(gt=1.0, le=1000.0)]
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -200,6 +202,14 @@ class ModelSnapshot(Record, frozen=True, kw_only=True):
     created_at: AwareDatetime
 
 
+class ModelFeedItem(Record, frozen=True, kw_only=True):
+    """Internal: an evaluation with the model inputs of its match, keyed by model id, so the
+    learner and the decay monitor of each model see all of its evaluations in one partition."""
+
+    evaluation: Evaluation
+    inputs: dict[str, float]
+
+
 AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
 
 
@@ -250,6 +260,7 @@ EVENT_TYPES: dict[str, type[Record]] = {
     "match_result": MatchResult,
     "prediction": Prediction,
     "evaluation": Evaluation,
+    "model_feed_item": ModelFeedItem,
     "model_snapshot": ModelSnapshot,
     "alert": Alert,
     "dead_letter": DeadLetter,

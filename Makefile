@@ -1,0 +1,64 @@
+# tipstream: every target runs from a fresh clone; `make test` and `make demo` set up what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup services services-down status migrate worker test test-unit test-integration \
+        lint typecheck schemas demo bench chaos evaluate clean
+
+setup: $(STAMP)  ## virtual environment with the project and its dev tools
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+services:  ## start a local Kafka (KRaft) and PostgreSQL; idempotent
+	infra/postgres.sh start
+	infra/kafka.sh start
+
+services-down:  ## stop exactly what `make services` started
+	-infra/kafka.sh stop
+	-infra/postgres.sh stop
+
+status:
+	-infra/kafka.sh status
+	-infra/postgres.sh status
+
+migrate: setup services  ## apply database migrations
+	$(BIN)/tipstream db migrate
+
+worker: migrate  ## run one worker in the foreground
+	$(BIN)/tipstream worker
+
+test: setup services  ## the whole suite against the real services
+	$(BIN)/pytest -q
+
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+test-integration: setup services
+	$(BIN)/pytest -q tests/integration
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+typecheck: setup
+	$(BIN)/mypy
+
+schemas: setup  ## regenerate the JSON Schema files producers validate against
+	$(BIN)/python -m schemas.export
+
+demo: setup services  ## the main job: replay real matches through the pipeline and summarise
+	$(BIN)/python -m streams.demo
+
+evaluate: setup  ## offline prequential quality evaluation on the shared data
+	$(BIN)/tipstream evaluate
+
+clean: services-down
+	rm -rf .local reports

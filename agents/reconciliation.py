@@ -1,0 +1,157 @@
+"""Reconciliation rules: pure functions joining predictions and results of one match.
+
+The reconciler agent keeps one :class:`MatchLedger` per match id in a changelog-backed table and
+calls these functions for every event, in whatever order the events arrive. All ids are
+deterministic, so a re-delivered event reproduces the same evaluation instead of a new one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from models.metrics import brier, log_loss, rps
+from models.features import model_input
+from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Prediction
+
+_NAMESPACE = uuid.UUID("7b0f5d2e-3c1a-4e8b-9a55-1f0c2d7e6a10")
+
+
+def prediction_id(match_id: str, model_id: str, model_version: int) -> str:
+    """Deterministic id of a model version's prediction for a match: replays never duplicate."""
+    return str(uuid.uuid5(_NAMESPACE, f"prediction|{match_id}|{model_id}|{model_version}"))
+
+
+def evaluation_id(prediction_id: str, home_goals: int, away_goals: int) -> str:
+    """Deterministic id of a prediction evaluated against one score.
+
+    A corrected result (another score) gets another id, so it can supersede the first.
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"evaluation|{prediction_id}|{home_goals}-{away_goals}"))
+
+
+class MatchLedger(msgspec.Struct, kw_only=True):
+    """Everything the reconciler knows of one match, as kept in its table."""
+
+    features: MatchFeatures | None = None
+    predictions: dict[str, Prediction] = {}
+    result: MatchResult | None = None
+    # prediction id -> id of its current (not superseded) evaluation
+    evaluated: dict[str, str] = {}
+    # Evaluations made before the match's features arrived: fed to learners once they do.
+    unfed: list[Evaluation] = []
+
+
+class Supersession(msgspec.Struct, frozen=True):
+    """An earlier evaluation replaced by a newer one after a corrected result."""
+
+    old_evaluation_id: str
+    new_evaluation_id: str
+
+
+class Reconciled(msgspec.Struct, frozen=True):
+    """What applying one event produced: new evaluations and the ones they supersede."""
+
+    evaluations: list[Evaluation]
+    superseded: list[Supersession]
+    changed: bool
+
+
+NOTHING = Reconciled(evaluations=[], superseded=[], changed=False)
+
+
+def evaluate(
+    prediction: Prediction, result: MatchResult, *, now: datetime, supersedes: str | None = None
+) -> Evaluation:
+    """Score one prediction against its match's result with proper scoring rules."""
+    probabilities = prediction.probabilities.as_dict()
+    return Evaluation(
+        evaluation_id=evaluation_id(
+            prediction.prediction_id, result.home_goals, result.away_goals
+        ),
+        prediction_id=prediction.prediction_id,
+        match_id=prediction.match_id,
+        league=prediction.league,
+        kickoff=prediction.kickoff,
+        model_id=prediction.model_id,
+        model_version=prediction.model_version,
+        is_champion=prediction.is_champion,
+        probabilities=prediction.probabilities,
+        predicted=prediction.predicted,
+        outcome=result.outcome,
+        home_goals=result.home_goals,
+        away_goals=result.away_goals,
+        hit=prediction.predicted == result.outcome,
+        confidence=prediction.confidence,
+        log_loss=log_loss(probabilities, result.outcome),
+        brier=brier(probabilities, result.outcome),
+        rps=rps(probabilities, result.outcome),
+        supersedes=supersedes,
+        evaluated_at=now,
+    )
+
+
+def apply_features(ledger: MatchLedger, features: MatchFeatures) -> bool:
+    """Remember a match's features (the learner needs them); True when the ledger changed."""
+    if ledger.features == features:
+        return False
+    ledger.features = features
+    return True
+
+
+def apply_prediction(ledger: MatchLedger, prediction: Prediction, *, now: datetime) -> Reconciled:
+    """Record a prediction; evaluate it at once when the result is already known.
+
+    Only a model's first prediction for a match counts: a later one (the match re-scored by a
+    newer version, e.g. in a second replay) may have been made after the model learned this
+    very result, so evaluating it would flatter the model.
+    """
+    if any(p.model_id == prediction.model_id for p in ledger.predictions.values()):
+        return NOTHING
+    ledger.predictions[prediction.prediction_id] = prediction
+    if ledger.result is None:
+        return Reconciled(evaluations=[], superseded=[], changed=True)
+    evaluation = evaluate(prediction, ledger.result, now=now)
+    ledger.evaluated[prediction.prediction_id] = evaluation.evaluation_id
+    return Reconciled(evaluations=[evaluation], superseded=[], changed=True)
+
+
+def apply_result(ledger: MatchLedger, result: MatchResult, *, now: datetime) -> Reconciled:
+    """Record a result and evaluate every waiting prediction.
+
+    The same score again changes nothing. Another score is a correction: every prediction is
+    re-evaluated and each new evaluation names the one it supersedes.
+    """
+    previous = ledger.result
+    if previous is not None and (previous.home_goals, previous.away_goals) == (
+        result.home_goals,
+        result.away_goals,
+    ):
+        return NOTHING
+    ledger.result = result
+    evaluations: list[Evaluation] = []
+    superseded: list[Supersession] = []
+    for pid, prediction in ledger.predictions.items():
+        old = ledger.evaluated.get(pid)
+        evaluation = evaluate(prediction, result, now=now, supersedes=old)
+        ledger.evaluated[pid] = evaluation.evaluation_id
+        evaluations.append(evaluation)
+        if old is not None:
+            superseded.append(Supersession(old, evaluation.evaluation_id))
+    return Reconciled(evaluations=evaluations, superseded=superseded, changed=True)
+
+
+def feed(ledger: MatchLedger, evaluations: list[Evaluation]) -> list[ModelFeedItem]:
+    """Learner and monitor inputs for new evaluations, holding them back until features exist.
+
+    Topics are consumed independently, so a match's features can arrive after its prediction
+    and result; its evaluations then wait in the ledger instead of being fed without inputs.
+    """
+    if ledger.features is None:
+        ledger.unfed.extend(evaluations)
+        return []
+    ready, ledger.unfed = [*ledger.unfed, *evaluations], []
+    inputs = model_input(ledger.features)
+    return [ModelFeedItem(evaluation=evaluation, inputs=inputs) for evaluation in ready]

@@ -1,0 +1,139 @@
+"""Batch scikit-learn models, trained offline on a table of past matches (the earlier pipeline).
+
+``fit(rows, outcomes)`` scores the estimator by 5-fold cross-validation, then trains it on all
+rows. The folds are forward-chaining (``TimeSeriesSplit``): each fold trains on the matches
+before its test block, because shuffled k-fold (what the earlier pipeline ran) lets a model
+learn from matches played after the ones it is scored on, which flatters it. Rows must come in
+kickoff order for that to hold.
+
+Between fits the model does not learn: ``learn_one`` is a no-op and ``learns_online`` is false;
+retraining (e.g. each season) is a new ``fit`` and a new version. Before its first fit it
+predicts the base rates.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import numpy as np
+from sklearn.base import ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import TimeSeriesSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from models.base import (
+    BASE_RATES,
+    OUTCOME_INDEX,
+    BaseModel,
+    FloatArray,
+    distributions,
+    floats,
+)
+from schemas.events import OUTCOMES, Outcome
+
+Estimator = Literal["logreg", "forest"]
+
+
+def _estimator(name: Estimator, seed: int) -> ClassifierMixin:
+    if name == "logreg":
+        # Fitted by maximum likelihood, so already calibrated; C=1 on standardised inputs.
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    # Leaves of >= 50 matches keep the votes from being overconfident; Platt scaling on
+    # 3 internal folds fixes what remains (trees put too little mass on the extremes).
+    trees = RandomForestClassifier(
+        n_estimators=100, min_samples_leaf=50, max_features="sqrt", random_state=seed, n_jobs=1
+    )
+    return CalibratedClassifierCV(trees, method="sigmoid", cv=3)
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What a fit measured: cross-validated log loss per fold and overall."""
+
+    rows: int
+    cv_log_loss: float
+    fold_log_losses: tuple[float, ...] = field(default_factory=tuple)
+
+
+class BatchModel(BaseModel):
+    """A scikit-learn classifier behind the model interface, refitted offline only."""
+
+    kind = "sklearn"
+
+    def __init__(self, model_id: str, inputs: Sequence[str], *, estimator: Estimator = "logreg",
+                 seed: int = 0) -> None:  # fmt: skip
+        super().__init__(model_id, inputs)
+        self.estimator: Estimator = estimator
+        self.seed = seed
+        self.fitted: Any = None
+        # Missing inputs are imputed with the training means, as the online models do.
+        self.fill_values = np.zeros(len(self.inputs))
+        self.report: FitReport | None = None
+
+    def fit(
+        self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome], *, folds: int = 5
+    ) -> FitReport:
+        """Cross-validate (forward-chaining folds), then train on every row."""
+        if len(rows) != len(outcomes):
+            raise ValueError(f"{len(rows)} rows but {len(outcomes)} outcomes")
+        if len(rows) <= folds:
+            raise ValueError(f"need more than {folds} rows to fit, got {len(rows)}")
+        matrix = self.matrix(rows)
+        seen = np.isfinite(matrix)
+        counts = seen.sum(axis=0)
+        self.fill_values = np.where(seen, matrix, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        features = np.where(seen, matrix, self.fill_values)
+        labels = np.array([OUTCOME_INDEX[outcome] for outcome in outcomes])
+        fold_losses = tuple(
+            _log_loss(clone(_estimator(self.estimator, self.seed)), features, labels, train, test)
+            for train, test in TimeSeriesSplit(n_splits=folds).split(features)
+        )
+        self.fitted = _estimator(self.estimator, self.seed).fit(features, labels)
+        self.report = FitReport(len(rows), float(np.mean(fold_losses)), fold_losses)
+        return self.report
+
+    def _proba(self, matrix: FloatArray) -> FloatArray:
+        if self.fitted is None:
+            return np.tile(np.array(list(BASE_RATES.values())), (len(matrix), 1))
+        return _aligned(self.fitted, np.where(np.isfinite(matrix), matrix, self.fill_values))
+
+    def _state(self) -> dict[str, Any]:
+        report = self.report
+        return {
+            "estimator": self.estimator,
+            "seed": self.seed,
+            "fill_values": self.fill_values.tolist(),
+            "report": None if report is None else [report.rows, report.cv_log_loss,
+                                                   list(report.fold_log_losses)],
+            "pickle": pickle.dumps(self.fitted),
+        }
+
+    @classmethod
+    def _from_state(cls, model_id: str, inputs: tuple[str, ...], state: dict[str, Any]) -> Self:
+        model = cls(model_id, inputs, estimator=state["estimator"], seed=state["seed"])
+        model.fill_values = floats(state["fill_values"])
+        if state["report"] is not None:
+            rows, loss, fold_losses = state["report"]
+            model.report = FitReport(rows, loss, tuple(fold_losses))
+        # Only signed state reaches a restore (models.serialization), so this is our own pickle.
+        model.fitted = pickle.loads(state["pickle"])  # noqa: S301
+        return model
+
+
+def _aligned(estimator: Any, features: FloatArray) -> FloatArray:
+    """Probabilities in H, D, A columns, zero for a class the training rows never had."""
+    result = np.zeros((len(features), len(OUTCOMES)))
+    result[:, estimator.classes_] = estimator.predict_proba(features)
+    return result
+
+
+def _log_loss(estimator: Any, features: FloatArray, labels: Any, train: Any, test: Any) -> float:
+    estimator.fit(features[train], labels[train])
+    probabilities = distributions(_aligned(estimator, features[test]))
+    return float(-np.mean(np.log(probabilities[np.arange(len(test)), labels[test]])))

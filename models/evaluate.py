@@ -1,0 +1,289 @@
+"""``tipstream evaluate``: offline prequential quality of the models against the market.
+
+The service's own pieces run without Kafka: CSV rows -> :mod:`models.features` -> the catalog's
+models and learning policies. Matches are taken in kickoff order; every model predicts all
+matches of one kickoff time, and learns their results by its policy once their final whistle
+has passed, so a model is never scored on a result it has seen, nor helped by one that was still
+unknown at kickoff. Each league's first season is burn-in: the models learn from it, but it is
+not scored (ratings start from nothing there). The market's opening and closing lines are
+scored on exactly the scored matches, and the last lines printed are one per model::
+
+    QUALITY model=<id> policy=<policy> matches=<n> logloss=<f> rps=<f> brier=<f> accuracy=<f> \
+market_open_logloss=<f> market_close_logloss=<f>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from models import catalog
+from models.base import Model
+from models.features import build_events, model_input, prequential_steps
+from models.metrics import MetricSummary, ProbabilityMap, calibration_bins, normalised_implied
+from models.metrics import log_loss as match_log_loss
+from models.policy import LearningPolicy
+from models.policy import parse as parse_policy
+from schemas.events import MatchFeatures, MatchResult, Outcome
+from schemas.football_csv import (
+    DATA_DIR_ENV,
+    FootballRow,
+    RowError,
+    default_data_files,
+    read_rows,
+    slug,
+)
+
+DEFAULT_OUT = Path("reports/evaluate")
+ROLLING_WINDOW = 1000  # scored matches per point of the rolling curve: ~7 months of 5 leagues
+NO_LEARNING = "none"  # the policy shown for models that do not learn online
+
+
+@dataclass(slots=True)
+class Entrant:
+    """One model under evaluation, its learning policy and what it scored."""
+
+    model: Model
+    policy: LearningPolicy
+    summary: MetricSummary = field(default_factory=MetricSummary)
+    scored: list[tuple[ProbabilityMap, Outcome]] = field(default_factory=list)
+
+    @property
+    def policy_name(self) -> str:
+        """The policy in effect: ``none`` where the model does not learn online."""
+        return str(self.policy) if self.model.learns_online else NO_LEARNING
+
+    @property
+    def label(self) -> str:
+        """``model (policy)``: one model may run under several policies."""
+        return f"{self.model.model_id} ({self.policy_name})"
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of one prequential run: per model, and the market on the same matches."""
+
+    entrants: list[Entrant]
+    market_open: MetricSummary = field(default_factory=MetricSummary)
+    market_close: MetricSummary = field(default_factory=MetricSummary)
+    kickoffs: list[datetime] = field(default_factory=list)
+    market_open_losses: list[float] = field(default_factory=list)
+    market_close_losses: list[float] = field(default_factory=list)
+
+    def quality_lines(self) -> list[str]:
+        """The ``QUALITY`` line of every model, in the order they were given."""
+        return [
+            f"QUALITY model={e.model.model_id} policy={e.policy_name} "
+            f"matches={e.summary.count} logloss={e.summary.log_loss:.4f} "
+            f"rps={e.summary.rps:.4f} brier={e.summary.brier:.4f} "
+            f"accuracy={e.summary.accuracy:.4f} "
+            f"market_open_logloss={self.market_open.log_loss:.4f} "
+            f"market_close_logloss={self.market_close.log_loss:.4f}"
+            for e in self.entrants
+        ]
+
+
+@dataclass(slots=True)
+class _Match:
+    """One match on its way through the run: its events, then the inputs and predictions."""
+
+    features: MatchFeatures
+    result: MatchResult
+    x: dict[str, float] = field(default_factory=dict)
+    predictions: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_prequential(
+    events: Iterable[tuple[MatchFeatures, MatchResult]],
+    entrants: Sequence[Entrant],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Learn the results known by each kickoff, then predict and score (after burn-in) it.
+
+    ``events`` must be in kickoff order, as :func:`models.features.build_events` yields them. A
+    result is learned once its final whistle has passed, as in the service, so a model never
+    predicts a match knowing the result of a match that was still running.
+    """
+    report = Report(list(entrants))
+    first_season: dict[str, str] = {}
+    matches = (_Match(features, result) for features, result in events)
+    for finished, starting in prequential_steps(matches, lambda match: match.features.kickoff):
+        for match in sorted(finished, key=lambda match: match.features.match_id):
+            for entrant, p in zip(entrants, match.predictions, strict=True):
+                _learn(entrant, match.x, p, match.result.outcome)
+        for match in starting:
+            match.x = model_input(match.features)
+            match.predictions = [e.model.predict_proba_one(match.x) for e in entrants]
+            season = first_season.setdefault(match.features.league, match.features.season)
+            if match.features.season != season:
+                _score(report, match.features, match.result.outcome, match.predictions)
+        if on_progress is not None:
+            on_progress(len(starting))
+    return report
+
+
+def _score(
+    report: Report,
+    features: MatchFeatures,
+    outcome: Outcome,
+    probabilities: Sequence[ProbabilityMap],
+) -> None:
+    for entrant, p in zip(report.entrants, probabilities, strict=True):
+        entrant.summary.add(p, outcome)
+        entrant.scored.append((p, outcome))
+    # Without a closing line the opening one stands in, so both figures cover the same matches.
+    close_odds = features.odds_close if features.odds_close is not None else features.odds_open
+    market_open = normalised_implied(features.odds_open).probabilities
+    market_close = normalised_implied(close_odds).probabilities
+    report.market_open.add(market_open, outcome)
+    report.market_close.add(market_close, outcome)
+    report.kickoffs.append(features.kickoff)
+    report.market_open_losses.append(match_log_loss(market_open, outcome))
+    report.market_close_losses.append(match_log_loss(market_close, outcome))
+
+
+def _learn(entrant: Entrant, x: dict[str, float], p: ProbabilityMap, outcome: Outcome) -> None:
+    if not entrant.model.learns_online:
+        return
+    weight = entrant.policy.weight(p, outcome)
+    if weight > 0.0:
+        entrant.model.learn_one(x, outcome, weight)
+
+
+def parse_model_specs(text: str) -> list[tuple[str, LearningPolicy]]:
+    """``id[:policy],...`` as (model id, policy); the policy defaults to the catalog's."""
+    specs: list[tuple[str, LearningPolicy]] = []
+    for item in text.split(","):
+        model_id, _, policy = item.strip().partition(":")
+        if not model_id:
+            raise ValueError(f"empty model id in {text!r}; expected `id[:policy],...`")
+        spec = (model_id, parse_policy(policy or catalog.DEFAULT_POLICY))
+        if spec in specs:
+            raise ValueError(f"model {model_id} with policy {spec[1]} is listed twice")
+        specs.append(spec)
+    return specs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``evaluate`` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="prequential model quality on CSV history, against the market (no Kafka)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", nargs="+", type=Path, metavar="CSV",
+        help=f"match files (default: every CSV in ${DATA_DIR_ENV} or ../shared/data/football)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--models", default=",".join(catalog.MODEL_IDS), metavar="ID[:POLICY],...",
+        help=f"models and learning policies (default: all, policy {catalog.DEFAULT_POLICY})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+        help=f"folder for the PNG plots (default: {DEFAULT_OUT})",
+    )  # fmt: skip
+    parser.add_argument("--leagues", metavar="ID,...", help="only these league ids")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace, settings: object = None) -> int:
+    """Run the evaluation; 0 on success, 2 on bad input (a message on stderr says why)."""
+    started = time.perf_counter()
+    try:
+        specs = parse_model_specs(args.models)
+        entrants = [Entrant(catalog.create(model_id), policy) for model_id, policy in specs]
+        paths = args.data or default_data_files()
+        if not paths:
+            raise ValueError(f"no CSV files found; pass --data or set {DATA_DIR_ENV}")
+        rows = select_leagues(read_rows(paths).rows, args.leagues)
+    except (OSError, RowError, ValueError, KeyError) as error:
+        print(f"tipstream evaluate: {error}", file=sys.stderr)
+        return 2
+    with tqdm(total=len(rows), unit="match", disable=not sys.stderr.isatty()) as bar:
+        report = run_prequential(build_events(rows), entrants, on_progress=bar.update)
+    if not report.kickoffs:
+        print("tipstream evaluate: no match after each league's burn-in season", file=sys.stderr)
+        return 2
+    written = write_plots(report, args.out)
+    elapsed = time.perf_counter() - started
+    scored = len(report.kickoffs)
+    print(f"evaluated {len(rows)} matches ({scored} scored after burn-in) in {elapsed:.1f} s")
+    print(f"plots: {', '.join(str(path) for path in written)}")
+    print("\n".join(report.quality_lines()))
+    return 0
+
+
+def select_leagues(rows: list[FootballRow], leagues: str | None) -> list[FootballRow]:
+    """The rows of the comma-separated league ids (all rows when None); unknown ids are errors."""
+    if not leagues:
+        return rows
+    wanted = {league.strip() for league in leagues.split(",")}
+    known = {row.league for row in rows}
+    if wanted - known:
+        unknown, available = ", ".join(sorted(wanted - known)), ", ".join(sorted(known))
+        raise ValueError(f"unknown league {unknown}; the data has {available}")
+    return [row for row in rows if row.league in wanted]
+
+
+def write_plots(report: Report, out: Path) -> list[Path]:
+    """A reliability diagram per model and the rolling log loss against the market, as PNG."""
+    from matplotlib.figure import Figure  # slow to import: only when plots are written
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entrant in report.entrants:
+        figure = Figure(figsize=(6, 6))
+        axes = figure.subplots()
+        axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+        for outcome, bins in calibration_bins(entrant.scored).items():
+            means = [b.mean_predicted for b in bins]
+            axes.plot(means, [b.observed_frequency for b in bins], marker="o", label=outcome)
+        axes.set(xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1))
+        axes.set_title(f"reliability: {entrant.label}")
+        axes.legend()
+        written.append(out / f"reliability-{slug(entrant.label)}.png")
+        figure.savefig(written[-1], dpi=100)
+    figure = Figure(figsize=(10, 5))
+    axes = figure.subplots()
+    # Naive UTC as datetime64: matplotlib plots it natively (kickoffs are all UTC).
+    utc = [kickoff.replace(tzinfo=None) for kickoff in report.kickoffs[ROLLING_WINDOW - 1 :]]
+    dates = np.array(utc, dtype="datetime64[s]")
+    for entrant in report.entrants:
+        axes.plot(dates, _rolling_mean(_losses(entrant)), linewidth=1, label=entrant.label)
+    for label, losses, style in (
+        ("market open", report.market_open_losses, "--"),
+        ("market close", report.market_close_losses, ":"),
+    ):
+        axes.plot(dates, _rolling_mean(losses), "k" + style, linewidth=1, label=label)
+    axes.set(xlabel="kickoff", ylabel=f"log loss, mean of the last {ROLLING_WINDOW} matches")
+    axes.legend(loc="upper left", fontsize="small")
+    written.append(out / "rolling-logloss.png")
+    figure.savefig(written[-1], dpi=100)
+    return written
+
+
+def _losses(entrant: Entrant) -> list[float]:
+    return [match_log_loss(p, outcome) for p, outcome in entrant.scored]
+
+
+def _rolling_mean(values: Sequence[float]) -> list[float]:
+    """Means of each full window of :data:`ROLLING_WINDOW` consecutive values."""
+    means, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= ROLLING_WINDOW:
+            total -= values[i - ROLLING_WINDOW]
+        if i >= ROLLING_WINDOW - 1:
+            means.append(total / ROLLING_WINDOW)
+    return means

@@ -1,0 +1,321 @@
+"""Read football-data.co.uk-style CSV files into typed, validated rows.
+
+The format is the one of ``shared/data/football/*.csv`` (see the data README): one match per line,
+kickoff ``YYYY-MM-DD HH:MM:SS``, teams, full-time and half-time goals, and average opening and
+closing 1X2 odds. Other markets (over/under 2.5, both teams to score) may be absent or empty:
+tipstream does not read them.
+
+The source gives kickoff in its local time without a zone. We read it as UTC: the offset is
+unknown (and differs by league and by daylight saving), while UTC keeps every timestamp aware,
+comparable and stable across machines. Same-kickoff grouping and match ids use this value.
+
+A bad row never crashes the reader: :func:`parse_file` (or :func:`parse_lines` for text already
+in memory) yields a :class:`RowError` in its place, and :func:`read_rows` (or
+:func:`collect_rows`) lets the caller ``stop`` at the first one or ``skip`` them all.
+
+>>> row = parse_line({
+...     "Date": "2009-08-15 13:45:00", "country": "england", "league": "premier-league",
+...     "Season": "2009-2010", "HomeTeam": "Chelsea", "AwayTeam": "Hull City",
+...     "FTHG": "2", "FTAG": "1", "HTHG": "1", "HTAG": "1",
+...     "home_open": "1.19", "draw_open": "6.64", "away_open": "18.47",
+...     "home_close": "1.17", "draw_close": "6.91", "away_close": "20.64"}, "epl.csv", 2)
+>>> row.match_id
+'england-premier-league:2009-08-15:chelsea:hull-city'
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import chain
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from schemas.events import EARLIEST_KICKOFF, Odds, Outcome, outcome_of
+
+REQUIRED_COLUMNS = (
+    "Date",
+    "country",
+    "league",
+    "Season",
+    "HomeTeam",
+    "AwayTeam",
+    "FTHG",
+    "FTAG",
+    "home_open",
+    "draw_open",
+    "away_open",
+    "home_close",
+    "draw_close",
+    "away_close",
+)
+"""Columns a file must have; ``HTHG``/``HTAG`` and the other markets are optional."""
+
+DATA_DIR_ENV = "TIPSTREAM_DATA_DIR"
+"""Folder of the CSV history; by default ``<repo>/../shared/data/football``."""
+
+MAX_GOALS = 99
+MAX_ODDS = 1000.0  # the same bound as ``schemas.events.DecimalOdds``
+MAX_NAME_LENGTH = 120  # the same bound as ``schemas.events.Name``
+MAX_ID_LENGTH = 200  # the same bound as ``schemas.events.Identifier``
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+_SEASON = re.compile(r"^(\d{4})-(\d{4})$")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+OnError = Literal["skip", "stop"]
+
+
+class RowError(ValueError):
+    """Why one CSV row cannot become a match: where it is, which field, its value, the rule."""
+
+    def __init__(self, path: str, line: int, field: str, value: str | None, rule: str) -> None:
+        super().__init__(f"{path}:{line}: {field}={value!r}: {rule}")
+        self.path = path
+        self.line = line
+        self.field = field
+        self.value = value
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class FootballRow:
+    """One validated match of a CSV file; ``line`` is the 1-based line number in ``source``."""
+
+    source: str
+    line: int
+    match_id: str
+    kickoff: datetime
+    league: str
+    season: str
+    home_team: str
+    away_team: str
+    home_goals: int
+    away_goals: int
+    half_time_home_goals: int | None
+    half_time_away_goals: int | None
+    odds_open: Odds
+    odds_close: Odds
+
+    @property
+    def outcome(self) -> Outcome:
+        """The 1X2 outcome of the full-time score."""
+        return outcome_of(self.home_goals, self.away_goals)
+
+
+class RowsRead(NamedTuple):
+    """Rows sorted by kickoff (stable: file order, then line) and the errors that were skipped."""
+
+    rows: list[FootballRow]
+    errors: list[RowError]
+
+
+@lru_cache(maxsize=4096)  # a few hundred team and league names repeat over thousands of rows
+def slug(text: str) -> str:
+    """Lowercase ASCII with ``-`` between words: ``"Dep. La Coruña"`` -> ``"dep-la-coruna"``."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")
+
+
+def make_match_id(league: str, kickoff: datetime, home_team: str, away_team: str) -> str:
+    """Deterministic id: ``<league>:<kickoff date>:<home slug>:<away slug>``."""
+    return f"{league}:{kickoff.date().isoformat()}:{slug(home_team)}:{slug(away_team)}"
+
+
+def default_data_files() -> list[Path]:
+    """The CSV files of ``$TIPSTREAM_DATA_DIR``, or of ``<repo>/../shared/data/football``."""
+    repo = Path(__file__).resolve().parents[1]
+    folder = Path(os.environ.get(DATA_DIR_ENV) or repo.parent / "shared/data/football")
+    return sorted(folder.glob("*.csv"))
+
+
+def read_rows(paths: Iterable[str | Path], *, on_error: OnError = "stop") -> RowsRead:
+    """All matches of the files in kickoff order; raise the first :class:`RowError` or skip it."""
+    return collect_rows(chain.from_iterable(parse_file(path) for path in paths), on_error=on_error)
+
+
+def collect_rows(
+    items: Iterable[FootballRow | RowError], *, on_error: OnError = "stop"
+) -> RowsRead:
+    """Parsed rows sorted by kickoff (stable), raising the first error or skipping them all.
+
+    A second row with an already seen match id is an error too: replays and learning treat the
+    match id as the identity of a match, so a duplicate would count one match twice.
+    """
+    rows: list[FootballRow] = []
+    errors: list[RowError] = []
+    seen: dict[str, FootballRow] = {}
+    for item in items:
+        if isinstance(item, FootballRow) and item.match_id in seen:
+            first = seen[item.match_id]
+            item = RowError(
+                item.source, item.line, "match_id", item.match_id,
+                f"duplicate of {first.source}:{first.line}",
+            )  # fmt: skip
+        if isinstance(item, RowError):
+            if on_error == "stop":
+                raise item
+            errors.append(item)
+            continue
+        seen[item.match_id] = item
+        rows.append(item)
+    rows.sort(key=lambda row: row.kickoff)
+    return RowsRead(rows, errors)
+
+
+def parse_file(path: str | Path) -> Iterator[FootballRow | RowError]:
+    """Each data row of one file in file order, parsed, or the :class:`RowError` saying why not."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        yield from parse_lines(handle, str(path))
+
+
+def parse_lines(lines: Iterable[str], source: str) -> Iterator[FootballRow | RowError]:
+    """Each data row of CSV text (header first) parsed, or the :class:`RowError` saying why not.
+
+    Text without a header or without a required column yields a single error for line 1.
+    """
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames
+    if not header:
+        yield RowError(source, 1, "header", None, "file has no header row")
+        return
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        yield RowError(source, 1, missing[0], None, "required column is missing")
+        return
+    for record in reader:
+        try:
+            yield parse_line(record, source, reader.line_num)
+        except RowError as error:
+            yield error
+
+
+def parse_line(record: Mapping[str | None, object], source: str, line: int) -> FootballRow:
+    """One CSV record (as ``csv.DictReader`` gives it) as a row, or raise :class:`RowError`."""
+    fields = _Fields(record, source, line)
+    if None in record:
+        raise RowError(source, line, "row", None, "more fields than the header has")
+    kickoff = fields.kickoff("Date")
+    league = f"{fields.slug('country')}-{fields.slug('league')}"
+    home_team, away_team = fields.name("HomeTeam"), fields.name("AwayTeam")
+    if slug(home_team) == slug(away_team):
+        raise RowError(source, line, "AwayTeam", away_team, "must differ from HomeTeam")
+    match_id = make_match_id(league, kickoff, home_team, away_team)
+    if len(match_id) > MAX_ID_LENGTH:
+        rule = f"longer than {MAX_ID_LENGTH} characters"
+        raise RowError(source, line, "match_id", match_id, rule)
+    home_goals, away_goals = fields.goals("FTHG"), fields.goals("FTAG")
+    return FootballRow(
+        source=source,
+        line=line,
+        match_id=match_id,
+        kickoff=kickoff,
+        league=league,
+        season=fields.season("Season"),
+        home_team=home_team,
+        away_team=away_team,
+        home_goals=home_goals,
+        away_goals=away_goals,
+        half_time_home_goals=fields.half_time("HTHG", home_goals),
+        half_time_away_goals=fields.half_time("HTAG", away_goals),
+        odds_open=fields.odds("open"),
+        odds_close=fields.odds("close"),
+    )
+
+
+class _Fields:
+    """Typed access to the fields of one record; each reader raises ``RowError`` on a bad value."""
+
+    def __init__(self, record: Mapping[str | None, object], source: str, line: int) -> None:
+        self._record = record
+        self._source = source
+        self._line = line
+
+    def _fail(self, field: str, value: str | None, rule: str) -> RowError:
+        return RowError(self._source, self._line, field, value, rule)
+
+    def text(self, field: str) -> str:
+        value = self._record.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise self._fail(field, None, "value is missing")
+        return value.strip()
+
+    def optional(self, field: str) -> str | None:
+        value = self._record.get(field)
+        if not isinstance(value, str):
+            return None
+        return value.strip() or None
+
+    def kickoff(self, field: str) -> datetime:
+        value = self.text(field)
+        if not _DATE.match(value):
+            raise self._fail(field, value, "expected a date as YYYY-MM-DD HH:MM:SS")
+        try:
+            kickoff = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError as error:
+            raise self._fail(field, value, f"not a valid date: {error}") from error
+        if kickoff < EARLIEST_KICKOFF:
+            raise self._fail(field, value, f"kickoff before {EARLIEST_KICKOFF.year}")
+        return kickoff
+
+    def slug(self, field: str) -> str:
+        value = self.text(field)
+        result = slug(value)
+        if not result:
+            raise self._fail(field, value, "must contain a letter or a digit")
+        return result
+
+    def name(self, field: str) -> str:
+        value = self.text(field)
+        if len(value) > MAX_NAME_LENGTH or not slug(value):
+            raise self._fail(
+                field, value, f"must have 1 to {MAX_NAME_LENGTH} characters, a letter or a digit"
+            )
+        return value
+
+    def season(self, field: str) -> str:
+        value = self.text(field)
+        found = _SEASON.match(value)
+        if not found or int(found.group(2)) != int(found.group(1)) + 1:
+            raise self._fail(field, value, "expected consecutive years as YYYY-YYYY")
+        return value
+
+    def goals(self, field: str) -> int:
+        return self._goals(field, self.text(field))
+
+    def _goals(self, field: str, value: str) -> int:
+        if not value.isdigit() or int(value) > MAX_GOALS:
+            raise self._fail(field, value, f"goals must be a whole number from 0 to {MAX_GOALS}")
+        return int(value)
+
+    def half_time(self, field: str, full_time: int) -> int | None:
+        value = self.optional(field)
+        if value is None:
+            return None
+        goals = self._goals(field, value)
+        if goals > full_time:
+            raise self._fail(field, value, f"half-time goals exceed full-time goals ({full_time})")
+        return goals
+
+    def odds(self, snapshot: str) -> Odds:
+        home, draw, away = (self._price(f"{side}_{snapshot}") for side in ("home", "draw", "away"))
+        return Odds(home=home, draw=draw, away=away)
+
+    def _price(self, field: str) -> float:
+        value = self.text(field)
+        try:
+            price = float(value)
+        except ValueError as error:
+            raise self._fail(field, value, "odds must be a number") from error
+        if not math.isfinite(price):
+            raise self._fail(field, value, "odds must be a finite number")
+        if not 1.0 < price <= MAX_ODDS:
+            raise self._fail(field, value, f"decimal odds must be > 1 and <= {MAX_ODDS:g}")
+        return price

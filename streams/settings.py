@@ -1,0 +1,90 @@
+"""One settings object for the whole service, read from ``TIPSTREAM_*`` environment variables.
+
+Every threshold, window and address lives here with its default, so the README's table and the
+code cannot disagree (``ENV_VARS`` is the table). Settings are immutable: a worker reads them
+once at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "TIPSTREAM_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Service settings; each field is read from ``TIPSTREAM_<FIELD>`` (upper case)."""
+
+    kafka_url: str = "kafka://127.0.0.1:9092"
+    database_url: str = "postgresql://tipstream:tipstream@127.0.0.1:5432/tipstream"
+    topic_prefix: str = "tipstream"
+    partitions: int = 4
+    log_format: str = "auto"  # json | console | auto (console on a terminal)
+    log_level: str = "info"
+    # Secret for signing serialized model state; the registry refuses unsigned bytes.
+    registry_key: str = "tipstream-dev-key-change-me"
+    app_id: str = "tipstream"
+    web_port: int = 6066
+    # Acked offsets are committed this often; a restart replays at most this much.
+    commit_interval: float = 1.0
+    # Models seeded into an empty registry on a worker's first start.
+    champion_model: str = "online-logreg"
+    challenger_models: str = "online-rating"  # comma-separated
+    # Learning
+    learning_policy: str = "errors"
+    snapshot_every: int = 20  # learned examples between two snapshots
+    snapshot_seconds: float = 10.0  # ... or this many seconds, whichever comes first
+    # Decay monitor: windows of evaluations, thresholds relative to the baseline.
+    decay_window: int = 300
+    decay_threshold: float = 0.05
+    drift_detector: str = "page-hinkley"
+    # Champion/challenger: promote when a challenger's log loss is this much better.
+    promotion_margin: float = 0.03
+    promotion_min_matches: int = 100
+    auto_promote: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the environment, each unset variable taking its default."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = source.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name, raw, field.default)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests give each run its own prefix)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port`` list for aiokafka, from the Faust-style ``kafka://`` URL."""
+        return ",".join(part.split("://", 1)[-1] for part in self.kafka_url.split(";"))
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"{ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+    try:
+        return type(default)(raw)
+    except ValueError as error:
+        raise ValueError(
+            f"{ENV_PREFIX}{name.upper()} must be a {type(default).__name__}, got {raw!r}"
+        ) from error
+
+
+ENV_VARS: dict[str, str] = {
+    ENV_PREFIX + f.name.upper(): str(f.default) for f in fields(Settings)
+}
+"""Every environment variable the service reads, with its default."""

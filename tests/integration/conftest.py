@@ -1,0 +1,226 @@
+"""Fixtures for tests against the real Kafka broker and PostgreSQL started by `make services`.
+
+Each test gets its own topic prefix, Faust app id and database (cloned from a migrated
+template), so tests never see each other's events or rows. Workers run as subprocesses, so a
+kill in a test is a real kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import encode
+from schemas.events import Record
+from streams.db import migrate
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = Settings.from_env()
+TEMPLATE_DB = f"tipstream_template_{os.getpid()}"
+
+
+def database_url(name: str) -> str:
+    """The base URL with another database name."""
+    return BASE.database_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(BASE.database_url)
+
+
+@pytest.fixture(scope="session")
+async def template_database() -> AsyncIterator[str]:
+    """A migrated database that each test's database is cloned from."""
+    admin = await _admin()
+    await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+    await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    conn = await asyncpg.connect(database_url(TEMPLATE_DB))
+    await migrate(conn)
+    await conn.close()
+    yield TEMPLATE_DB
+    await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def fresh_database(template_database: str) -> AsyncIterator[str]:
+    """A database of this test only, migrated; dropped afterwards."""
+    name = f"tipstream_t_{uuid.uuid4().hex[:12]}"
+    admin = await _admin()
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield database_url(name)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def settings(fresh_database: str) -> Settings:
+    """Settings of an isolated deployment: own prefix, app id, database and web port."""
+    tag = uuid.uuid4().hex[:10]
+    value = BASE.replace(
+        topic_prefix=f"test-{tag}",
+        app_id=f"tipstream-test-{tag}",
+        database_url=fresh_database,
+        web_port=_free_port(),
+        partitions=2,
+        snapshot_every=50,
+        snapshot_seconds=2.0,
+        log_format="json",
+    )
+    await ensure_topics(value)
+    return value
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The process environment that makes a subprocess use ``settings``."""
+    env = dict(os.environ)
+    for name in settings.__dataclass_fields__:
+        env[f"TIPSTREAM_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+@dataclass
+class Worker:
+    """A `tipstream worker` subprocess."""
+
+    settings: Settings
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.starts += 1
+        env = environment(self.settings) | self.extra_env
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Factory: start a worker subprocess on this test's deployment."""
+    workers: list[Worker] = []
+
+    def start(**extra_env: str) -> Worker:
+        worker = Worker(settings, tmp_path / f"worker-{len(workers)}.log", extra_env=extra_env)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+async def producer() -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all",
+                         enable_idempotence=True, linger_ms=5)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, records: list[tuple[str, Record]]) -> None:
+    """Publish records keyed by their key and wait until the broker has them all."""
+    futures = [await producer.send(topic, encode(r), key=k.encode()) for k, r in records]
+    await asyncio.gather(*futures)
+
+
+async def publish_raw(producer: AIOKafkaProducer, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+    futures = [await producer.send(topic, value, key=key) for key, value in items]
+    await asyncio.gather(*futures)
+
+
+async def read_topic(topic: str, *, expect: int | None = None, timeout: float = 60.0) -> list[Any]:
+    """Every message of a topic from the start; waits until ``expect`` arrived (or timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BASE.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                messages.extend(records)
+            if expect is not None and len(messages) >= expect:
+                # A little longer, to catch duplicates beyond the expected count.
+                extra = await consumer.getmany(timeout_ms=1000)
+                for records in extra.values():
+                    messages.extend(records)
+                break
+            if expect is None and not batch:
+                break
+    finally:
+        await consumer.stop()
+    return messages
+
+
+async def wait_for(
+    condition: Callable[[], Any], *, timeout: float = 120.0, interval: float = 0.5,
+    what: str = "condition",
+) -> Any:
+    """Poll an async condition until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await condition()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
