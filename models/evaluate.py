@@ -5,8 +5,9 @@ models and learning policies. Matches are taken in kickoff order; every model pr
 matches of one kickoff time, and learns their results by its policy once their final whistle
 has passed, so a model is never scored on a result it has seen, nor helped by one that was still
 unknown at kickoff. Each league's first season is burn-in: the models learn from it, but it is
-not scored (ratings start from nothing there). The market's opening and closing lines are
-scored on exactly the scored matches, and the last lines printed are one per model::
+not scored (ratings start from nothing there). Batch models, which do not learn online, are
+refitted on every known result at the start of each season. The market's opening and closing
+lines are scored on exactly the scored matches, and the last lines printed are one per model::
 
     QUALITY model=<id> policy=<policy> matches=<n> logloss=<f> rps=<f> brier=<f> accuracy=<f> \
 market_open_logloss=<f> market_close_logloss=<f>
@@ -17,10 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm import tqdm
@@ -43,8 +45,19 @@ from schemas.football_csv import (
 )
 
 DEFAULT_OUT = Path("reports/evaluate")
+MIN_REFIT_ROWS = 100  # a batch model refitted on fewer results would be noise, not a model
+SEASON_REFIT = "season-refit"  # the policy shown for batch models
 ROLLING_WINDOW = 1000  # scored matches per point of the rolling curve: ~7 months of 5 leagues
 NO_LEARNING = "none"  # the policy shown for models that do not learn online
+
+
+@runtime_checkable
+class Refittable(Protocol):
+    """A batch model: it does not learn online but is refitted on all results so far."""
+
+    def fit(self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome]) -> object:
+        """Train on these inputs and outcomes, in kickoff order."""
+        ...
 
 
 @dataclass(slots=True)
@@ -58,8 +71,10 @@ class Entrant:
 
     @property
     def policy_name(self) -> str:
-        """The policy in effect: ``none`` where the model does not learn online."""
-        return str(self.policy) if self.model.learns_online else NO_LEARNING
+        """The policy in effect; ``season-refit`` for batch models, ``none`` for references."""
+        if self.model.learns_online:
+            return str(self.policy)
+        return SEASON_REFIT if isinstance(self.model, Refittable) else NO_LEARNING
 
     @property
     def label(self) -> str:
@@ -111,24 +126,41 @@ def run_prequential(
 
     ``events`` must be in kickoff order, as :func:`models.features.build_events` yields them. A
     result is learned once its final whistle has passed, as in the service, so a model never
-    predicts a match knowing the result of a match that was still running.
+    predicts a match knowing the result of a match that was still running. Batch models are
+    refitted on every known result when a new season starts (before, they give base rates).
     """
     report = Report(list(entrants))
     first_season: dict[str, str] = {}
+    history: list[tuple[dict[str, float], Outcome]] = []
+    season = ""
     matches = (_Match(features, result) for features, result in events)
     for finished, starting in prequential_steps(matches, lambda match: match.features.kickoff):
         for match in sorted(finished, key=lambda match: match.features.match_id):
+            history.append((match.x, match.result.outcome))
             for entrant, p in zip(entrants, match.predictions, strict=True):
                 _learn(entrant, match.x, p, match.result.outcome)
+        if starting and max(m.features.season for m in starting) > season:
+            season = max(m.features.season for m in starting)
+            _refit(entrants, history)
         for match in starting:
             match.x = model_input(match.features)
             match.predictions = [e.model.predict_proba_one(match.x) for e in entrants]
-            season = first_season.setdefault(match.features.league, match.features.season)
-            if match.features.season != season:
+            league_first = first_season.setdefault(match.features.league, match.features.season)
+            if match.features.season != league_first:
                 _score(report, match.features, match.result.outcome, match.predictions)
         if on_progress is not None:
             on_progress(len(starting))
     return report
+
+
+def _refit(entrants: Sequence[Entrant], history: list[tuple[dict[str, float], Outcome]]) -> None:
+    """Refit the batch models on all results so far: the offline retraining of each season."""
+    if len(history) < MIN_REFIT_ROWS:
+        return
+    rows, outcomes = [x for x, _ in history], [y for _, y in history]
+    for entrant in entrants:
+        if isinstance(entrant.model, Refittable) and not entrant.model.learns_online:
+            entrant.model.fit(rows, outcomes)
 
 
 def _score(

@@ -45,6 +45,12 @@ class RunningMoments:
         self.count = np.zeros(size)
         self.mean = np.zeros(size)
         self.m2 = np.zeros(size)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        # Cached because predictions far outnumber updates; sd 1 until two values are seen.
+        variance = np.where(self.count > 1, self.m2 / np.maximum(self.count, 1.0), 1.0)
+        self.inverse_sd = 1.0 / np.sqrt(np.maximum(variance, 1e-12))
 
     def update(self, row: FloatArray) -> None:
         """Add one example's inputs (NaN = missing, not counted)."""
@@ -53,16 +59,16 @@ class RunningMoments:
         delta = np.where(seen, row - self.mean, 0.0)
         self.mean += delta / np.maximum(self.count, 1.0)
         self.m2 += delta * np.where(seen, row - self.mean, 0.0)
+        self._rescale()
 
     def fill(self, matrix: FloatArray) -> FloatArray:
         """Missing values replaced by the running mean."""
         return np.where(np.isfinite(matrix), matrix, self.mean)
 
     def standardise(self, matrix: FloatArray) -> FloatArray:
-        """``(x - mean) / sd``, clipped; 0 for a missing value; sd 1 until two values are seen."""
-        variance = np.where(self.count > 1, self.m2 / np.maximum(self.count, 1.0), 1.0)
-        sd = np.sqrt(np.maximum(variance, 1e-12))
-        return np.clip((self.fill(matrix) - self.mean) / sd, -Z_CLIP, Z_CLIP)
+        """``(x - mean) / sd``, clipped; 0 (the mean) for a missing value."""
+        z = (matrix - self.mean) * self.inverse_sd
+        return np.clip(np.where(np.isfinite(z), z, 0.0), -Z_CLIP, Z_CLIP)
 
     def state(self) -> dict[str, Any]:
         """Msgpack-able state."""
@@ -75,6 +81,7 @@ class RunningMoments:
         moments.count, moments.mean, moments.m2 = (
             floats(state["count"]), floats(state["mean"]), floats(state["m2"])
         )  # fmt: skip
+        moments._rescale()
         return moments
 
 

@@ -132,9 +132,9 @@ async def _ids_on(settings: Settings, topic: str, id_field: str) -> set[str]:
     await consumer.start()
     ids: set[str] = set()
     try:
-        partitions = consumer.assignment()
-        end = await consumer.end_offsets(list(partitions))
-        while any(await consumer.position(tp) < end[tp] for tp in partitions):
+        partitions = list(consumer.assignment())
+        end = await consumer.end_offsets(partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batch.values():
                 for record in records:

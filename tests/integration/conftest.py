@@ -125,11 +125,11 @@ class Worker:
     def start(self) -> None:
         self.starts += 1
         env = environment(self.settings) | self.extra_env
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own console script
-            [sys.executable, "-m", "streams.cli", "worker"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own console script
+                [sys.executable, "-m", "streams.cli", "worker"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.process is not None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import numpy as np
 import pytest
 
-from models import catalog
+from models import catalog, evaluate
 from models.base import BaseModel, FloatArray
 from models.evaluate import Entrant, parse_model_specs, run_prequential, select_leagues
 from models.features import build_events
@@ -75,6 +75,19 @@ class Frequencies(Spy):
 
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
         self.counts[y] += weight
+
+
+class BatchSpy(Spy):
+    """A batch model: never learns online, records the matches each refit was given."""
+
+    learns_online = False
+
+    def __init__(self, model_id: str = "batch", inputs: tuple[str, ...] = ("n",)) -> None:
+        super().__init__(model_id, inputs)
+        self.fits: list[list[int]] = []
+
+    def fit(self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome]) -> None:
+        self.fits.append([int(x["n"]) for x in rows])
 
 
 def _event(
@@ -150,6 +163,19 @@ def test_first_season_of_each_league_is_burn_in_but_still_learned() -> None:
     assert entrant.summary.count == 6
     assert report.market_open.count == report.market_close.count == 6
     assert spy.learned == set(range(12))
+
+
+def test_batch_models_are_refitted_on_known_results_at_each_new_season(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch model never learns one result at a time; it is refitted on every finished
+    result when a new season starts, and shows the season-refit policy."""
+    monkeypatch.setattr(evaluate, "MIN_REFIT_ROWS", 1)
+    batch = BatchSpy()
+    report = run_prequential(_season_events(), [Entrant(batch, LearningPolicy("all"))])
+    assert batch.learned == set()
+    assert batch.fits == [list(range(4)), list(range(10))]
+    assert report.entrants[0].policy_name == "season-refit"
 
 
 def test_market_figures_cover_exactly_the_scored_matches() -> None:
