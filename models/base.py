@@ -168,7 +168,11 @@ class BaseModel(ABC):
         """The model ``_state`` describes."""
 
     def snapshot(self) -> bytes:
-        """The state in a versioned msgpack envelope (deterministic: same state, same bytes)."""
+        """The state in a versioned msgpack envelope.
+
+        Same state, same bytes for the numpy models; pickled River or scikit-learn state may
+        differ byte-wise between processes (set order), never in what it restores to.
+        """
         envelope = Snapshot(
             kind=self.kind,
             format=SNAPSHOT_FORMAT,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -104,13 +104,12 @@ class BatchModel(BaseModel):
         return _aligned(self.fitted, np.where(np.isfinite(matrix), matrix, self.fill_values))
 
     def _state(self) -> dict[str, Any]:
-        report = self.report
+        report = None if self.report is None else astuple(self.report)
         return {
             "estimator": self.estimator,
             "seed": self.seed,
             "fill_values": self.fill_values.tolist(),
-            "report": None if report is None else [report.rows, report.cv_log_loss,
-                                                   list(report.fold_log_losses)],
+            "report": report,
             "pickle": pickle.dumps(self.fitted),
         }
 

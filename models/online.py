@@ -126,16 +126,17 @@ def _softmax(scores: FloatArray) -> FloatArray:
 class SoftmaxRegression(BaseModel):
     """Multinomial logistic regression, learned online with Adam and L2.
 
-    Hand-rolled rather than ``StandardScaler | SoftmaxRegression`` from River: River's takes a
-    plain SGD step of fixed size, which on this data is either slow to converge or noisy in its
-    probabilities (see the report in the module's tests); numpy also gives ``predict_proba_many``
-    as one matrix product. Starts at the base rates (zero weights, bias = log base rates).
+    Hand-rolled rather than River's ``StandardScaler | SoftmaxRegression``, which takes plain
+    SGD steps from a uniform start: on all 27 features over the 27,700 matches its best
+    prequential log loss was 0.9977 (lr 0.001; 1.029 at 0.01) against 0.9784 here. numpy also
+    makes ``predict_proba_many`` one matrix product. Starts at the base rates (zero weights,
+    bias = log base rates); a smaller ``lr`` suits more inputs (each weight adds step noise).
     """
 
     kind = "softmax"
     learns_online = True
 
-    def __init__(self, model_id: str, inputs: Sequence[str], *, lr: float = 0.002,
+    def __init__(self, model_id: str, inputs: Sequence[str], *, lr: float = 0.001,
                  l2: float = 1e-3) -> None:  # fmt: skip
         super().__init__(model_id, inputs)
         self.l2 = l2

@@ -46,9 +46,7 @@ def verify(blob: bytes, key: bytes) -> bytes:
         raise IntegrityError("not a signed model state: missing or unknown header")
     tag, payload = blob[len(MAGIC) : header], blob[header:]
     if not hmac.compare_digest(tag, _tag(payload, key)):
-        raise IntegrityError(
-            "model state signature does not match: wrong key or tampered bytes"
-        )
+        raise IntegrityError("model state signature does not match: wrong key or tampered bytes")
     return payload
 
 

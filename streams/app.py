@@ -84,20 +84,26 @@ async def prepare(settings: Settings) -> None:
 
 
 async def seed_registry(conn: Any, settings: Settings) -> list[str]:
-    """On a first start, register the default champion, challengers and market references."""
-    if await conn.fetchval("SELECT count(*) FROM models"):
-        return []
+    """Register the configured champion, challengers and market references that the registry
+    has never seen (a model trained before the first start, e.g. by `tipstream train`, stays)."""
+    known = {row["model_id"] for row in await conn.fetch("SELECT model_id FROM models")}
+    has_champion = await registry.champion_id(conn) is not None
     key = settings.registry_key.encode()
-    seeded = []
     plan = [(settings.champion_model, "champion")]
     plan += [(m, "challenger") for m in settings.challenger_models.split(",") if m]
     plan += [(m, "reference") for m in catalog.REFERENCE_MODEL_IDS]
+    seeded = []
     for model_id, status in plan:
+        if model_id in known:
+            continue
         model = catalog.create(model_id)
         policy = settings.learning_policy if model.learns_online else None
+        if status == "champion" and has_champion:
+            status = "challenger"
         await registry.register(conn, model, status=status, key=key, policy=policy)
         seeded.append(model_id)
-    log.info("registry seeded", models=seeded)
+    if seeded:
+        log.info("registry seeded", models=seeded)
     return seeded
 
 

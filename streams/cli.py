@@ -88,7 +88,7 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 
 def _registered() -> list[Register]:
     """Every module's subcommands; imported here so `tipstream --help` stays quick to load."""
-    from models import evaluate
+    from models import evaluate, training
     from streams import operator_cli, replay
 
     return [
@@ -99,6 +99,7 @@ def _registered() -> list[Register]:
         operator_cli.register,
         replay.register,
         evaluate.register,
+        training.register,
     ]
 
 

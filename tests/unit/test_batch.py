@@ -33,7 +33,8 @@ def test_batch_model_trains_and_scores(model_id: str) -> None:
     report = model.fit([x for x, _ in TRAIN], [y for _, y in TRAIN])
     assert report.rows == len(TRAIN)
     assert len(report.fold_log_losses) == 5
-    assert math.isfinite(report.cv_log_loss) and report.cv_log_loss < math.log(3)
+    assert math.isfinite(report.cv_log_loss)
+    assert report.cv_log_loss < math.log(3)
     base = MetricSummary()
     for _, y in TEST:
         base.add(BASE_RATES, y)
@@ -41,7 +42,9 @@ def test_batch_model_trains_and_scores(model_id: str) -> None:
     restored = BatchModel.restore(model.snapshot())
     assert restored.report == report
     probe = [x for x, _ in TEST[:20]]
-    np.testing.assert_array_equal(restored.predict_proba_many(probe), model.predict_proba_many(probe))
+    np.testing.assert_array_equal(
+        restored.predict_proba_many(probe), model.predict_proba_many(probe)
+    )
 
 
 def test_unfitted_batch_model_predicts_base_rates() -> None:

@@ -14,9 +14,7 @@ CLOSE = {"close_p_H": 0.6, "close_p_D": 0.25, "close_p_A": 0.15}
 def test_market_open_reads_the_opening_line() -> None:
     """market-open answers the opening implied probabilities and ignores the closing ones."""
     model = catalog.create("market-open")
-    assert model.predict_proba_one(OPEN | CLOSE) == pytest.approx(
-        {"H": 0.5, "D": 0.3, "A": 0.2}
-    )
+    assert model.predict_proba_one(OPEN | CLOSE) == pytest.approx({"H": 0.5, "D": 0.3, "A": 0.2})
 
 
 def test_market_close_falls_back_to_the_opening_line() -> None:
