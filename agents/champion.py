@@ -69,7 +69,9 @@ async def paired_scores(conn: Any) -> list[PairedScore]:
 
 def promotion_alert(score: PairedScore, *, margin: float, promoted: bool, now: datetime) -> Alert:
     """One alert per (challenger, champion) pair: its id is derived from the pair."""
-    action = "promoted automatically" if promoted else "awaiting approval (tipstream models promote)"
+    action = (
+        "promoted automatically" if promoted else "awaiting approval (tipstream models promote)"
+    )
     return Alert(
         alert_id=str(uuid.uuid5(_NAMESPACE, f"{score.challenger}|{score.champion}")),
         kind="promotion",
@@ -83,9 +85,11 @@ def promotion_alert(score: PairedScore, *, margin: float, promoted: bool, now: d
         baseline=score.champion_log_loss,
         current=score.challenger_log_loss,
         threshold=margin,
-        message=(f"{score.challenger} beats champion {score.champion} by "
-                 f"{score.improvement:.1%} log loss over {score.matches} shared matches; "
-                 f"{action}"),
+        message=(
+            f"{score.challenger} beats champion {score.champion} by "
+            f"{score.improvement:.1%} log loss over {score.matches} shared matches; "
+            f"{action}"
+        ),
         created_at=now,
     )
 
@@ -95,17 +99,28 @@ async def check(runtime: Runtime) -> list[Alert]:
     settings = runtime.settings
     async with runtime.connection() as conn:
         scores = await paired_scores(conn)
-        candidates = [s for s in scores if should_promote(
-            s, margin=settings.promotion_margin, min_matches=settings.promotion_min_matches)]
+        candidates = [
+            s
+            for s in scores
+            if should_promote(
+                s, margin=settings.promotion_margin, min_matches=settings.promotion_min_matches
+            )
+        ]
         if not candidates:
             return []
         best = max(candidates, key=lambda s: s.improvement)
-        known = {row["alert_id"] for row in await conn.fetch(
-            "SELECT alert_id FROM alerts WHERE kind = 'promotion'")}
+        known = {
+            row["alert_id"]
+            for row in await conn.fetch("SELECT alert_id FROM alerts WHERE kind = 'promotion'")
+        }
         now = datetime.now(UTC)
         alerts = [
-            promotion_alert(s, margin=settings.promotion_margin,
-                            promoted=settings.auto_promote and s is best, now=now)
+            promotion_alert(
+                s,
+                margin=settings.promotion_margin,
+                promoted=settings.auto_promote and s is best,
+                now=now,
+            )
             for s in candidates
         ]
         alerts = [a for a in alerts if a.alert_id not in known]
@@ -114,8 +129,15 @@ async def check(runtime: Runtime) -> list[Alert]:
         await alert_log.write(conn, alerts)
         if settings.auto_promote and any(a.model_id == best.challenger for a in alerts):
             await registry.promote(conn, best.challenger, reason=f"auto: {alerts[0].message}")
-            await runtime.publish_all([(runtime.topics.snapshots, best.challenger,
-                                        await status_snapshot(conn, best.challenger))])
+            await runtime.publish_all(
+                [
+                    (
+                        runtime.topics.snapshots,
+                        best.challenger,
+                        await status_snapshot(conn, best.challenger),
+                    )
+                ]
+            )
     await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)
     log.info("promotion candidates", alerts=[a.message for a in alerts])
     return alerts
@@ -131,9 +153,14 @@ async def status_snapshot(conn: Any, model_id: str) -> ModelSnapshot:
         model_id,
     )
     return ModelSnapshot(
-        model_id=model_id, version=row["version"], parent_version=row["parent_version"],
-        kind=row["kind"], status=row["status"], learned=row["learned"],
-        last_evaluation_id=row["last_evaluation_id"], state_sha256=row["state_sha256"],
+        model_id=model_id,
+        version=row["version"],
+        parent_version=row["parent_version"],
+        kind=row["kind"],
+        status=row["status"],
+        learned=row["learned"],
+        last_evaluation_id=row["last_evaluation_id"],
+        state_sha256=row["state_sha256"],
         created_at=datetime.now(UTC),
     )
 

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from river import drift
+from river import drift as _drift
 
 _NAMESPACE = uuid.UUID("0c6f3a57-52d4-4f43-8a8e-3a7e0f5c9b21")
 
@@ -55,6 +55,7 @@ def relative_decay(metric: Metric, baseline: float, current: float) -> float:
 
 def make_detector(name: str) -> Any:
     """A River drift detector on the loss stream, by its settings name."""
+    drift: Any = _drift  # River's constructors are untyped
     if name == "adwin":
         return drift.ADWIN(delta=0.002)
     if name == "page-hinkley":
@@ -151,28 +152,48 @@ class ScopeMonitor:
             return []
         return [
             Decision(
-                kind="drift", state="firing", metric="log_loss", detector=self.detector_name,
-                window=len(self._ids), baseline=self.baseline.get("log_loss"),
-                current=self.current("log_loss"), threshold=self.threshold,
-                first_evaluation_id=evaluation_id, last_evaluation_id=evaluation_id,
+                kind="drift",
+                state="firing",
+                metric="log_loss",
+                detector=self.detector_name,
+                window=len(self._ids),
+                baseline=self.baseline.get("log_loss"),
+                current=self.current("log_loss"),
+                threshold=self.threshold,
+                first_evaluation_id=evaluation_id,
+                last_evaluation_id=evaluation_id,
             )
         ]
 
     def _decision(
-        self, kind: Literal["decay", "recovery"], state: Literal["firing", "resolved"],
-        metric: Metric, detector: str, baseline: float, current: float,
+        self,
+        kind: Literal["decay", "recovery"],
+        state: Literal["firing", "resolved"],
+        metric: Metric,
+        detector: str,
+        baseline: float,
+        current: float,
     ) -> Decision:
         return Decision(
-            kind=kind, state=state, metric=metric, detector=detector, window=self.window,
-            baseline=baseline, current=current, threshold=self.threshold,
-            first_evaluation_id=self._ids[0], last_evaluation_id=self._ids[-1],
+            kind=kind,
+            state=state,
+            metric=metric,
+            detector=detector,
+            window=self.window,
+            baseline=baseline,
+            current=current,
+            threshold=self.threshold,
+            first_evaluation_id=self._ids[0],
+            last_evaluation_id=self._ids[-1],
         )
 
 
 def alert_id(model_id: str, scope: str, decision: Decision) -> str:
     """Deterministic: re-processing the same evaluations yields the same alert, not a second."""
-    return str(uuid.uuid5(
-        _NAMESPACE,
-        f"{model_id}|{scope}|{decision.kind}|{decision.metric}|{decision.detector}|"
-        f"{decision.last_evaluation_id}",
-    ))
+    return str(
+        uuid.uuid5(
+            _NAMESPACE,
+            f"{model_id}|{scope}|{decision.kind}|{decision.metric}|{decision.detector}|"
+            f"{decision.last_evaluation_id}",
+        )
+    )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -56,11 +57,15 @@ class Learner:
         self.states: dict[str, Learning | None] = {}
         self.lock = asyncio.Lock()
 
-    async def state_for(self, conn: Any, model_id: str) -> Learning | None:
+    async def state_for(self, model_id: str) -> Learning | None:
         """The model's learning state, from its checkpoint or its latest version; None if the
         model does not learn online (batch models, market references) or is retired."""
         if model_id in self.states:
             return self.states[model_id]
+        async with self.runtime.connection() as conn:
+            return await self._load(conn, model_id)
+
+    async def _load(self, conn: Any, model_id: str) -> Learning | None:
         try:
             entry = await registry.load_model(conn, model_id, key=self.runtime.registry_key)
         except registry.RegistryError:
@@ -85,16 +90,22 @@ class Learner:
         if checkpoint is not None and checkpoint["version"] >= entry.version:
             from models import catalog
 
-            model = catalog.restore(entry.kind, verify(bytes(checkpoint["state"]),
-                                                       self.runtime.registry_key))
+            model = catalog.restore(
+                entry.kind, verify(bytes(checkpoint["state"]), self.runtime.registry_key)
+            )
             model.version = checkpoint["version"]
             state.entry.model, state.entry.version = model, checkpoint["version"]
             state.learned = checkpoint["learned"]
             state.learned_since_version = checkpoint["learned_since_version"]
             state.positions = json.loads(checkpoint["positions"])
         self.states[model_id] = state
-        log.info("learner took model", model_id=model_id, version=state.entry.version,
-                 learned=state.learned, policy=str(state.policy))
+        log.info(
+            "learner took model",
+            model_id=model_id,
+            version=state.entry.version,
+            learned=state.learned,
+            policy=str(state.policy),
+        )
         return state
 
     def forget(self) -> None:
@@ -115,15 +126,19 @@ def register(app: faust.App, runtime: Runtime) -> Learner:
     async def publish_due_versions() -> None:
         async with learner.lock:
             due = [
-                s for s in learner.states.values()
-                if s is not None and s.learned_since_version > 0
+                s
+                for s in learner.states.values()
+                if s is not None
+                and s.learned_since_version > 0
                 and time.monotonic() - s.last_version_at >= runtime.settings.snapshot_seconds
             ]
             if due:
-                await runtime.retry_transient("model version", lambda: publish_versions(runtime, due))
+                await runtime.retry_transient(
+                    "model version", lambda: publish_versions(runtime, due)
+                )
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+    async def on_revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         async with learner.lock:
             learner.forget()
 
@@ -135,32 +150,34 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
     runtime = learner.runtime
     letters: list[DeadLetter] = []
     async with learner.lock:
-        async with runtime.connection() as conn:
-            changed: dict[str, Learning] = {}
-            for event in events:
-                item = runtime.decode(event.message, ModelFeedItem, AGENT)
-                if isinstance(item, DeadLetter):
-                    letters.append(item)
-                    continue
-                state = await runtime.retry_transient(
-                    "load model", lambda i=item: learner.state_for(conn, i.evaluation.model_id)
-                )
-                if state is None:
-                    continue
-                position = f"{event.message.topic}:{event.message.partition}"
-                if event.message.offset <= state.positions.get(position, -1):
-                    runtime.counters["learn_skipped_replayed"] += 1
-                    continue
-                state.positions[position] = event.message.offset
-                changed[state.entry.model_id] = state
-                if apply_learning(state, item):
-                    runtime.counters["learned"] += 1
+        changed: dict[str, Learning] = {}
+        for event in events:
+            item = runtime.decode(event.message, ModelFeedItem, AGENT)
+            if isinstance(item, DeadLetter):
+                letters.append(item)
+                continue
+            state = await runtime.retry_transient(
+                "load model", partial(learner.state_for, item.evaluation.model_id)
+            )
+            if state is None:
+                continue
+            position = f"{event.message.topic}:{event.message.partition}"
+            if event.message.offset <= state.positions.get(position, -1):
+                runtime.counters["learn_skipped_replayed"] += 1
+                continue
+            state.positions[position] = event.message.offset
+            changed[state.entry.model_id] = state
+            if apply_learning(state, item):
+                runtime.counters["learned"] += 1
         if changed:
             states = list(changed.values())
             await runtime.retry_transient("learner checkpoint", lambda: checkpoint(runtime, states))
-            due = [s for s in states if s.learned_since_version >= runtime.settings.snapshot_every]
+            every = runtime.settings.snapshot_every
+            due = [s for s in states if s.learned_since_version >= every]
             if due:
-                await runtime.retry_transient("model version", lambda: publish_versions(runtime, due))
+                await runtime.retry_transient(
+                    "model version", lambda: publish_versions(runtime, due)
+                )
     await runtime.publish_dead_letters(letters)
 
 
@@ -189,8 +206,14 @@ async def checkpoint(runtime: Runtime, states: Sequence[Learning]) -> None:
                    learned_since_version = EXCLUDED.learned_since_version,
                    positions = EXCLUDED.positions, state = EXCLUDED.state, updated_at = now()""",
             [
-                (s.entry.model_id, s.entry.version, s.learned, s.learned_since_version,
-                 json.dumps(s.positions), sign(s.entry.model.snapshot(), runtime.registry_key))
+                (
+                    s.entry.model_id,
+                    s.entry.version,
+                    s.learned,
+                    s.learned_since_version,
+                    json.dumps(s.positions),
+                    sign(s.entry.model.snapshot(), runtime.registry_key),
+                )
                 for s in states
             ],
         )
@@ -204,8 +227,12 @@ async def publish_versions(runtime: Runtime, states: Sequence[Learning]) -> None
             model = state.entry.model
             model.version = state.entry.version + 1
             await registry.save_version(
-                conn, model, key=runtime.registry_key, learned=state.learned,
-                last_evaluation_id=state.last_evaluation_id, positions=state.positions,
+                conn,
+                model,
+                key=runtime.registry_key,
+                learned=state.learned,
+                last_evaluation_id=state.last_evaluation_id,
+                positions=state.positions,
             )
             state.entry.version = model.version
             state.learned_since_version = 0
@@ -213,7 +240,8 @@ async def publish_versions(runtime: Runtime, states: Sequence[Learning]) -> None
             await conn.execute(
                 """UPDATE learner_checkpoints SET version = $2, learned_since_version = 0
                    WHERE model_id = $1""",
-                state.entry.model_id, model.version,
+                state.entry.model_id,
+                model.version,
             )
             snapshots.append(
                 ModelSnapshot(
@@ -230,5 +258,9 @@ async def publish_versions(runtime: Runtime, states: Sequence[Learning]) -> None
             )
     await runtime.publish_all((runtime.topics.snapshots, s.model_id, s) for s in snapshots)
     for snapshot in snapshots:
-        log.info("model version published", model_id=snapshot.model_id, version=snapshot.version,
-                 learned=snapshot.learned)
+        log.info(
+            "model version published",
+            model_id=snapshot.model_id,
+            version=snapshot.version,
+            learned=snapshot.learned,
+        )

@@ -47,7 +47,7 @@ async def run_batches(
     async for events in stream.noack_take(batch_size, within=within):
         try:
             await handle(events)
-        except Exception as error:  # noqa: BLE001 - isolate the poison event, see module doc
+        except Exception as error:
             log.exception("batch failed, retrying event by event", agent=agent, error=repr(error))
             await _one_by_one(runtime, agent, handle, events)
         if ack:
@@ -59,7 +59,7 @@ async def _one_by_one(runtime: Runtime, agent: str, handle: Handler, events: Seq
     for event in events:
         try:
             await handle([event])
-        except Exception as error:  # noqa: BLE001 - the event is dead-lettered with its error
+        except Exception as error:
             runtime.counters[f"faults:{agent}"] += 1
             log.exception("event failed, dead-lettered", agent=agent, error=repr(error))
             await runtime.publish_dead_letters([processing_failure(event.message, error, agent)])

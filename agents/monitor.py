@@ -60,12 +60,14 @@ class Monitor:
             """SELECT evaluation_id, league, log_loss, hit FROM evaluations
                WHERE model_id = $1 AND superseded_by IS NULL AND evaluated_at < $2
                ORDER BY evaluated_at, kickoff, evaluation_id""",
-            model_id, before,
+            model_id,
+            before,
         )
         for row in rows:
             for scope in ("all", f"league:{row['league']}"):
-                self.scope(model_id, scope).observe(row["evaluation_id"], row["log_loss"],
-                                                    row["hit"])
+                self.scope(model_id, scope).observe(
+                    row["evaluation_id"], row["log_loss"], row["hit"]
+                )
         self.warm.add(model_id)
 
     def forget(self) -> None:
@@ -83,7 +85,7 @@ def register(app: faust.App, runtime: Runtime) -> Monitor:
         await run_batches(stream, runtime, AGENT, lambda events: monitor_batch(monitor, events))
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+    async def on_revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         monitor.forget()
 
     return monitor
@@ -106,6 +108,7 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
         if model_id not in monitor.warm and model_id not in cold:
             cold[model_id] = item.evaluation.evaluated_at
     for model_id, before in cold.items():
+
         async def warm(model_id: str = model_id, before: datetime = before) -> None:
             async with runtime.connection() as conn:
                 await monitor.warm_up(conn, model_id, before)
@@ -117,6 +120,7 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
         for scope, decision in monitor.observe(item.evaluation):
             alerts.append(to_alert(item.evaluation.model_id, scope, decision, now))
     if alerts:
+
         async def store() -> None:
             async with runtime.connection() as conn:
                 await alert_log.write(conn, alerts)
@@ -130,13 +134,17 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
 def to_alert(model_id: str, scope: str, decision: Decision, now: datetime) -> Alert:
     """The operator-facing event of a decision."""
     if decision.kind == "drift":
-        message = (f"{model_id} ({scope}): {decision.detector} detected a rise of the log loss "
-                   f"(window mean {decision.current:.4f})")
+        message = (
+            f"{model_id} ({scope}): {decision.detector} detected a rise of the log loss "
+            f"(window mean {decision.current:.4f})"
+        )
     else:
         verb = "decayed" if decision.kind == "decay" else "recovered"
-        message = (f"{model_id} ({scope}): {decision.metric} {verb}: {decision.current:.4f} "
-                   f"over the last {decision.window} evaluations against a baseline of "
-                   f"{decision.baseline:.4f} (threshold {decision.threshold:.0%})")
+        message = (
+            f"{model_id} ({scope}): {decision.metric} {verb}: {decision.current:.4f} "
+            f"over the last {decision.window} evaluations against a baseline of "
+            f"{decision.baseline:.4f} (threshold {decision.threshold:.0%})"
+        )
     return Alert(
         alert_id=alert_id(model_id, scope, decision),
         kind=decision.kind,

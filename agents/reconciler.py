@@ -46,8 +46,11 @@ def register(app: faust.App, runtime: Runtime) -> None:
         use_partitioner=True,
     )
     inputs = app.topic(
-        topics.features, topics.predictions, topics.results,
-        key_serializer="raw", value_serializer="raw",
+        topics.features,
+        topics.predictions,
+        topics.results,
+        key_serializer="raw",
+        value_serializer="raw",
     )
 
     @app.agent(inputs, name=AGENT)
@@ -90,6 +93,7 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
         feed_items.extend(feed(ledger, reconciled.evaluations))
 
     if log_batch:
+
         async def write() -> None:
             async with runtime.connection() as conn:
                 await evaluation_log.write(conn, log_batch)
@@ -106,7 +110,9 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
 
 
 def _apply(
-    ledger: MatchLedger, record: MatchFeatures | Prediction | MatchResult, batch: LogBatch,
+    ledger: MatchLedger,
+    record: MatchFeatures | Prediction | MatchResult,
+    batch: LogBatch,
     now: datetime,
 ) -> Reconciled:
     if isinstance(record, MatchFeatures):
@@ -127,4 +133,3 @@ def _apply(
 def encode_ledger(ledger: MatchLedger) -> bytes:
     """Table value of a ledger."""
     return msgspec.json.encode(ledger)
-

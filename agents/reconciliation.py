@@ -12,8 +12,8 @@ from datetime import datetime
 
 import msgspec
 
-from models.metrics import brier, log_loss, rps
 from models.features import model_input
+from models.metrics import brier, log_loss, rps
 from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Prediction
 
 _NAMESPACE = uuid.UUID("7b0f5d2e-3c1a-4e8b-9a55-1f0c2d7e6a10")
@@ -68,9 +68,7 @@ def evaluate(
     """Score one prediction against its match's result with proper scoring rules."""
     probabilities = prediction.probabilities.as_dict()
     return Evaluation(
-        evaluation_id=evaluation_id(
-            prediction.prediction_id, result.home_goals, result.away_goals
-        ),
+        evaluation_id=evaluation_id(prediction.prediction_id, result.home_goals, result.away_goals),
         prediction_id=prediction.prediction_id,
         match_id=prediction.match_id,
         league=prediction.league,

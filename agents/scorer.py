@@ -51,8 +51,9 @@ class ActiveModels:
         if signature == self.signature:
             return False
         self.models, self.signature = tuple(loaded), signature
-        log.info("models swapped in", models=[f"{m.model_id}@{m.version}:{m.status}"
-                                              for m in loaded])
+        log.info(
+            "models swapped in", models=[f"{m.model_id}@{m.version}:{m.status}" for m in loaded]
+        )
         return True
 
 
@@ -62,7 +63,9 @@ def register(app: faust.App, runtime: Runtime, active: ActiveModels) -> None:
 
     @app.agent(features, name=AGENT)
     async def scorer(stream: Any) -> None:
-        await run_batches(stream, runtime, AGENT, lambda events: score_batch(runtime, active, events))
+        await run_batches(
+            stream, runtime, AGENT, lambda events: score_batch(runtime, active, events)
+        )
 
     @app.task
     async def follow_snapshots() -> None:

@@ -179,8 +179,9 @@ async def promote(conn: Any, model_id: str, *, reason: str) -> None:
             raise RegistryError(f"{model_id!r} is a reference model and is never promoted")
         if row["status"] == "champion":
             raise RegistryError(f"{model_id!r} is already the champion")
-        await conn.execute("UPDATE models SET status = 'challenger', updated_at = now() "
-                           "WHERE status = 'champion'")
+        await conn.execute(
+            "UPDATE models SET status = 'challenger', updated_at = now() WHERE status = 'champion'"
+        )
         await conn.execute(
             "UPDATE models SET status = 'champion', updated_at = now() WHERE model_id = $1",
             model_id,
@@ -197,8 +198,10 @@ async def rollback(conn: Any) -> str:
         if len(history) < 2:
             raise RegistryError("no previous champion to roll back to")
         current, previous = history[0]["model_id"], history[1]["model_id"]
-        await conn.execute("UPDATE models SET status = 'challenger', updated_at = now() "
-                           "WHERE model_id = $1", current)
+        await conn.execute(
+            "UPDATE models SET status = 'challenger', updated_at = now() WHERE model_id = $1",
+            current,
+        )
         await conn.execute(
             "UPDATE models SET status = 'champion', updated_at = now() WHERE model_id = $1",
             previous,

@@ -25,10 +25,15 @@ from streams.settings import Settings
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
-        "train", help="fit a batch model on matches before a date and register it")
+        "train", help="fit a batch model on matches before a date and register it"
+    )
     parser.add_argument("--data", nargs="+", type=Path, required=True, metavar="CSV")
-    parser.add_argument("--until", type=date.fromisoformat, required=True,
-                        help="train on matches that kicked off before this date")
+    parser.add_argument(
+        "--until",
+        type=date.fromisoformat,
+        required=True,
+        help="train on matches that kicked off before this date",
+    )
     parser.add_argument("--model", default="batch-logreg", choices=catalog.BATCH_MODEL_IDS)
     parser.add_argument("--status", default="challenger", choices=("challenger", "champion"))
     parser.add_argument("--folds", type=int, default=5)
@@ -73,15 +78,23 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with pool.acquire() as conn:
                 current = await conn.fetchval(
-                    "SELECT max(version) FROM model_versions WHERE model_id = $1", model.model_id)
+                    "SELECT max(version) FROM model_versions WHERE model_id = $1", model.model_id
+                )
                 model.version = 0 if current is None else current + 1
-                return await registry.register(conn, model, status=args.status,
-                                               key=settings.registry_key.encode(), metrics=metrics)
+                return await registry.register(
+                    conn,
+                    model,
+                    status=args.status,
+                    key=settings.registry_key.encode(),
+                    metrics=metrics,
+                )
         finally:
             await pool.close()
 
     version = asyncio.run(store())
-    print(f"trained {model.model_id} v{version} on {report.rows} matches before {args.until}: "
-          f"cross-validated log loss {report.cv_log_loss:.4f} "
-          f"({len(report.fold_log_losses)} forward-chaining folds); registered as {args.status}")
+    print(
+        f"trained {model.model_id} v{version} on {report.rows} matches before {args.until}: "
+        f"cross-validated log loss {report.cv_log_loss:.4f} "
+        f"({len(report.fold_log_losses)} forward-chaining folds); registered as {args.status}"
+    )
     return 0

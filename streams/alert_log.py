@@ -17,9 +17,24 @@ async def write(conn: Any, alerts: Sequence[Alert]) -> None:
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
            ON CONFLICT (alert_id) DO NOTHING""",
         [
-            (a.alert_id, a.kind, a.state, a.model_id, a.source, a.scope, a.metric, a.detector,
-             a.window, a.baseline, a.current, a.threshold, a.first_evaluation_id,
-             a.last_evaluation_id, a.message, a.created_at)
+            (
+                a.alert_id,
+                a.kind,
+                a.state,
+                a.model_id,
+                a.source,
+                a.scope,
+                a.metric,
+                a.detector,
+                a.window,
+                a.baseline,
+                a.current,
+                a.threshold,
+                a.first_evaluation_id,
+                a.last_evaluation_id,
+                a.message,
+                a.created_at,
+            )
             for a in alerts
         ],
     )

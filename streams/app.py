@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     champion.register(app, runtime)
 
     @app.on_before_shutdown.connect
-    async def stop_runtime(app: faust.App, **kwargs: Any) -> None:
+    async def stop_runtime(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()
 
     return app, runtime
@@ -65,12 +65,14 @@ async def prepare(settings: Settings) -> None:
     pool = await connect(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
-            applied = {
-                row["version"]
-                for row in await conn.fetch(
-                    "SELECT version FROM schema_migrations"
-                )
-            } if await conn.fetchval("SELECT to_regclass('schema_migrations')") else set()
+            applied = (
+                {
+                    row["version"]
+                    for row in await conn.fetch("SELECT version FROM schema_migrations")
+                }
+                if await conn.fetchval("SELECT to_regclass('schema_migrations')")
+                else set()
+            )
             missing = [m.version for m in bundled_migrations() if m.version not in applied]
             if missing:
                 raise SystemExit(

@@ -74,7 +74,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _register_settings(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    show = subparsers.add_parser("settings", help="print every setting and its environment variable")
+    show = subparsers.add_parser(
+        "settings", help="print every setting and its environment variable"
+    )
     show.set_defaults(func=_settings)
 
 

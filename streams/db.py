@@ -32,7 +32,9 @@ def bundled_migrations() -> list[Migration]:
         (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
     )
-    return [Migration(version=entry.name.removesuffix(".sql"), sql=entry.read_text()) for entry in files]
+    return [
+        Migration(version=entry.name.removesuffix(".sql"), sql=entry.read_text()) for entry in files
+    ]
 
 
 async def connect(database_url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:

@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+
 import asyncpg
 
 from streams.db import connect, migrate
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: training the batch model on matches before {args.start}", flush=True)
     tipstream(settings, "train", "--data", *data, "--until", args.start.isoformat())
     tipstream(settings, "topics", "create")
-    workers = [subprocess.Popen(  # noqa: S603 - our own console script
+    workers = [subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker"], cwd=REPO,
         env=env_for(settings.replace(web_port=settings.web_port + i)),
         stdout=(REPO / f".local/demo-worker-{i}.log").open("w"), stderr=subprocess.STDOUT,

@@ -33,7 +33,10 @@ class LogBatch:
 
     def __bool__(self) -> bool:
         return bool(
-            self.features or self.results or self.predictions or self.evaluations
+            self.features
+            or self.results
+            or self.predictions
+            or self.evaluations
             or self.superseded_by
         )
 
@@ -49,8 +52,15 @@ async def write(conn: Any, batch: LogBatch) -> None:
                    ON CONFLICT (match_id) DO UPDATE SET payload = EXCLUDED.payload
                    WHERE match_features.payload <> EXCLUDED.payload""",
                 [
-                    (f.match_id, f.league, f.season, f.kickoff, f.home_team, f.away_team,
-                     encode(f).decode())
+                    (
+                        f.match_id,
+                        f.league,
+                        f.season,
+                        f.kickoff,
+                        f.home_team,
+                        f.away_team,
+                        encode(f).decode(),
+                    )
                     for f in batch.features.values()
                 ],
             )
@@ -66,8 +76,15 @@ async def write(conn: Any, batch: LogBatch) -> None:
                    WHERE (results.home_goals, results.away_goals)
                          <> (EXCLUDED.home_goals, EXCLUDED.away_goals)""",
                 [
-                    (r.match_id, r.league, r.kickoff, r.home_goals, r.away_goals, r.outcome,
-                     encode(r).decode())
+                    (
+                        r.match_id,
+                        r.league,
+                        r.kickoff,
+                        r.home_goals,
+                        r.away_goals,
+                        r.outcome,
+                        encode(r).decode(),
+                    )
                     for r in batch.results.values()
                 ],
             )
@@ -79,9 +96,21 @@ async def write(conn: Any, batch: LogBatch) -> None:
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                    ON CONFLICT (prediction_id) DO NOTHING""",
                 [
-                    (p.prediction_id, p.match_id, p.league, p.kickoff, p.model_id,
-                     p.model_version, p.is_champion, p.probabilities.H, p.probabilities.D,
-                     p.probabilities.A, p.predicted, p.confidence, p.created_at)
+                    (
+                        p.prediction_id,
+                        p.match_id,
+                        p.league,
+                        p.kickoff,
+                        p.model_id,
+                        p.model_version,
+                        p.is_champion,
+                        p.probabilities.H,
+                        p.probabilities.D,
+                        p.probabilities.A,
+                        p.predicted,
+                        p.confidence,
+                        p.created_at,
+                    )
                     for p in batch.predictions.values()
                 ],
             )
@@ -96,17 +125,33 @@ async def write(conn: Any, batch: LogBatch) -> None:
                    ON CONFLICT (evaluation_id) DO UPDATE
                    SET superseded_by = EXCLUDED.superseded_by""",
                 [
-                    (e.evaluation_id, e.prediction_id, e.match_id, e.league, e.kickoff,
-                     e.model_id, e.model_version, e.is_champion, e.predicted, e.outcome,
-                     e.home_goals, e.away_goals, e.hit, e.confidence, e.log_loss, e.brier,
-                     e.rps, e.supersedes, batch.superseded_by.get(e.evaluation_id),
-                     e.evaluated_at)
+                    (
+                        e.evaluation_id,
+                        e.prediction_id,
+                        e.match_id,
+                        e.league,
+                        e.kickoff,
+                        e.model_id,
+                        e.model_version,
+                        e.is_champion,
+                        e.predicted,
+                        e.outcome,
+                        e.home_goals,
+                        e.away_goals,
+                        e.hit,
+                        e.confidence,
+                        e.log_loss,
+                        e.brier,
+                        e.rps,
+                        e.supersedes,
+                        batch.superseded_by.get(e.evaluation_id),
+                        e.evaluated_at,
+                    )
                     for e in batch.evaluations.values()
                 ],
             )
         older = [
-            (new, old) for old, new in batch.superseded_by.items()
-            if old not in batch.evaluations
+            (new, old) for old, new in batch.superseded_by.items() if old not in batch.evaluations
         ]
         if older:
             await conn.executemany(

@@ -40,11 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     models.set_defaults(func=_models)
 
     reconcile = subparsers.add_parser(
-        "reconcile", help="report predictions waiting for results, orphan results, and "
-        "disagreements between the topics and the database")
+        "reconcile",
+        help="report predictions waiting for results, orphan results, and "
+        "disagreements between the topics and the database",
+    )
     reconcile.add_argument("--json", action="store_true", help="machine-readable output")
-    reconcile.add_argument("--skip-topics", action="store_true",
-                           help="report on the database only (no Kafka read)")
+    reconcile.add_argument(
+        "--skip-topics", action="store_true", help="report on the database only (no Kafka read)"
+    )
     reconcile.set_defaults(func=_reconcile)
 
 
@@ -71,16 +74,22 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
         rows = await _with_conn(settings, registry.list_models)
         print(f"{'model':24} {'kind':16} {'status':11} {'version':>7} {'learned':>8}  created")
         for row in rows:
-            print(f"{row['model_id']:24} {row['kind']:16} {row['status']:11} "
-                  f"{row['version']:>7} {row['learned']:>8}  {row['created_at']:%Y-%m-%d %H:%M:%S}")
+            print(
+                f"{row['model_id']:24} {row['kind']:16} {row['status']:11} "
+                f"{row['version']:>7} {row['learned']:>8}  {row['created_at']:%Y-%m-%d %H:%M:%S}"
+            )
         return 0
     if command == "show":
         versions = await _with_conn(settings, lambda c: registry.model_versions(c, args.model_id))
         for row in versions:
-            metrics = json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
-            print(f"{args.model_id} v{row['version']} (parent {row['parent_version']}) "
-                  f"kind={row['kind']} learned={row['learned']} sha256={row['state_sha256'][:12]} "
-                  f"created={row['created_at']:%Y-%m-%d %H:%M:%S} metrics={json.dumps(metrics)}")
+            metrics = (
+                json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
+            )
+            print(
+                f"{args.model_id} v{row['version']} (parent {row['parent_version']}) "
+                f"kind={row['kind']} learned={row['learned']} sha256={row['state_sha256'][:12]} "
+                f"created={row['created_at']:%Y-%m-%d %H:%M:%S} metrics={json.dumps(metrics)}"
+            )
         return 0
 
     async def change(conn: Any) -> list[str]:
@@ -106,14 +115,18 @@ async def _announce(settings: Settings, snapshots: list[Any]) -> None:
     await producer.start()
     try:
         for snapshot in snapshots:
-            await producer.send_and_wait(topics.snapshots, encode(snapshot),
-                                         key=snapshot.model_id.encode())
+            await producer.send_and_wait(
+                topics.snapshots, encode(snapshot), key=snapshot.model_id.encode()
+            )
     finally:
         await producer.stop()
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    report = asyncio.run(reports.reconciliation_report(
-        settings, now=datetime.now(UTC), read_topics=not args.skip_topics))
+    report = asyncio.run(
+        reports.reconciliation_report(
+            settings, now=datetime.now(UTC), read_topics=not args.skip_topics
+        )
+    )
     print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else report.render())
     return 0

@@ -50,23 +50,29 @@ class ReconciliationReport:
             f"evaluations (current)   : {self.evaluations - self.superseded}"
             f" (+{self.superseded} superseded)",
             f"waiting for a result    : {self.waiting_predictions}"
-            + (f" (oldest kickoff {self.waiting_oldest_hours:.1f} h ago)"
-               if self.waiting_oldest_hours is not None else ""),
+            + (
+                f" (oldest kickoff {self.waiting_oldest_hours:.1f} h ago)"
+                if self.waiting_oldest_hours is not None
+                else ""
+            ),
         ]
         lines += [f"    {m}" for m in self.waiting_sample]
         lines.append(f"results with no prediction: {self.orphan_results}")
         lines += [f"    {m}" for m in self.orphan_sample]
         if self.topic_predictions is not None:
-            lines.append(f"distinct ids on topics   : predictions={self.topic_predictions} "
-                         f"evaluations={self.topic_evaluations}")
+            lines.append(
+                f"distinct ids on topics   : predictions={self.topic_predictions} "
+                f"evaluations={self.topic_evaluations}"
+            )
             for kind, ids in self.missing_in_db.items():
                 lines.append(f"on the {kind} topic, not in the database: {len(ids)}")
                 lines += [f"    {i}" for i in ids[:SAMPLE]]
             for kind, ids in self.missing_in_topics.items():
                 lines.append(f"in the database, not on the {kind} topic: {len(ids)}")
                 lines += [f"    {i}" for i in ids[:SAMPLE]]
-            lines.append("topics and database agree" if self.consistent
-                         else "topics and database DISAGREE")
+            lines.append(
+                "topics and database agree" if self.consistent else "topics and database DISAGREE"
+            )
         return "\n".join(lines)
 
 
@@ -82,29 +88,41 @@ async def reconciliation_report(
                           (SELECT count(*) FROM results) AS results,
                           (SELECT count(*) FROM evaluations) AS evaluations,
                           (SELECT count(*) FROM evaluations
-                           WHERE superseded_by IS NOT NULL) AS superseded""")
+                           WHERE superseded_by IS NOT NULL) AS superseded"""
+            )
             waiting = await conn.fetch(
                 """SELECT p.match_id, min(p.kickoff) AS kickoff, count(*) AS models
                    FROM predictions p LEFT JOIN results r USING (match_id)
-                   WHERE r.match_id IS NULL GROUP BY p.match_id ORDER BY kickoff""")
+                   WHERE r.match_id IS NULL GROUP BY p.match_id ORDER BY kickoff"""
+            )
             orphans = await conn.fetch(
                 """SELECT r.match_id FROM results r
                    WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.match_id = r.match_id)
-                   ORDER BY r.kickoff""")
-            db_predictions = {r["prediction_id"] for r in
-                              await conn.fetch("SELECT prediction_id FROM predictions")}
-            db_evaluations = {r["evaluation_id"] for r in
-                              await conn.fetch("SELECT evaluation_id FROM evaluations")}
+                   ORDER BY r.kickoff"""
+            )
+            db_predictions = {
+                r["prediction_id"]
+                for r in await conn.fetch("SELECT prediction_id FROM predictions")
+            }
+            db_evaluations = {
+                r["evaluation_id"]
+                for r in await conn.fetch("SELECT evaluation_id FROM evaluations")
+            }
     finally:
         await pool.close()
     report = ReconciliationReport(
-        predictions=counts["predictions"], results=counts["results"],
-        evaluations=counts["evaluations"], superseded=counts["superseded"],
+        predictions=counts["predictions"],
+        results=counts["results"],
+        evaluations=counts["evaluations"],
+        superseded=counts["superseded"],
         waiting_predictions=len(waiting),
-        waiting_oldest_hours=((now - waiting[0]["kickoff"]).total_seconds() / 3600
-                              if waiting else None),
-        waiting_sample=[f"{w['match_id']} kickoff {w['kickoff']:%Y-%m-%d %H:%M} "
-                        f"({w['models']} models)" for w in waiting[:SAMPLE]],
+        waiting_oldest_hours=(
+            (now - waiting[0]["kickoff"]).total_seconds() / 3600 if waiting else None
+        ),
+        waiting_sample=[
+            f"{w['match_id']} kickoff {w['kickoff']:%Y-%m-%d %H:%M} ({w['models']} models)"
+            for w in waiting[:SAMPLE]
+        ],
         orphan_results=len(orphans),
         orphan_sample=[o["match_id"] for o in orphans[:SAMPLE]],
     )
@@ -126,9 +144,13 @@ async def reconciliation_report(
 
 async def _ids_on(settings: Settings, topic: str, id_field: str) -> set[str]:
     """Every distinct id on a topic, read from the beginning to the current end."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     ids: set[str] = set()
     try:

@@ -56,8 +56,7 @@ class Runtime:
                 if self._pool is None:
                     from streams.db import connect
 
-                    self._pool = await connect(self.settings.database_url, min_size=1,
-                                               max_size=6)
+                    self._pool = await connect(self.settings.database_url, min_size=1, max_size=6)
         async with self._pool.acquire() as conn:
             yield conn
 
@@ -128,8 +127,12 @@ class Runtime:
                 return await action()
             except TRANSIENT_ERRORS as error:
                 self.counters[f"retries:{what}"] += 1
-                log.warning("transient failure, retrying", what=what, error=repr(error),
-                            retry_in_s=round(delay, 2))
+                log.warning(
+                    "transient failure, retrying",
+                    what=what,
+                    error=repr(error),
+                    retry_in_s=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -84,7 +84,5 @@ def _parse(name: str, raw: str, default: Any) -> Any:
         ) from error
 
 
-ENV_VARS: dict[str, str] = {
-    ENV_PREFIX + f.name.upper(): str(f.default) for f in fields(Settings)
-}
+ENV_VARS: dict[str, str] = {ENV_PREFIX + f.name.upper(): str(f.default) for f in fields(Settings)}
 """Every environment variable the service reads, with its default."""

@@ -6,6 +6,7 @@ prefix separates deployments (and tests, which each get their own prefix).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -127,11 +128,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ]
         if not wanted:
             return []
-        try:
+        # Another worker may create them between our list and create: that is the goal.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
-        except TopicAlreadyExistsError:
-            # Another worker created them between our list and create: that is the goal.
-            pass
         created = [topic.name for topic in wanted]
         log.info("topics created", topics=created)
         return created

@@ -126,9 +126,12 @@ class Worker:
         self.starts += 1
         env = environment(self.settings) | self.extra_env
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own console script
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
@@ -167,29 +170,38 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
 
 @pytest.fixture
 async def producer() -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all",
-                         enable_idempotence=True, linger_ms=5)
+    p = AIOKafkaProducer(
+        bootstrap_servers=BASE.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await p.start()
     yield p
     await p.stop()
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, records: list[tuple[str, Record]]) -> None:
+async def publish(
+    producer: AIOKafkaProducer, topic: str, records: list[tuple[str, Record]]
+) -> None:
     """Publish records keyed by their key and wait until the broker has them all."""
     futures = [await producer.send(topic, encode(r), key=k.encode()) for k, r in records]
     await asyncio.gather(*futures)
 
 
-async def publish_raw(producer: AIOKafkaProducer, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+async def publish_raw(
+    producer: AIOKafkaProducer, topic: str, items: list[tuple[bytes | None, bytes]]
+) -> None:
     futures = [await producer.send(topic, value, key=key) for key, value in items]
     await asyncio.gather(*futures)
 
 
 async def read_topic(topic: str, *, expect: int | None = None, timeout: float = 60.0) -> list[Any]:
     """Every message of a topic from the start; waits until ``expect`` arrived (or timeout)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BASE.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=BASE.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -212,7 +224,10 @@ async def read_topic(topic: str, *, expect: int | None = None, timeout: float = 
 
 
 async def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 120.0, interval: float = 0.5,
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 120.0,
+    interval: float = 0.5,
     what: str = "condition",
 ) -> Any:
     """Poll an async condition until it returns a truthy value."""

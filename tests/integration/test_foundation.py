@@ -24,8 +24,11 @@ async def test_round_trip_through_the_broker(settings: Settings, producer) -> No
     equal, keyed by its match id."""
     topics = Topics.from_settings(settings)
     result = MatchResult(
-        match_id=f"test:{uuid.uuid4().hex}", league="england-premier-league",
-        kickoff=datetime(2024, 5, 19, 15, 0, tzinfo=UTC), home_goals=3, away_goals=1,
+        match_id=f"test:{uuid.uuid4().hex}",
+        league="england-premier-league",
+        kickoff=datetime(2024, 5, 19, 15, 0, tzinfo=UTC),
+        home_goals=3,
+        away_goals=1,
         outcome="H",
     )
     await publish(producer, topics.results, [(result.match_id, result)])
@@ -64,11 +67,14 @@ async def test_migrations_apply_on_empty_then_again(fresh_database: str) -> None
         try:
             first = await migrate(conn)
             assert first == [m.version for m in bundled_migrations()]
-            tables_before = await conn.fetchval("SELECT count(*) FROM pg_tables "
-                                                "WHERE schemaname = 'public'")
+            tables_before = await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
             assert await migrate(conn) == []
-            assert await conn.fetchval("SELECT count(*) FROM pg_tables "
-                                       "WHERE schemaname = 'public'") == tables_before
+            assert (
+                await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                == tables_before
+            )
             recorded = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
             assert [r["version"] for r in recorded] == first
         finally:

@@ -40,8 +40,9 @@ def epl_rows() -> list[FootballRow]:
 
 
 def events_between(start: str, end: str) -> list[TimedEvent]:
-    return timeline(epl_rows(), Filters(start=date.fromisoformat(start),
-                                        end=date.fromisoformat(end)))
+    return timeline(
+        epl_rows(), Filters(start=date.fromisoformat(start), end=date.fromisoformat(end))
+    )
 
 
 async def publish_events(producer: Any, settings: Settings, events: list[TimedEvent]) -> None:
@@ -66,9 +67,14 @@ async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:
 
 
 def cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(  # noqa: S603 - our own console script
-        [sys.executable, "-m", "streams.cli", *args], cwd=REPO, env=environment(settings),
-        capture_output=True, text=True, timeout=120, check=False,
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        cwd=REPO,
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -85,20 +91,31 @@ async def test_two_seasons_end_to_end(
     await publish_events(producer, settings, events)
     expected = matches * SEEDED_MODELS
 
-    await wait_for(lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
-                   timeout=240, what=f"{expected} evaluations")
+    await wait_for(
+        lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
+        timeout=240,
+        what=f"{expected} evaluations",
+    )
     assert await count(db, "SELECT count(*) FROM predictions") == expected
     assert await count(db, "SELECT count(DISTINCT match_id) FROM predictions") == matches
     assert await count(db, "SELECT count(*) FROM results") == matches
     assert await count(db, "SELECT count(*) FROM predictions WHERE is_champion") == matches
     report = await reconciliation_report(settings, now=datetime.now(UTC))
     assert report.consistent, report.render()
-    assert report.waiting_predictions == 0 and report.orphan_results == 0
-    await wait_for(lambda: _greater(db, "SELECT max(version) FROM model_versions "
-                                        "WHERE model_id = 'online-logreg'", 0),
-                   timeout=60, what="a new online-logreg version")
-    decays = await count(db, "SELECT count(*) FROM alerts WHERE kind = 'decay' "
-                             "AND model_id LIKE 'market-%' AND scope = 'all'")
+    assert report.waiting_predictions == 0
+    assert report.orphan_results == 0
+    await wait_for(
+        lambda: _greater(
+            db, "SELECT max(version) FROM model_versions WHERE model_id = 'online-logreg'", 0
+        ),
+        timeout=60,
+        what="a new online-logreg version",
+    )
+    decays = await count(
+        db,
+        "SELECT count(*) FROM alerts WHERE kind = 'decay' "
+        "AND model_id LIKE 'market-%' AND scope = 'all'",
+    )
     # The market references do not learn: on an ordinary stretch their overall windows hold.
     assert decays == 0
     assert "Traceback" not in worker.log_text()
@@ -128,27 +145,46 @@ async def test_out_of_order_duplicate_and_corrected_results(
     await publish(producer, topics.results, [(e.key, e.record) for e in results])
     await publish(producer, topics.features, [(e.key, e.record) for e in features])
     expected = len(features) * SEEDED_MODELS
-    await wait_for(lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
-                   timeout=120, what=f"{expected} evaluations")
+    await wait_for(
+        lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
+        timeout=120,
+        what=f"{expected} evaluations",
+    )
 
     original = results[0].record
     assert isinstance(original, MatchResult)
     corrected = MatchResult(
-        match_id=original.match_id, league=original.league, kickoff=original.kickoff,
-        home_goals=original.home_goals + 1, away_goals=original.away_goals,
+        match_id=original.match_id,
+        league=original.league,
+        kickoff=original.kickoff,
+        home_goals=original.home_goals + 1,
+        away_goals=original.away_goals,
         outcome="H" if original.home_goals + 1 > original.away_goals else "D",
     )
     await publish(producer, topics.results, [(corrected.match_id, corrected)])
-    await wait_for(lambda: _equals(db, "SELECT count(*) FROM evaluations "
-                                       "WHERE superseded_by IS NOT NULL", SEEDED_MODELS),
-                   timeout=60, what="superseded evaluations")
-    assert await count(db, "SELECT count(*) FROM evaluations WHERE superseded_by IS NULL") \
-        == expected
-    assert await count(db, "SELECT count(*) FROM evaluations WHERE match_id = $1 "
-                           "AND superseded_by IS NULL AND home_goals = $2",
-                       corrected.match_id, corrected.home_goals) == SEEDED_MODELS
-    assert await count(db, "SELECT revision FROM results WHERE match_id = $1",
-                       corrected.match_id) == 2
+    await wait_for(
+        lambda: _equals(
+            db, "SELECT count(*) FROM evaluations WHERE superseded_by IS NOT NULL", SEEDED_MODELS
+        ),
+        timeout=60,
+        what="superseded evaluations",
+    )
+    assert (
+        await count(db, "SELECT count(*) FROM evaluations WHERE superseded_by IS NULL") == expected
+    )
+    assert (
+        await count(
+            db,
+            "SELECT count(*) FROM evaluations WHERE match_id = $1 "
+            "AND superseded_by IS NULL AND home_goals = $2",
+            corrected.match_id,
+            corrected.home_goals,
+        )
+        == SEEDED_MODELS
+    )
+    assert (
+        await count(db, "SELECT revision FROM results WHERE match_id = $1", corrected.match_id) == 2
+    )
 
 
 async def test_promote_and_rollback_reach_the_running_scorer(
@@ -181,7 +217,8 @@ async def test_promote_and_rollback_reach_the_running_scorer(
     await publish(producer, topics.features, [(third.key, third.record)])
     assert await champion_of(third.key, 3 * SEEDED_MODELS) == "online-logreg"
     listing = cli(settings, "models", "list")
-    assert "online-logreg" in listing and "champion" in listing
+    assert "online-logreg" in listing
+    assert "champion" in listing
 
 
 async def _settle() -> None:
@@ -210,26 +247,41 @@ async def test_decay_alert_then_recovery(
             if event.kind == "result" and event.key in scrambled_ids:
                 assert isinstance(record, MatchResult)
                 # Swap the score: favourites lose, and the market's loss jumps.
-                record = MatchResult(match_id=record.match_id, league=record.league,
-                                     kickoff=record.kickoff, home_goals=record.away_goals,
-                                     away_goals=record.home_goals,
-                                     outcome={"H": "A", "A": "H", "D": "D"}[record.outcome])
+                record = MatchResult(
+                    match_id=record.match_id,
+                    league=record.league,
+                    kickoff=record.kickoff,
+                    home_goals=record.away_goals,
+                    away_goals=record.home_goals,
+                    outcome={"H": "A", "A": "H", "D": "D"}[record.outcome],
+                )
             scrambled_events.append(TimedEvent(event.at, event.kind, record))
         await publish_events(producer, settings, scrambled_events[: 2 * 320])
         alert = await wait_for(
-            lambda: _alert(db, "market-open", "decay"), timeout=180, what="a decay alert")
-        assert alert["state"] == "firing" and alert["metric"] in ("log_loss", "accuracy")
+            lambda: _alert(db, "market-open", "decay"), timeout=180, what="a decay alert"
+        )
+        assert alert["state"] == "firing"
+        assert alert["metric"] in ("log_loss", "accuracy")
         # It fired after the scrambling began, within one window of it.
         fired_at = await count(
-            db, "SELECT count(*) FROM evaluations WHERE model_id = 'market-open' AND kickoff <= "
-                "(SELECT kickoff FROM evaluations WHERE evaluation_id = $1)",
-            alert["last_evaluation_id"])
+            db,
+            "SELECT count(*) FROM evaluations WHERE model_id = 'market-open' AND kickoff <= "
+            "(SELECT kickoff FROM evaluations WHERE evaluation_id = $1)",
+            alert["last_evaluation_id"],
+        )
         assert len(stable) < fired_at <= len(stable) + settings.decay_window
-        assert await count(db, "SELECT count(*) FROM alerts WHERE kind = 'decay' AND "
-                               "model_id = 'market-open' AND scope = 'all' AND metric = $1",
-                           alert["metric"]) == 1
+        assert (
+            await count(
+                db,
+                "SELECT count(*) FROM alerts WHERE kind = 'decay' AND "
+                "model_id = 'market-open' AND scope = 'all' AND metric = $1",
+                alert["metric"],
+            )
+            == 1
+        )
         recovery = await wait_for(
-            lambda: _alert(db, "market-open", "recovery"), timeout=180, what="a recovery")
+            lambda: _alert(db, "market-open", "recovery"), timeout=180, what="a recovery"
+        )
         assert recovery["state"] == "resolved"
         messages = await read_topic(Topics.from_settings(settings).alerts, expect=2)
         kinds = {decode(m.value, Alert).kind for m in messages}
@@ -242,4 +294,7 @@ async def _alert(pool: asyncpg.Pool, model_id: str, kind: str) -> Any:
     async with pool.acquire() as conn:
         return await conn.fetchrow(
             "SELECT * FROM alerts WHERE model_id = $1 AND kind = $2 AND scope = 'all' "
-            "ORDER BY created_at LIMIT 1", model_id, kind)
+            "ORDER BY created_at LIMIT 1",
+            model_id,
+            kind,
+        )

@@ -8,8 +8,13 @@ from agents.champion import PairedScore, promotion_alert, should_promote
 
 
 def score(matches: int, challenger: float, champion: float) -> PairedScore:
-    return PairedScore(challenger="c", champion="h", matches=matches,
-                       challenger_log_loss=challenger, champion_log_loss=champion)
+    return PairedScore(
+        challenger="c",
+        champion="h",
+        matches=matches,
+        challenger_log_loss=challenger,
+        champion_log_loss=champion,
+    )
 
 
 def test_promotes_only_past_margin_and_minimum() -> None:
@@ -26,4 +31,5 @@ def test_one_alert_id_per_pair() -> None:
     first = promotion_alert(score(120, 0.9, 1.0), margin=0.03, promoted=False, now=now)
     again = promotion_alert(score(300, 0.8, 1.0), margin=0.03, promoted=False, now=now)
     assert first.alert_id == again.alert_id
-    assert first.kind == "promotion" and "awaiting approval" in first.message
+    assert first.kind == "promotion"
+    assert "awaiting approval" in first.message

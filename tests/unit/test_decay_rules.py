@@ -38,11 +38,16 @@ def test_decay_fires_once_then_recovers_once() -> None:
     m = monitor()
     feed(m, 0, 20, 1.0, True)
     worse = [d for d in feed(m, 20, 40, 1.3, False) if d.kind != "drift"]
-    assert sorted((d.kind, d.metric) for d in worse) == [("decay", "accuracy"), ("decay", "log_loss")]
+    assert sorted((d.kind, d.metric) for d in worse) == [
+        ("decay", "accuracy"),
+        ("decay", "log_loss"),
+    ]
     assert all(d.state == "firing" for d in worse)
     better = [d for d in feed(m, 60, 40, 1.0, True) if d.kind != "drift"]
-    assert sorted((d.kind, d.metric) for d in better) == [("recovery", "accuracy"),
-                                                          ("recovery", "log_loss")]
+    assert sorted((d.kind, d.metric) for d in better) == [
+        ("recovery", "accuracy"),
+        ("recovery", "log_loss"),
+    ]
     assert all(d.state == "resolved" for d in better)
 
 
@@ -72,7 +77,8 @@ def test_drift_detector_flags_a_rise_in_loss() -> None:
     m = monitor(window=50)
     feed(m, 0, 300, 1.0, True)
     drifts = [d for d in feed(m, 300, 300, 1.6, False) if d.kind == "drift"]
-    assert drifts and drifts[0].detector == "page-hinkley"
+    assert drifts
+    assert drifts[0].detector == "page-hinkley"
 
 
 def test_alert_ids_are_deterministic() -> None:

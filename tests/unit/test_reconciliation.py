@@ -23,28 +23,48 @@ KICKOFF = datetime(2023, 12, 30, 15, 0, tzinfo=UTC)
 MATCH = "england-premier-league:2023-12-30:arsenal:chelsea"
 
 
-def prediction(model_id: str = "m1", version: int = 1, h: float = 0.5, d: float = 0.3) -> Prediction:
+def prediction(
+    model_id: str = "m1", version: int = 1, h: float = 0.5, d: float = 0.3
+) -> Prediction:
     probabilities = Probabilities(H=h, D=d, A=1.0 - h - d)
     as_dict = probabilities.as_dict()
     predicted = max(as_dict, key=lambda k: as_dict[k])
     return Prediction(
-        prediction_id=prediction_id(MATCH, model_id, version), match_id=MATCH,
-        league="england-premier-league", kickoff=KICKOFF, model_id=model_id,
-        model_version=version, is_champion=model_id == "m1", probabilities=probabilities,
-        predicted=predicted, confidence=as_dict[predicted], created_at=NOW,
+        prediction_id=prediction_id(MATCH, model_id, version),
+        match_id=MATCH,
+        league="england-premier-league",
+        kickoff=KICKOFF,
+        model_id=model_id,
+        model_version=version,
+        is_champion=model_id == "m1",
+        probabilities=probabilities,
+        predicted=predicted,
+        confidence=as_dict[predicted],
+        created_at=NOW,
     )
 
 
 def result(home: int = 2, away: int = 1) -> MatchResult:
     outcome = "H" if home > away else "A" if away > home else "D"
-    return MatchResult(match_id=MATCH, league="england-premier-league", kickoff=KICKOFF,
-                       home_goals=home, away_goals=away, outcome=outcome)
+    return MatchResult(
+        match_id=MATCH,
+        league="england-premier-league",
+        kickoff=KICKOFF,
+        home_goals=home,
+        away_goals=away,
+        outcome=outcome,
+    )
 
 
 def features() -> MatchFeatures:
     return MatchFeatures(
-        match_id=MATCH, league="england-premier-league", season="2023-2024", kickoff=KICKOFF,
-        home_team="Arsenal", away_team="Chelsea", odds_open=Odds(home=2.0, draw=3.4, away=4.0),
+        match_id=MATCH,
+        league="england-premier-league",
+        season="2023-2024",
+        kickoff=KICKOFF,
+        home_team="Arsenal",
+        away_team="Chelsea",
+        odds_open=Odds(home=2.0, draw=3.4, away=4.0),
         features={"elo_diff": 35.0},
     )
 
@@ -53,8 +73,17 @@ def test_ids_are_deterministic_and_distinct() -> None:
     """The same (match, model, version) always gives the same prediction id; anything else
     a different one; a different score gives a different evaluation id."""
     assert prediction_id(MATCH, "m1", 1) == prediction_id(MATCH, "m1", 1)
-    assert len({prediction_id(MATCH, "m1", 1), prediction_id(MATCH, "m1", 2),
-                prediction_id(MATCH, "m2", 1), prediction_id("other", "m1", 1)}) == 4
+    assert (
+        len(
+            {
+                prediction_id(MATCH, "m1", 1),
+                prediction_id(MATCH, "m1", 2),
+                prediction_id(MATCH, "m2", 1),
+                prediction_id("other", "m1", 1),
+            }
+        )
+        == 4
+    )
     pid = prediction_id(MATCH, "m1", 1)
     assert evaluation_id(pid, 2, 1) == evaluation_id(pid, 2, 1)
     assert evaluation_id(pid, 2, 1) != evaluation_id(pid, 1, 2)
@@ -75,7 +104,8 @@ def test_either_arrival_order_gives_the_same_evaluation(result_first: bool) -> N
     assert len(evaluations) == 1
     e = evaluations[0]
     assert e.evaluation_id == evaluation_id(p.prediction_id, 2, 1)
-    assert e.hit and e.outcome == "H"
+    assert e.hit
+    assert e.outcome == "H"
     assert e.log_loss == pytest.approx(log_loss(p.probabilities.as_dict(), "H"))
     assert e.brier == pytest.approx(brier(p.probabilities.as_dict(), "H"))
     assert e.rps == pytest.approx(rps(p.probabilities.as_dict(), "H"))
@@ -88,8 +118,10 @@ def test_duplicates_change_nothing() -> None:
     assert len(apply_result(ledger, result(), now=NOW).evaluations) == 1
     again_result = apply_result(ledger, result(), now=NOW)
     again_prediction = apply_prediction(ledger, prediction(), now=NOW)
-    assert not again_result.changed and again_result.evaluations == []
-    assert not again_prediction.changed and again_prediction.evaluations == []
+    assert not again_result.changed
+    assert again_result.evaluations == []
+    assert not again_prediction.changed
+    assert again_prediction.evaluations == []
 
 
 def test_corrected_result_supersedes_every_evaluation() -> None:
