@@ -40,7 +40,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
     ledgers = app.Table(
         "ledgers",
         partitions=runtime.settings.partitions,
-        # Keys and values are bytes: the app's serializers are "raw".
+        # Bytes in, bytes out: without these types Faust writes the changelog raw but reads it
+        # back as JSON, and recovery after a restart silently loses every ledger.
+        key_type=bytes,
+        value_type=bytes,
         # Batches mutate many keys: let the producer route each changelog record by its key,
         # which lands it in the same partition number as the match's input events.
         use_partitioner=True,

@@ -14,6 +14,7 @@ import faust
 
 from agents import champion, learner, monitor, reconciler, scorer
 from models import catalog, registry
+from streams import web
 from streams.db import bundled_migrations, connect
 from streams.log import get_logger
 from streams.runtime import Runtime
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     learner.register(app, runtime)
     monitor.register(app, runtime)
     champion.register(app, runtime)
+    web.register(app, runtime, active)
 
     @app.on_before_shutdown.connect
     async def stop_runtime(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

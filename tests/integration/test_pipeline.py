@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -298,3 +299,27 @@ async def _alert(pool: asyncpg.Pool, model_id: str, kind: str) -> Any:
             model_id,
             kind,
         )
+
+
+async def test_ledgers_survive_a_killed_worker(
+    settings: Settings, start_worker: Callable[..., Worker], producer: Any, db: asyncpg.Pool
+) -> None:
+    """Predictions made before a SIGKILL are still joined with results that arrive after the
+    restart: the reconciler's ledgers come back from their changelog, not from memory."""
+    topics = Topics.from_settings(settings)
+    worker = start_worker()
+    events = events_between("2016-08-01", "2016-08-31")
+    features = [e for e in events if e.kind == "features"]
+    results = [e for e in events if e.kind == "result"]
+    await publish(producer, topics.features, [(e.key, e.record) for e in features])
+    expected = len(features) * SEEDED_MODELS
+    await wait_for(lambda: _equals(db, "SELECT count(*) FROM predictions", expected),
+                   timeout=120, what="predictions stored")
+    await asyncio.sleep(2.0)  # let the changelog and the offsets be committed
+    worker.kill()
+    # Results arrive while no worker runs; the restarted worker has only its changelog.
+    await publish(producer, topics.results, [(e.key, e.record) for e in results])
+    worker.start()
+    await wait_for(lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
+                   timeout=180, what=f"{expected} evaluations after the restart")
+    assert await count(db, "SELECT count(DISTINCT prediction_id) FROM evaluations") == expected

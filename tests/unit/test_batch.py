@@ -19,8 +19,9 @@ TRAIN, TEST = stream(600, seed=1), stream(300, seed=2)
 
 def _score(model: BatchModel) -> float:
     summary = MetricSummary()
-    for x, y in TEST:
-        summary.add(model.predict_proba_one(x), y)
+    probabilities = model.predict_proba_many([x for x, _ in TEST])
+    for row, (_, y) in zip(probabilities, TEST, strict=True):
+        summary.add(dict(zip(OUTCOMES, row, strict=True)), y)
     return summary.log_loss
 
 
