@@ -36,7 +36,7 @@ class Settings:
     champion_model: str = "online-logreg"
     challenger_models: str = "online-rating"  # comma-separated
     # Learning
-    learning_policy: str = "errors"
+    learning_policy: str = "all"
     snapshot_every: int = 20  # learned examples between two snapshots
     snapshot_seconds: float = 10.0  # ... or this many seconds, whichever comes first
     # Decay monitor: windows of evaluations, thresholds relative to the baseline.

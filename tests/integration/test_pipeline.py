@@ -257,7 +257,19 @@ async def test_decay_alert_then_recovery(
                     outcome={"H": "A", "A": "H", "D": "D"}[record.outcome],
                 )
             scrambled_events.append(TimedEvent(event.at, event.kind, record))
-        await publish_events(producer, settings, scrambled_events[: 2 * 320])
+        # Three phases, each reconciled before the next is sent, as time would pass: a burst
+        # across partitions could otherwise put scrambled matches into the baseline window.
+        by_match = {e.key: i for i, e in enumerate(matches)}
+        for start, end in ((0, 120), (120, 200), (200, 320)):
+            phase = [e for e in scrambled_events if start <= by_match[e.key] < end]
+            await publish_events(producer, settings, phase)
+            await wait_for(
+                lambda n=end: _equals(
+                    db, "SELECT count(*) FROM evaluations WHERE model_id = 'market-open'", n
+                ),
+                timeout=120,
+                what=f"{end} market-open evaluations",
+            )
         alert = await wait_for(
             lambda: _alert(db, "market-open", "decay"), timeout=180, what="a decay alert"
         )

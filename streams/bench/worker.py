@@ -1,0 +1,53 @@
+"""A worker running only the agents under measurement: ``python -m streams.bench.worker scorer``.
+
+The production app (``streams.app.create_app``) is built unchanged, with the registration of
+every agent not being measured swapped for a no-op, so the measured agents run with exactly the
+Kafka, producer and table settings a real worker uses, and nothing else competes for the
+process (a full worker also reconciles every prediction it makes, which is measured apart).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import faust
+
+from agents import champion, learner, monitor, reconciler, scorer
+from streams import app as app_module
+from streams import web
+from streams.log import configure_logging
+from streams.settings import Settings
+
+MODULES = {
+    "scorer": scorer,
+    "reconciler": reconciler,
+    "learner": learner,
+    "monitor": monitor,
+    "champion": champion,
+    "web": web,
+}
+
+
+def _skip(*args: Any, **kwargs: Any) -> None:
+    """Registration of an agent the benchmark does not run."""
+
+
+def main(argv: list[str]) -> int:
+    wanted = set(argv) or {"scorer"}
+    unknown = wanted - MODULES.keys()
+    if unknown:
+        raise SystemExit(f"unknown agents {sorted(unknown)}; known: {sorted(MODULES)}")
+    for name, module in MODULES.items():
+        if name not in wanted:
+            module.register = _skip  # type: ignore[attr-defined]
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    app, _ = app_module.create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), override_logging=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
