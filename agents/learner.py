@@ -2,9 +2,11 @@
 
 The model feed is keyed by model id, so each model's evaluations arrive in one partition and
 exactly one worker learns it. State per model: the River model, the policy, and the offsets
-already applied. After every batch the learner checkpoints the state with those offsets in
-PostgreSQL, and only then acks the batch: a crash replays at most the batch, whose offsets the
-checkpoint already covers, so no result is learned twice and none is lost. Every
+already applied. After every batch the learner checkpoints the state with those offsets and
+the ids of the evaluations it learned (``learned_evaluations``) in one PostgreSQL transaction,
+and only then acks the batch: a crash replays at most the batch, which the checkpoint already
+covers, and an evaluation the reconciler re-published after a crash of its own has the same
+id, so no result is learned twice and none is lost. Every
 ``snapshot_every`` learned examples or ``snapshot_seconds`` it also publishes a new version to
 the registry and the snapshot topic, which the scorers swap in.
 """
@@ -29,6 +31,7 @@ from models.policy import parse as parse_policy
 from models.registry import RegisteredModel
 from models.serialization import sha256_hex, sign, verify
 from schemas.events import DeadLetter, ModelFeedItem, ModelSnapshot
+from streams.chaos.crash import crash_point
 from streams.log import get_logger
 from streams.runtime import Runtime
 
@@ -142,15 +145,30 @@ def register(app: faust.App, runtime: Runtime) -> Learner:
         async with learner.lock:
             learner.forget()
 
+    async def flush_versions() -> None:
+        # At shutdown every learned result is in the checkpoint already; publishing the
+        # pending version as well means scorers and the registry have the latest model too.
+        async with learner.lock:
+            due = [s for s in learner.states.values() if s is not None and s.learned_since_version]
+            if due:
+                await publish_versions(runtime, due)
+
+    runtime.shutdown_hooks.append(flush_versions)
     return learner
 
 
 async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
-    """Learn from a batch of feed items, checkpoint what changed, publish versions that are due."""
+    """Learn from a batch of feed items, checkpoint what changed, publish versions that are due.
+
+    An item is skipped when the model already learned its evaluation: the batch re-delivered
+    after a crash of this worker, or the reconciler re-publishing it after a crash of its own
+    (same evaluation id, a new offset). ``learned_evaluations`` is written with the checkpoint.
+    """
     runtime = learner.runtime
     letters: list[DeadLetter] = []
     async with learner.lock:
         changed: dict[str, Learning] = {}
+        fresh: list[tuple[Learning, ModelFeedItem]] = []
         for event in events:
             item = runtime.decode(event.message, ModelFeedItem, AGENT)
             if isinstance(item, DeadLetter):
@@ -161,17 +179,34 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             )
             if state is None:
                 continue
+            # The applied position is recorded, but an item at or before it is not skipped on
+            # that ground: after Faust's partition hole is repaired (streams/watchdog.py) an
+            # earlier offset can follow a later one. The evaluation id decides.
             position = f"{event.message.topic}:{event.message.partition}"
-            if event.message.offset <= state.positions.get(position, -1):
-                runtime.counters["learn_skipped_replayed"] += 1
-                continue
-            state.positions[position] = event.message.offset
+            state.positions[position] = max(event.message.offset, state.positions.get(position, -1))
             changed[state.entry.model_id] = state
+            fresh.append((state, item))
+        keys = [(s.entry.model_id, item.evaluation.evaluation_id) for s, item in fresh]
+        known = (
+            await runtime.retry_transient("learned evaluations", partial(learned, runtime, keys))
+            if keys
+            else set()
+        )
+        learned_now: list[tuple[str, str]] = []
+        for (state, item), key in zip(fresh, keys, strict=True):
+            if key in known:
+                runtime.counters["learn_skipped_duplicate"] += 1
+                continue
+            known.add(key)
             if apply_learning(state, item):
                 runtime.counters["learned"] += 1
+                learned_now.append(key)
         if changed:
+            crash_point("learner.learned")  # learned in memory, not yet checkpointed
             states = list(changed.values())
-            await runtime.retry_transient("learner checkpoint", lambda: checkpoint(runtime, states))
+            await runtime.retry_transient(
+                "learner checkpoint", lambda: checkpoint(runtime, states, learned_now)
+            )
             every = runtime.settings.snapshot_every
             due = [s for s in states if s.learned_since_version >= every]
             if due:
@@ -179,6 +214,21 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
                     "model version", lambda: publish_versions(runtime, due)
                 )
     await runtime.publish_dead_letters(letters)
+    if changed:
+        crash_point("learner.checkpointed")  # checkpointed, not yet acked
+
+
+async def learned(runtime: Runtime, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (model id, evaluation id) pairs were learned already (recorded by a checkpoint)."""
+    async with runtime.connection() as conn:
+        rows = await conn.fetch(
+            """SELECT model_id, evaluation_id FROM learned_evaluations
+               WHERE (model_id, evaluation_id) IN
+                     (SELECT * FROM unnest($1::text[], $2::text[]))""",
+            [model_id for model_id, _ in keys],
+            [evaluation_id for _, evaluation_id in keys],
+        )
+    return {(row["model_id"], row["evaluation_id"]) for row in rows}
 
 
 def apply_learning(state: Learning, item: ModelFeedItem) -> bool:
@@ -194,9 +244,19 @@ def apply_learning(state: Learning, item: ModelFeedItem) -> bool:
     return True
 
 
-async def checkpoint(runtime: Runtime, states: Sequence[Learning]) -> None:
-    """Store each model's state with the offsets it has applied, in one transaction."""
+async def checkpoint(
+    runtime: Runtime, states: Sequence[Learning], learned_now: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Store each model's state with the offsets it has applied and the evaluations it has
+    learned since the last checkpoint, in one transaction."""
     async with runtime.connection() as conn, conn.transaction():
+        if learned_now:
+            await conn.execute(
+                """INSERT INTO learned_evaluations (model_id, evaluation_id)
+                   SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING""",
+                [model_id for model_id, _ in learned_now],
+                [evaluation_id for _, evaluation_id in learned_now],
+            )
         await conn.executemany(
             """INSERT INTO learner_checkpoints (model_id, version, learned,
                    learned_since_version, positions, state)

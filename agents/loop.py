@@ -9,15 +9,13 @@ time; the event that still fails is dead-lettered with the error, and the agent 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from schemas.events import DeadLetter, ValidationIssue
-from streams.runtime import Runtime
+from streams.runtime import Runtime, dead_letter
 
 log = structlog.get_logger(__name__)
 
@@ -62,19 +60,12 @@ async def _one_by_one(runtime: Runtime, agent: str, handle: Handler, events: Seq
         except Exception as error:
             runtime.counters[f"faults:{agent}"] += 1
             log.exception("event failed, dead-lettered", agent=agent, error=repr(error))
-            await runtime.publish_dead_letters([processing_failure(event.message, error, agent)])
+            await runtime.publish_dead_letters(
+                [processing_failure(event.message, error, agent)], invalid=False
+            )
 
 
 def processing_failure(message: Any, error: Exception, agent: str) -> DeadLetter:
     """A dead letter for an event that was valid but could not be processed."""
-    raw = message.value if message.value is not None else b""
-    return DeadLetter(
-        source_topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key_b64=base64.b64encode(message.key).decode() if message.key is not None else None,
-        payload_b64=base64.b64encode(raw).decode(),
-        error=ValidationIssue(field="$", value=None, rule=f"processing failed: {error!r}"[:500]),
-        agent=agent,
-        failed_at=datetime.now(UTC),
-    )
+    issue = ValidationIssue(field="$", value=None, rule=f"processing failed: {error!r}"[:500])
+    return dead_letter(message, issue, agent)

@@ -16,7 +16,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 
 from agents.loop import run_batches
-from agents.scoring import predict
+from agents.scoring import predict_many
 from models import registry
 from models.registry import RegisteredModel
 from schemas.events import DeadLetter, MatchFeatures
@@ -77,16 +77,17 @@ async def score_batch(runtime: Runtime, active: ActiveModels, events: Sequence[A
     await active.loaded.wait()
     now = datetime.now(UTC)
     letters: list[DeadLetter] = []
-    out = []
-    models = active.models
+    valid: list[MatchFeatures] = []
     for event in events:
         decoded = runtime.decode(event.message, MatchFeatures, AGENT)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
-            continue
-        for prediction in predict(decoded, models, now=now):
-            out.append((runtime.topics.predictions, prediction.match_id, prediction))
-    await runtime.publish_all(out)
+        else:
+            valid.append(decoded)
+    topic = runtime.topics.predictions
+    await runtime.publish_all(
+        (topic, p.match_id, p) for p in predict_many(valid, active.models, now=now)
+    )
     await runtime.publish_dead_letters(letters)
     runtime.counters["scored"] += len(events) - len(letters)
 

@@ -1,14 +1,20 @@
-"""Scoring rules: one match's features in, one prediction per active model out (pure)."""
+"""Scoring rules: match features in, one prediction per active model out (pure).
+
+:func:`predict_many` is the scorer's path: one ``predict_proba_many`` call per model over the
+whole batch (one matrix product, not one per match: ~15x fewer numpy calls at 500 matches),
+then the predictions in the order :func:`predict` gives them, match by match.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from agents.reconciliation import prediction_id
+from agents.reconciliation import _NAMESPACE, prediction_id
 from models.features import model_input
 from models.registry import RegisteredModel
-from schemas.events import OUTCOMES, MatchFeatures, Prediction, Probabilities
+from schemas.events import OUTCOMES, MatchFeatures, Outcome, Prediction, Probabilities
 
 
 def normalised(probabilities: dict[str, float]) -> Probabilities:
@@ -16,6 +22,21 @@ def normalised(probabilities: dict[str, float]) -> Probabilities:
     total = sum(probabilities[o] for o in OUTCOMES)
     home, draw = probabilities["H"] / total, probabilities["D"] / total
     return Probabilities(H=home, D=draw, A=max(0.0, 1.0 - home - draw))
+
+
+def _normalised_row(home: float, draw: float, away: float) -> Probabilities:
+    """:func:`normalised` of one row of ``predict_proba_many``, the same float operations."""
+    total = 0 + home + draw + away  # as sum() adds: from 0, in H, D, A order
+    home, draw = home / total, draw / total
+    return Probabilities(H=home, D=draw, A=max(0.0, 1.0 - home - draw))
+
+
+def _predicted(probabilities: Probabilities) -> Outcome:
+    """The most likely outcome; ties go to the first of H, D, A (as ``max`` over OUTCOMES)."""
+    home, draw, away = probabilities.H, probabilities.D, probabilities.A
+    if home >= draw and home >= away:
+        return "H"
+    return "D" if draw >= away else "A"
 
 
 def predict(
@@ -44,3 +65,62 @@ def predict(
             )
         )
     return predictions
+
+
+def predict_many(
+    batch: Sequence[MatchFeatures], models: Sequence[RegisteredModel], *, now: datetime
+) -> list[Prediction]:
+    """``[p for f in batch for p in predict(f, models, now=now)]``, vectorised per model."""
+    if not batch:
+        return []
+    xs = [model_input(features) for features in batch]
+    # .tolist(): Python floats, so the per-row arithmetic below is predict()'s, operation for
+    # operation (numpy scalars would be ~3x slower to index and compare).
+    columns = [entry.model.predict_proba_many(xs).tolist() for entry in models]
+    ids = [_PredictionIds(entry) for entry in models]
+    predictions = []
+    for row, features in enumerate(batch):
+        match_id = features.match_id
+        for entry, rows, make_id in zip(models, columns, ids, strict=True):
+            probabilities = _normalised_row(*rows[row])
+            predicted = _predicted(probabilities)
+            predictions.append(
+                Prediction(
+                    prediction_id=make_id(match_id),
+                    match_id=match_id,
+                    league=features.league,
+                    kickoff=features.kickoff,
+                    model_id=entry.model_id,
+                    model_version=entry.version,
+                    is_champion=entry.status == "champion",
+                    probabilities=probabilities,
+                    predicted=predicted,
+                    confidence=getattr(probabilities, predicted),
+                    created_at=now,
+                )
+            )
+    return predictions
+
+
+class _PredictionIds:
+    """:func:`agents.reconciliation.prediction_id` of one model version, ~4x faster.
+
+    The same UUID 5 (SHA-1 of namespace and name; version and variant bits set as RFC 4122
+    says), but the common prefix is hashed once per batch and ``uuid.UUID`` (an int round trip,
+    ~60% of the cost) is skipped. ``prediction_id`` stays the definition: the bench checks
+    ``predict_many`` against ``predict`` prediction for prediction.
+    """
+
+    def __init__(self, entry: RegisteredModel) -> None:
+        self.prefix = hashlib.sha1(_NAMESPACE.bytes + b"prediction|", usedforsecurity=False)
+        self.suffix = f"|{entry.model_id}|{entry.version}".encode()
+
+    def __call__(self, match_id: str) -> str:
+        digest = self.prefix.copy()
+        digest.update(match_id.encode())
+        digest.update(self.suffix)
+        raw = bytearray(digest.digest()[:16])
+        raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

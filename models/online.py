@@ -1,7 +1,8 @@
 """Online models: learn one reconciled result at a time, predict the next match at once.
 
-- :class:`SoftmaxRegression`: multinomial logistic regression on standardised inputs, Adam and
-  L2, hand-rolled in numpy (see the class for why not River's).
+- :class:`RiverSoftmax`: River's multinomial logistic regression (Adam, L2) behind River's
+  standard scaler, optionally started at a prior line such as the opening odds.
+- :class:`SoftmaxRegression`: the same model hand-rolled in numpy.
 - :class:`OrderedLogit`: a rating model: one strength index from a few rating inputs and two
   cut-points, so a draw is what lies between a home and an away win.
 - :class:`AdaptiveForest`: River's adaptive random forest, for non-linear effects and drift.
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
-from river import forest
+from river import forest, linear_model, optim, preprocessing
 
 from models.base import (
     BASE_RATES,
@@ -126,56 +127,183 @@ def _softmax(scores: FloatArray) -> FloatArray:
 class SoftmaxRegression(BaseModel):
     """Multinomial logistic regression, learned online with Adam and L2.
 
-    Hand-rolled rather than River's ``StandardScaler | SoftmaxRegression``, which takes plain
-    SGD steps from a uniform start: on all 27 features over the 27,700 matches its best
-    prequential log loss was 0.9977 (lr 0.001; 1.029 at 0.01) against 0.9784 here. numpy also
-    makes ``predict_proba_many`` one matrix product. Starts at the base rates (zero weights,
-    bias = log base rates); a smaller ``lr`` suits more inputs (each weight adds step noise).
+    ``scores = W z + P log(prior) + b``: ``z`` the standardised ``inputs``; ``prior`` (optional)
+    a line of three probabilities in H, D, A order, e.g. the opening odds' implied ones, whose
+    logs enter unstandardised through a 3x3 matrix ``P`` that starts as the identity (and is
+    pulled back to it by the L2 term). With a prior the model starts *at* that line and learns
+    only corrections: the favourite-longshot bias and what the ratings add. Without a prior it
+    starts at the base rates (``b`` = log base rates, zero weights). A missing prior line counts
+    as the base rates. A smaller ``lr`` suits more inputs (each weight adds step noise).
+
+    :class:`RiverSoftmax` is the same model built from River (the default, ``online-logreg``);
+    both score the same to four decimals (docs/MODELS.md). This one keeps a compact msgpack
+    state, exact sample weights and clipped inputs (``online-logreg-numpy`` and the others).
     """
 
     kind = "softmax"
     learns_online = True
 
-    def __init__(self, model_id: str, inputs: Sequence[str], *, lr: float = 0.001,
-                 l2: float = 1e-3) -> None:  # fmt: skip
-        super().__init__(model_id, inputs)
+    def __init__(self, model_id: str, inputs: Sequence[str], *, prior: Sequence[str] = (),
+                 lr: float = 0.001, l2: float = 1e-3) -> None:  # fmt: skip
+        if len(prior) not in (0, len(OUTCOMES)):
+            raise ValueError(f"a prior is one line of H, D, A probabilities, got {prior}")
+        super().__init__(model_id, (*inputs, *prior))
         self.l2 = l2
-        self.moments = RunningMoments(len(self.inputs))
+        self.standardised = len(self.inputs) - len(prior)
+        self.moments = RunningMoments(self.standardised)
+        # Columns: standardised inputs, log prior (H, D, A), bias.
         self.weights = np.zeros((len(OUTCOMES), len(self.inputs) + 1))
-        self.weights[:, -1] = LOG_BASE_RATES
+        if prior:
+            self.weights[:, self.standardised : -1] = np.eye(len(OUTCOMES))
+        else:
+            self.weights[:, -1] = LOG_BASE_RATES
+        self.anchor = self.weights[:, :-1].copy()  # what L2 pulls the weights towards
         self.optimizer = Adam(self.weights.shape, lr)
 
-    def _scores(self, z: FloatArray) -> FloatArray:
-        return np.asarray(z @ self.weights[:, :-1].T + self.weights[:, -1], dtype=np.float64)
+    def _design(self, matrix: FloatArray) -> FloatArray:
+        """Each row as [z, log prior, 1]."""
+        k = self.standardised
+        z = self.moments.standardise(matrix[:, :k])
+        return np.hstack([z, _log_line(matrix[:, k:]), np.ones((len(matrix), 1))])
 
     def _proba(self, matrix: FloatArray) -> FloatArray:
-        return _softmax(self._scores(self.moments.standardise(matrix)))
+        return _softmax(self._design(matrix) @ self.weights.T)
 
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
         """One weighted gradient step of the log loss (weight 0: nothing changes)."""
         check_example(y, weight)
         if weight == 0.0:
             return
-        row = self.matrix([x])[0]
-        self.moments.update(row)
-        z = self.moments.standardise(row)
-        error = _softmax(self._scores(z))
+        row = self.matrix([x])
+        self.moments.update(row[0, : self.standardised])
+        design = self._design(row)[0]
+        error = _softmax(self.weights @ design)
         error[OUTCOME_INDEX[y]] -= 1.0
-        gradient = weight * np.outer(error, np.append(z, 1.0))
-        gradient[:, :-1] += self.l2 * self.weights[:, :-1]
+        gradient = weight * np.outer(error, design)
+        gradient[:, :-1] += self.l2 * (self.weights[:, :-1] - self.anchor)
         self.optimizer.step(self.weights, gradient)
 
     def _state(self) -> dict[str, Any]:
-        return {"l2": self.l2, "moments": self.moments.state(),
-                "weights": self.weights.tolist(), "optimizer": self.optimizer.state()}  # fmt: skip
+        return {"l2": self.l2, "prior": len(self.inputs) - self.standardised,
+                "moments": self.moments.state(), "weights": self.weights.tolist(),
+                "optimizer": self.optimizer.state()}  # fmt: skip
 
     @classmethod
     def _from_state(cls, model_id: str, inputs: tuple[str, ...], state: dict[str, Any]) -> Self:
-        model = cls(model_id, inputs, l2=state["l2"])
+        split = len(inputs) - state.get("prior", 0)
+        model = cls(model_id, inputs[:split], prior=inputs[split:], l2=state["l2"])
         model.moments = RunningMoments.from_state(state["moments"])
         model.weights = floats(state["weights"])
         model.optimizer = Adam.from_state(state["optimizer"])
         return model
+
+
+BIAS = "__bias__"
+"""River's softmax regression has no intercept: a constant input stands in for one."""
+
+
+class RiverSoftmax(BaseModel):
+    """:class:`SoftmaxRegression`'s model built from River: ``preprocessing.StandardScaler``,
+    then ``linear_model.SoftmaxRegression`` with ``optim.Adam`` and L2.
+
+    Kept beside the numpy one so the comparison stays explicit (docs/MODELS.md). Differences
+    River imposes: no intercept (a constant input ``__bias__`` stands in), L2 pulls every weight
+    to zero (the prior's too, instead of to the identity), no clipping of outliers, and no
+    sample weight (a weight is applied by learning with that probability, seeded, as
+    :class:`AdaptiveForest` does). The weights start where the numpy model's do: at the prior's
+    line, or at the base rates without one. A missing input is its running mean (0 scaled).
+    """
+
+    kind = "river-softmax"
+    learns_online = True
+
+    def __init__(self, model_id: str, inputs: Sequence[str], *, prior: Sequence[str] = (),
+                 lr: float = 0.001, l2: float = 1e-3, seed: int = 0) -> None:  # fmt: skip
+        if len(prior) not in (0, len(OUTCOMES)):
+            raise ValueError(f"a prior is one line of H, D, A probabilities, got {prior}")
+        super().__init__(model_id, (*inputs, *prior))
+        self.standardised = len(inputs)
+        self.rng = random.Random(seed)
+        # Any: River's methods are untyped, and strict mypy refuses untyped calls otherwise.
+        self.scaler: Any = preprocessing.StandardScaler()
+        self.regression: Any = linear_model.SoftmaxRegression(optimizer=optim.Adam(lr), l2=l2)
+        for i, outcome in enumerate(OUTCOMES):
+            start = {f"log_{prior[i]}": 1.0} if prior else {BIAS: float(LOG_BASE_RATES[i])}
+            self.regression.weights[outcome].update(start)
+
+    def _features(self, row: FloatArray) -> dict[str, float]:
+        """One row as River's regression learns it: scaled inputs, log prior, bias."""
+        k = self.standardised
+        means = self.scaler.means
+        filled = {name: (v if math.isfinite(v) else means.get(name, 0.0))
+                  for name, v in zip(self.inputs[:k], row[:k].tolist(), strict=True)}  # fmt: skip
+        features: dict[str, float] = self.scaler.transform_one(filled)
+        log_prior = _log_line(row[None, k:])[0].tolist()
+        priors = zip(self.inputs[k:], log_prior, strict=True)
+        features.update((f"log_{name}", value) for name, value in priors)
+        features[BIAS] = 1.0
+        return features
+
+    def _proba(self, matrix: FloatArray) -> FloatArray:
+        # River's own arithmetic on River's state, as one matrix product: the scorer predicts
+        # a batch per call, and River's predict_proba_one costs ~50 us a row (500 rows: 25 ms).
+        # Reading with .get also leaves River's defaultdicts untouched by a prediction.
+        k, names = self.standardised, self.inputs[: self.standardised]
+        means = np.array([self.scaler.means.get(name, 0.0) for name in names])
+        sd = np.sqrt(np.array([self.scaler.vars.get(name, 0.0) for name in names]))
+        filled = np.where(np.isfinite(matrix[:, :k]), matrix[:, :k], means)
+        z = np.divide(filled - means, sd, out=np.zeros_like(filled), where=sd > 0.0)
+        design = np.hstack([z, _log_line(matrix[:, k:]), np.ones((len(matrix), 1))])
+        columns = [*names, *(f"log_{name}" for name in self.inputs[k:]), BIAS]
+        weights = np.array(
+            [[self.regression.weights[o].get(c, 0.0) for c in columns] for o in OUTCOMES]
+        )
+        return _softmax(design @ weights.T)
+
+    def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
+        """Learn ``floor(weight)`` times, plus once more with probability ``weight % 1``."""
+        check_example(y, weight)
+        if weight == 0.0:
+            return
+        repeats = _repeats(self.rng, weight)
+        if not repeats:
+            return
+        row = self.matrix([x])[0]
+        k = self.standardised
+        values = zip(self.inputs[:k], row[:k].tolist(), strict=True)
+        self.scaler.learn_one({name: v for name, v in values if math.isfinite(v)})
+        features = self._features(row)
+        for _ in range(repeats):
+            self.regression.learn_one(features, y)
+
+    def _state(self) -> dict[str, Any]:
+        return {"prior": len(self.inputs) - self.standardised,
+                "pickle": pickle.dumps((self.rng, self.scaler, self.regression))}  # fmt: skip
+
+    @classmethod
+    def _from_state(cls, model_id: str, inputs: tuple[str, ...], state: dict[str, Any]) -> Self:
+        # Only signed state reaches a restore (models.serialization), so this is our own pickle.
+        rng, scaler, regression = pickle.loads(state["pickle"])  # noqa: S301
+        split = len(inputs) - state["prior"]
+        model = cls(model_id, inputs[:split], prior=inputs[split:])
+        model.rng, model.scaler, model.regression = rng, scaler, regression
+        return model
+
+
+def _log_line(line: FloatArray) -> FloatArray:
+    """Logs of a line of H, D, A probabilities per row; the base rates' where it is unusable."""
+    if not line.shape[1]:
+        return line
+    usable = (np.isfinite(line) & (line > 0.0)).all(axis=1, keepdims=True)
+    return np.asarray(
+        np.where(usable, np.log(np.where(usable, line, 1.0)), LOG_BASE_RATES), dtype=np.float64
+    )
+
+
+def _repeats(rng: random.Random, weight: float) -> int:
+    """For learners without sample weights: ``floor(weight)`` lessons, plus one more with
+    probability ``weight % 1`` (seeded), so the expected number of lessons is the weight."""
+    return int(weight) + (rng.random() < weight % 1.0)
 
 
 def _sigmoid(u: FloatArray) -> FloatArray:
@@ -285,7 +413,7 @@ class AdaptiveForest(BaseModel):
         check_example(y, weight)
         if weight == 0.0:
             return
-        repeats = int(weight) + (self.rng.random() < weight % 1.0)
+        repeats = _repeats(self.rng, weight)
         if not repeats:
             return
         row = self.matrix([x])[0]

@@ -62,13 +62,31 @@ def decode(raw: bytes | None, record_type: type[R], *, max_bytes: int = MAX_EVEN
                 field="$", value=f"{len(raw)} bytes", rule=f"payload exceeds {max_bytes} bytes"
             )
         )
-    document = _parse_strict(raw)
-    _check_version(document)
     decoder = _DECODERS.get(record_type)
     if decoder is None:
         decoder = _DECODERS[record_type] = msgspec.json.Decoder(record_type)
     try:
-        record: R = decoder.decode(raw)
+        record: R | None = decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError):
+        # Malformed, invalid (ValidationError is a DecodeError) or not UTF-8 (ValueError): the
+        # original path below runs as before and says why.
+        record = None
+    if (
+        record is not None
+        and record.schema_version in SUPPORTED_VERSIONS
+        and _ENCODER.encode(record) == raw
+    ):
+        # Bytes this encoder wrote have no duplicate key and no NaN/Infinity, so the strict
+        # parse could not object: skip it. This is every event tipstream itself publishes and
+        # every replayed one; it costs ~5 us instead of ~17 us (the pre-pass builds every float
+        # as a Python object and calls a hook per JSON object).
+        return record
+    document = _parse_strict(raw)
+    _check_version(document)
+    if record is not None:
+        return record
+    try:
+        record = decoder.decode(raw)
     except msgspec.ValidationError as error:
         raise InvalidEvent(_issue_from(error, document)) from error
     return record

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from streams.bench import inprocess, phases
 from streams.bench.deployment import Deployment, Process, running
-from streams.bench.kafka_io import Offsets, load
-from streams.bench.measure import Latency
+from streams.bench.kafka_io import load
 from streams.bench.report import BenchRun, plot_sweep
 from streams.bench.workload import (
     DEFAULT_DATA,
@@ -29,25 +28,49 @@ from streams.topics import Topics
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m streams.bench", description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000,
-                        help="feature events for the passthrough and scorer throughput")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=20_000,
+        help="feature events for the passthrough and scorer throughput",
+    )
     parser.add_argument("--rate", type=int, default=1_000, help="offered load of the latency run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency run")
-    parser.add_argument("--results", type=int, default=5_000,
-                        help="matches reconciled (each one evaluation per model)")
+    parser.add_argument(
+        "--results",
+        type=int,
+        default=5_000,
+        help="matches reconciled (each one evaluation per model)",
+    )
     parser.add_argument("--learn", type=int, default=5_000, help="in-process learn steps")
     parser.add_argument("--score", type=int, default=5_000, help="in-process scored events")
-    parser.add_argument("--sweep", default="",
-                        help="comma-separated offered loads for the latency sweep, e.g. "
-                        "250,500,1000,2000,4000 (empty: none)")
+    parser.add_argument(
+        "--sweep",
+        default="",
+        help="comma-separated offered loads for the latency sweep, e.g. "
+        "250,500,1000,2000,4000 (empty: none)",
+    )
     parser.add_argument("--sweep-seconds", type=float, default=10.0)
     parser.add_argument("--plot", type=Path, help="PNG of the sweep's latency percentiles")
     parser.add_argument("--json", type=Path, help="write every figure of the run here")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="longest wait for any one phase's output, in seconds")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the run's database, topics and logs (to inspect them)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="longest wait for any one phase's output, in seconds",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the passthrough, scorer and reconciler under pyinstrument "
+        "(install it first) and save their sessions in this folder",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's database, topics and logs (to inspect them)",
+    )
     return parser.parse_args(argv)  # fmt: skip
 
 
@@ -101,15 +124,15 @@ async def _phases(
     say(f"passthrough: {args.events} events")
     await phases.create_topic(settings, phases.passthrough_topic(settings))
     yardstick = Process(
-        ["-m", "streams.bench.passthrough", topics.features, phases.passthrough_topic(settings),
-         str(args.events)],
+        _argv(args, "passthrough", "streams.bench.passthrough", topics.features,
+              phases.passthrough_topic(settings), str(args.events)),
         settings, deployment.workdir / "passthrough.log",
     )  # fmt: skip
     async with running(yardstick):
         passthrough = await phases.passthrough(settings, yardstick, args.events, timeout)
 
     say(f"scorer: {args.events} events x {models} models")
-    scorer = Process(["-m", "streams.bench.worker", "scorer"], settings,
+    scorer = Process(_argv(args, "scorer", "streams.bench.worker", "scorer"), settings,
                      deployment.workdir / "scorer.log")  # fmt: skip
     async with running(scorer):
         scored = await phases.scorer(settings, scorer, args.events, models, timeout)
@@ -128,7 +151,9 @@ async def _phases(
     say("in-process: learning and scoring")
     raw = [value for _, value in keyed(features[: args.score])]
     scoring = inprocess.scoring_cost(raw)
-    learn_per_s = inprocess.learn_rate(list(matches.take(args.learn, "n")))
+    learned = list(matches.take(args.learn, "n"))
+    learn_per_s = inprocess.learn_rate(learned)
+    difference = inprocess.scoring_difference(raw, learned)
     return BenchRun(
         machine=facts,
         sizes={k: v for k, v in vars(args).items() if k not in ("plot", "json", "data")},
@@ -139,6 +164,7 @@ async def _phases(
         reconciliation=reconciliation,
         learn_per_s=learn_per_s,
         scoring=scoring,
+        scoring_difference=difference,
         sweep=latencies[1:],
         load_after=tuple(round(v, 2) for v in os.getloadavg()),  # type: ignore[arg-type]
     )
@@ -155,15 +181,27 @@ async def _reconcile(
     await load(settings.kafka_bootstrap, topics.features, keyed(features))
     predictions = predictions_for(features, default_models(), datetime.now(UTC))
     await load(settings.kafka_bootstrap, topics.predictions, predictions)
-    reconciler = Process(["-m", "streams.bench.worker", "reconciler"], settings,
-                         deployment.workdir / "reconciler.log")  # fmt: skip
+    reconciler = Process(_argv(args, "reconciler", "streams.bench.worker", "reconciler"),
+                         settings, deployment.workdir / "reconciler.log")  # fmt: skip
     async with running(reconciler):
         await phases.wait_for_rows(settings, reconciler, "predictions", len(predictions),
                                    args.timeout)  # fmt: skip
         return await phases.reconcile(
-            settings, reconciler, keyed([r for _, r in chosen]), len(predictions),
+            settings,
+            reconciler,
+            keyed([r for _, r in chosen]),
+            len(predictions),
             timeout=args.timeout,
         )
+
+
+def _argv(args: argparse.Namespace, name: str, module: str, *rest: str) -> list[str]:
+    """Interpreter arguments of a process under test, under the profiler if asked."""
+    if args.profile is None:
+        return ["-m", module, *rest]
+    args.profile.mkdir(parents=True, exist_ok=True)
+    session = args.profile.resolve() / f"{name}.pyisession"
+    return ["-m", "pyinstrument", "-r", "pyisession", "-o", str(session), "-m", module, *rest]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(result.to_json())
     if args.plot and result.sweep:
-        plot_sweep(result.sweep, args.plot,
-                   f"tipstream scorer, {result.models} models, {result.machine['cpus']} CPUs")
+        plot_sweep(
+            result.sweep,
+            args.plot,
+            f"tipstream scorer, {result.models} models, {result.machine['cpus']} CPUs",
+        )
     for line in result.details():
         print(line)
     print(result.line(), flush=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agents.loop import BATCH_SIZE
-from agents.scoring import predict
+from agents.scoring import predict, predict_many
 from models import catalog
 from models.features import model_input
 from schemas.codec import decode, encode
@@ -45,7 +45,7 @@ def scoring_cost(raw_features: Sequence[bytes]) -> ScoringCost:
         t0 = time.perf_counter()
         records = [decode(raw, MatchFeatures) for raw in batch]
         t1 = time.perf_counter()
-        predictions = [p for r in records for p in predict(r, models, now=now)]
+        predictions = predict_many(records, models, now=now)
         t2 = time.perf_counter()
         for prediction in predictions:
             encode(prediction)
@@ -54,6 +54,37 @@ def scoring_cost(raw_features: Sequence[bytes]) -> ScoringCost:
     n = max(len(raw_features), 1)
     return ScoringCost(len(raw_features), decode_s / n * 1e6, predict_s / n * 1e6,
                        encode_s / n * 1e6)  # fmt: skip
+
+
+def scoring_difference(
+    raw_features: Sequence[bytes], teach: Sequence[tuple[MatchFeatures, MatchResult]]
+) -> float:
+    """Largest probability difference between the batch path and ``predict``, event by event.
+
+    Everything else (ids, order, champion flag, predicted outcome) must be equal. Probabilities
+    may differ in the last bit: BLAS rounds a product of 500 rows and of one row differently.
+    """
+    models = default_models()
+    for features, result in teach:  # weights away from zero, as a running worker's are
+        for entry in models:
+            entry.model.learn_one(model_input(features), result.outcome)
+    now = datetime.now(UTC)
+    records = [decode(raw, MatchFeatures) for raw in raw_features[:BATCH_SIZE]]
+    batch = predict_many(records, models, now=now)
+    one_by_one = [p for r in records for p in predict(r, models, now=now)]
+    worst = 0.0
+    for a, b in zip(batch, one_by_one, strict=True):
+        if (a.prediction_id, a.model_id, a.is_champion, a.predicted) != (
+            b.prediction_id,
+            b.model_id,
+            b.is_champion,
+            b.predicted,
+        ):
+            raise AssertionError(f"batch scoring differs: {a} != {b}")
+        for outcome in ("H", "D", "A"):
+            worst = max(worst, abs(getattr(a.probabilities, outcome) -
+                                   getattr(b.probabilities, outcome)))  # fmt: skip
+    return worst
 
 
 def learn_rate(matches: Sequence[tuple[MatchFeatures, MatchResult]]) -> float:

@@ -72,9 +72,7 @@ class Arrived:
     values: list[bytes]
 
 
-async def read_all(
-    bootstrap: str, topic: str, partitions: int, *, values: bool = False
-) -> Arrived:
+async def read_all(bootstrap: str, topic: str, partitions: int, *, values: bool = False) -> Arrived:
     """Every message of ``topic`` (values kept only when asked: they cost memory)."""
     async with Offsets(bootstrap, partitions) as offsets:
         total = await offsets.count(topic)

@@ -62,9 +62,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def latency(
-    offered_eps: int, seconds: float, sent: int, samples_s: Sequence[float]
-) -> Latency:
+def latency(offered_eps: int, seconds: float, sent: int, samples_s: Sequence[float]) -> Latency:
     """Percentiles of the latencies (seconds in, milliseconds out)."""
     ordered = sorted(v * 1000 for v in samples_s)
     return Latency(

@@ -39,6 +39,7 @@ class BenchRun:
     reconciliation: Reconciliation
     learn_per_s: float
     scoring: ScoringCost
+    scoring_difference: float
     sweep: list[Latency] = field(default_factory=list)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -73,7 +74,8 @@ class BenchRun:
             f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
             f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s",
             f"in-process per event: decode {cost.decode_us:.1f} + predict {cost.predict_us:.1f} "
-            f"+ encode {cost.encode_us:.1f} = {cost.total_us:.1f} us",
+            f"+ encode {cost.encode_us:.1f} = {cost.total_us:.1f} us; batch and one-by-one "
+            f"scoring agree (probabilities within {self.scoring_difference:.1e})",
         ]
         lines += [
             f"sweep {s.offered_eps} eps: {s.received}/{s.sent}; p50 {s.p50_ms:.2f} "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from agents.scoring import predict
+from agents.scoring import predict_many
 from models import catalog
 from models.registry import RegisteredModel
 from schemas.codec import encode
@@ -77,7 +77,11 @@ def default_models() -> list[RegisteredModel]:
         model = catalog.create(model_id)
         models.append(
             RegisteredModel(
-                model_id=model_id, kind=model.kind, status=status, policy=None, version=0,
+                model_id=model_id,
+                kind=model.kind,
+                status=status,
+                policy=None,
+                version=0,
                 model=model,
             )
         )
@@ -88,6 +92,4 @@ def predictions_for(
     features: Sequence[MatchFeatures], models: Sequence[RegisteredModel], now: datetime
 ) -> list[Keyed]:
     """The scorer's messages for ``features``, made in-process (primes the reconciler)."""
-    return [
-        (p.match_id.encode(), encode(p)) for f in features for p in predict(f, models, now=now)
-    ]
+    return [(p.match_id.encode(), encode(p)) for p in predict_many(features, models, now=now)]

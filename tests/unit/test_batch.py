@@ -79,3 +79,20 @@ def test_fit_refuses_bad_tables() -> None:
         model.fit([x for x, _ in TRAIN[:10]], list(OUTCOMES))
     with pytest.raises(ValueError, match="more than 5 rows"):
         model.fit([x for x, _ in TRAIN[:3]], [y for _, y in TRAIN[:3]])
+
+
+def test_refit_skips_cross_validation_and_trains_the_same_model() -> None:
+    """A scheduled refit trains on every row like ``fit`` but runs no folds (NaN CV loss)."""
+    rows, outcomes = [x for x, _ in TRAIN], [y for _, y in TRAIN]
+    refitted, fitted = catalog.create("batch-logreg"), catalog.create("batch-logreg")
+    assert isinstance(refitted, BatchModel)
+    assert isinstance(fitted, BatchModel)
+    report = refitted.refit(rows, outcomes)
+    fitted.fit(rows, outcomes)
+    assert report.rows == len(TRAIN)
+    assert report.fold_log_losses == ()
+    assert math.isnan(report.cv_log_loss)
+    probe = [x for x, _ in TEST[:20]]
+    np.testing.assert_allclose(
+        refitted.predict_proba_many(probe), fitted.predict_proba_many(probe), rtol=1e-12
+    )

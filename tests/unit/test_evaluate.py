@@ -13,9 +13,10 @@ import pytest
 from models import catalog, evaluate
 from models.base import BaseModel, FloatArray
 from models.evaluate import Entrant, parse_model_specs, run_prequential, select_leagues
-from models.features import build_events
+from models.features import build_events, model_input
 from models.metrics import MetricSummary, normalised_implied
 from models.policy import LearningPolicy
+from models.policy import parse as parse_policy
 from schemas.events import MatchFeatures, MatchResult, Odds, Outcome
 from schemas.football_csv import default_data_files, read_rows
 
@@ -86,7 +87,7 @@ class BatchSpy(Spy):
         super().__init__(model_id, inputs)
         self.fits: list[list[int]] = []
 
-    def fit(self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome]) -> None:
+    def refit(self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome]) -> None:
         self.fits.append([int(x["n"]) for x in rows])
 
 
@@ -149,7 +150,12 @@ def test_results_are_learned_only_after_the_final_whistle() -> None:
     ]
     run_prequential(events, [Entrant(spy, LearningPolicy("all"))])
     assert spy.calls == [
-        ("predict", 0), ("predict", 1), ("learn", 0), ("learn", 1), ("predict", 2), ("learn", 2)
+        ("predict", 0),
+        ("predict", 1),
+        ("learn", 0),
+        ("learn", 1),
+        ("predict", 2),
+        ("learn", 2),
     ]
 
 
@@ -258,3 +264,37 @@ def test_league_filter_keeps_known_leagues_and_refuses_unknown_ones() -> None:
     with pytest.raises(ValueError, match="unknown league premier-league"):
         select_leagues(rows, "premier-league")
 
+
+def test_static_models_are_scored_on_their_own_per_match_predictions() -> None:
+    """Predictions of models that do not learn online, made in bulk once per season, equal
+    what ``predict_proba_one`` gives match by match."""
+    rows = [r for r in read_rows(default_data_files()).rows if r.league == "france-ligue-1"]
+    events = list(build_events(rows[:800]))
+    report = run_prequential(events, [Entrant(catalog.create("market-close"), LearningPolicy())])
+    model = catalog.create("market-close")
+    scored = [(f, r) for f, r in events if f.season != rows[0].season]
+    assert len(report.entrants[0].scored) == len(scored)
+    for (p, outcome), (features, result) in zip(report.entrants[0].scored, scored, strict=True):
+        assert outcome == result.outcome
+        assert p == pytest.approx(model.predict_proba_one(model_input(features)), abs=1e-12)
+
+
+def test_all_expands_to_every_model_with_the_default_last() -> None:
+    """``all`` lists every catalog model once, the service's default model last; with no
+    ``--models`` the default model alone is evaluated, under the default policy."""
+    specs = parse_model_specs("all")
+    assert sorted(model_id for model_id, _ in specs) == sorted(catalog.MODEL_IDS)
+    assert specs[-1] == (catalog.DEFAULT_MODEL_ID, parse_policy(catalog.DEFAULT_POLICY))
+    extra = parse_model_specs(f"{catalog.DEFAULT_MODEL_ID}:errors,all")
+    assert [str(p) for _, p in extra[:1]] == ["errors"]
+    assert extra[-1] == specs[-1]
+    assert parse_model_specs(evaluate.DEFAULT_MODELS) == [specs[-1]]
+
+
+def test_league_lines_split_the_scored_matches_by_league() -> None:
+    """One LEAGUE line per league and model; their match counts add up to the total."""
+    report = run_prequential(_season_events(), [Entrant(Spy(), LearningPolicy("all"))])
+    lines = report.league_lines()
+    assert [line.split()[1] for line in lines] == ["league=a", "league=b"]
+    assert " matches=4 " in lines[0]
+    assert " matches=2 " in lines[1]

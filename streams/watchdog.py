@@ -1,0 +1,104 @@
+"""Re-read a partition whose committed offset is stuck behind data that is already there.
+
+Faust 0.15.3 can drop a fetched message without handing it to any agent: after a rebalance
+its recovery resumes the stream partitions *before* seeking them to the committed offsets, so
+records fetched in between are drained, and once a later record of the old fetch has moved the
+consumer's read offset past the seek, the re-fetched records are discarded as already read
+(``Consumer._drain_messages``: "DROPPED MESSAGE ROFF"). No agent ever sees those offsets, so
+none acks them: the partition's committed offset stops there for good (nothing lost while the
+worker runs, but nothing after the hole is committed either, and every restart re-reads it
+all). ``make chaos`` hit it on SIGKILL restarts and on a rebalance.
+
+The watchdog notices the symptom, not the race: a partition with data beyond its committed
+offset whose committed offset has not moved for ``STALL_AFTER_S``, while no agent is waiting
+out an outage, is sought back to its committed offset. A false alarm only re-delivers events,
+which every agent handles idempotently; the hole is refilled on the next fetch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.log import get_logger
+
+log = get_logger(__name__)
+
+STALL_AFTER_S = 10.0
+"""Ten commit intervals without progress, while data waits beyond the committed offset."""
+CHECK_EVERY_S = 2.0
+
+
+@dataclass
+class Since:
+    """A committed offset and when the watchdog first saw it."""
+
+    committed: int
+    at: float
+
+
+def stalled(
+    observed: Mapping[Any, tuple[int | None, int | None]],
+    seen: dict[Any, Since],
+    now: float,
+    after: float = STALL_AFTER_S,
+) -> list[tuple[Any, int]]:
+    """Partitions to re-read, with the offset to re-read from.
+
+    ``observed`` maps a partition to (committed offset, high watermark); ``seen`` is the
+    watchdog's memory between calls, updated here. A partition is stalled when data lies
+    beyond its committed offset and that offset has not changed for ``after`` seconds.
+
+    >>> seen = {}
+    >>> stalled({"p0": (29, 105)}, seen, now=0.0), stalled({"p0": (29, 105)}, seen, now=11.0)
+    ([], [('p0', 29)])
+    """
+    out = []
+    for tp, (committed, highwater) in observed.items():
+        start = committed or 0
+        if highwater is None or highwater <= start:
+            seen.pop(tp, None)
+            continue
+        since = seen.get(tp)
+        if since is None or since.committed != start:
+            seen[tp] = Since(start, now)
+        elif now - since.at >= after:
+            out.append((tp, start))
+            seen[tp] = Since(start, now)  # give the re-read time before the next alarm
+    return out
+
+
+class Watchdog:
+    """Watches the assigned partitions of the input topics of one worker."""
+
+    def __init__(self, app: Any, topics: Collection[str], counters: Any) -> None:
+        self.app = app
+        self.topics = set(topics)
+        self.counters = counters
+        self.seen: dict[Any, Since] = {}
+        self.busy = 0
+        """Agents waiting out a transient failure: no progress is expected meanwhile."""
+
+    async def check(self) -> None:
+        consumer = self.app.consumer
+        if self.busy or consumer is None or self.app.rebalancing:
+            self.seen.clear()
+            return
+        observed = {}
+        for tp in consumer.assignment():
+            if tp.topic in self.topics:
+                # Faust keeps the last committed offset of each partition here (private, but
+                # the version is pinned); it is what its next commit would start from.
+                committed = consumer._committed_offset.get(tp)
+                observed[tp] = (committed, consumer.highwater(tp))
+        for tp, offset in stalled(observed, self.seen, time.monotonic()):
+            self.counters[f"partition_rereads:{tp.topic}"] += 1
+            log.warning(
+                "partition stalled behind its committed offset: re-reading it",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+            )
+            await consumer.seek(tp, offset)

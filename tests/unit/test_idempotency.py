@@ -1,0 +1,140 @@
+"""Idempotency keys: a re-delivered event reproduces the same ids, so it changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agents.decay_rules import Decision, alert_id
+from agents.reconciliation import (
+    MatchLedger,
+    apply_features,
+    apply_prediction,
+    apply_result,
+    evaluation_id,
+    feed,
+    prediction_id,
+)
+from agents.scoring import predict, predict_many
+from models import catalog
+from models.registry import RegisteredModel
+from schemas.events import Evaluation, MatchFeatures, MatchResult, Odds, Prediction
+
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+KICKOFF = datetime(2023, 12, 30, 15, 0, tzinfo=UTC)
+
+
+def features(match: int = 0) -> MatchFeatures:
+    return MatchFeatures(
+        match_id=f"england-premier-league:2023-12-30:home-{match}:away-{match}",
+        league="england-premier-league",
+        season="2023-2024",
+        kickoff=KICKOFF + timedelta(minutes=match),
+        home_team=f"Home {match}",
+        away_team=f"Away {match}",
+        odds_open=Odds(home=2.0 + match / 10, draw=3.4, away=4.0),
+        features={"elo_diff": 35.0 + match},
+    )
+
+
+def result(f: MatchFeatures, home: int = 2, away: int = 1) -> MatchResult:
+    outcome = "H" if home > away else "A" if away > home else "D"
+    return MatchResult(
+        match_id=f.match_id,
+        league=f.league,
+        kickoff=f.kickoff,
+        home_goals=home,
+        away_goals=away,
+        outcome=outcome,
+    )
+
+
+def models(version: int = 1) -> list[RegisteredModel]:
+    out = []
+    for model_id, status in (("online-logreg", "champion"), ("market-open", "reference")):
+        model = catalog.create(model_id)
+        out.append(RegisteredModel(model_id, model.kind, status, None, version, model))
+    return out
+
+
+def reconcile(
+    ledger: MatchLedger, events: list[MatchFeatures | Prediction | MatchResult]
+) -> list[Evaluation]:
+    """Apply events as the reconciler does; the evaluations that were fed to the learner."""
+    fed: list[Evaluation] = []
+    for event in events:
+        if isinstance(event, MatchFeatures):
+            apply_features(ledger, event)
+            reconciled = []
+        elif isinstance(event, Prediction):
+            reconciled = apply_prediction(ledger, event, now=NOW).evaluations
+        else:
+            reconciled = apply_result(ledger, event, now=NOW).evaluations
+        fed.extend(item.evaluation for item in feed(ledger, reconciled))
+    return fed
+
+
+def test_scoring_the_same_features_again_gives_the_same_prediction_ids() -> None:
+    """A re-delivered features event scored by the same model versions yields predictions with
+    the ids of the first scoring, one by one and in batches alike."""
+    batch = [features(i) for i in range(5)]
+    first = [p.prediction_id for f in batch for p in predict(f, models(), now=NOW)]
+    again = [p.prediction_id for f in batch for p in predict(f, models(), now=NOW + timedelta(1))]
+    batched = [p.prediction_id for p in predict_many(batch, models(), now=NOW)]
+    assert first == again == batched
+    assert len(set(first)) == len(first)
+    assert first[0] == prediction_id(batch[0].match_id, "online-logreg", 1)
+
+
+def test_a_replayed_match_reproduces_the_same_evaluation_ids() -> None:
+    """A reconciler that lost its ledger (crash before the changelog) and replays the match's
+    events evaluates to the very same ids: the database upserts change nothing."""
+    f = features()
+    events = [f, *predict(f, models(), now=NOW), result(f)]
+    first = reconcile(MatchLedger(), events)
+    replayed = reconcile(MatchLedger(), events)
+    assert [e.evaluation_id for e in first] == [e.evaluation_id for e in replayed]
+    assert len(first) == 2
+    assert first[0].evaluation_id == evaluation_id(first[0].prediction_id, 2, 1)
+
+
+def test_redelivering_any_event_to_the_ledger_creates_nothing() -> None:
+    """Once a match is reconciled, its features, predictions and result delivered again make
+    no new evaluation and feed the learner nothing."""
+    f = features()
+    events = [result(f), *predict(f, models(), now=NOW), f]  # a backfill: result first
+    ledger = MatchLedger()
+    assert len(reconcile(ledger, events)) == 2
+    assert reconcile(ledger, events) == []
+    assert reconcile(ledger, list(reversed(events))) == []
+
+
+def test_a_newer_version_scoring_the_match_again_is_not_evaluated_twice() -> None:
+    """A second replay scores the match with newer model versions (new prediction ids): the
+    model's first prediction stays the one evaluated, once."""
+    f = features()
+    ledger = MatchLedger()
+    assert len(reconcile(ledger, [f, *predict(f, models(1), now=NOW), result(f)])) == 2
+    assert reconcile(ledger, [f, *predict(f, models(7), now=NOW), result(f)]) == []
+    assert len(ledger.evaluated) == 2
+
+
+def test_a_corrected_result_gets_new_ids_the_same_result_does_not() -> None:
+    """Only another score is new information: it gets new evaluation ids once."""
+    f = features()
+    ledger = MatchLedger()
+    first = reconcile(ledger, [f, *predict(f, models(), now=NOW), result(f)])
+    corrected = reconcile(ledger, [result(f, 2, 2)])
+    assert [e.supersedes for e in corrected] == [e.evaluation_id for e in first]
+    assert not {e.evaluation_id for e in corrected} & {e.evaluation_id for e in first}
+    assert reconcile(ledger, [result(f, 2, 2)]) == []
+
+
+def test_alert_ids_are_deterministic() -> None:
+    """Re-deriving an alert from the same evaluations (a monitor rebuilt after a restart)
+    gives the same alert id, so the alert is stored and published once."""
+    decision = Decision("decay", "firing", "log_loss", "window", 300, 0.98, 1.08, 0.05, "a", "b")
+    same = Decision("decay", "firing", "log_loss", "window", 300, 0.98, 1.08, 0.05, "a", "b")
+    later = Decision("decay", "firing", "log_loss", "window", 300, 0.98, 1.08, 0.05, "a", "c")
+    assert alert_id("m1", "all", decision) == alert_id("m1", "all", same)
+    assert alert_id("m1", "all", decision) != alert_id("m1", "all", later)
+    assert alert_id("m1", "all", decision) != alert_id("m1", "league:x", decision)
