@@ -57,6 +57,14 @@ schemas: setup  ## regenerate the JSON Schema files producers validate against
 demo: setup services  ## the main job: replay real matches through the pipeline and summarise
 	$(BIN)/python -m streams.demo
 
+# make bench writes the figures of record; BENCH_ARGS='--events 2000' for a quick look.
+BENCH_ARGS ?= --sweep 250,500,1000,2000,4000 --plot docs/img/latency.png --json docs/results/bench-$(shell date +%F).json
+bench: setup services  ## side-by-side throughput and latency benchmark; prints the BENCH line last
+	$(BIN)/python -m streams.bench $(BENCH_ARGS)
+
+chaos: setup services  ## the eight fault scenarios against the real services; prints the CHAOS line last
+	$(BIN)/python -m streams.chaos $(CHAOS_ARGS)
+
 evaluate: setup  ## offline prequential quality evaluation on the shared data
 	$(BIN)/tipstream evaluate
 

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         help="run the passthrough, scorer and reconciler under pyinstrument "
-        "(install it first) and save their sessions in this folder",
+        "and save their sessions in this folder",
     )
     parser.add_argument(
         "--keep",

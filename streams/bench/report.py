@@ -19,7 +19,7 @@ BENCH_FIELDS: tuple[str, ...] = (
 BENCH_LINE = re.compile(
     r"^BENCH "
     + " ".join(
-        f"{name}=(?P<{name}>-?\\d+)" if name == "offered_eps" else f"{name}=(?P<{name}>\\S+)"
+        f"{name}=(?P<{name}>\\d+)" if name == "offered_eps" else f"{name}=(?P<{name}>\\d+\\.\\d+)"
         for name in BENCH_FIELDS
     )
     + "$"
