@@ -1,36 +1,76 @@
-"""Two corrections to the pinned faust-streaming (0.15.3) that ``make chaos`` showed are needed.
+"""Corrections to the pinned faust-streaming (0.15.3) that ``make chaos`` showed are needed.
 
-``Consumer._new_offset`` picks the offset to commit from the acked offsets of a partition. It
-refuses to commit when the lowest acked offset is *more than one* past the committed offset
-(``min(acked) - committed > 1``), so exactly one message at the committed offset (the next one
-to read) may be missing and the commit still moves past it. Faust can leave precisely such a
-message unacked: after a rebalance its recovery resumes the partitions before seeking them, a
-message drained in between is skipped by the stream (flow control is still off) and the
-re-fetched copy is dropped as already read. Under SIGKILL restarts this committed past events
-no agent ever saw: features, results and predictions missing from the database for good.
+The first two *prevent* holes: offsets fetched from Kafka that Faust never hands to an agent.
 
-The fix requires the lowest acked offset to *be* the committed offset (the message Kafka will
-hand out next): a missing head message stalls the commit instead of losing the message, and
-:mod:`streams.watchdog` re-reads a stalled partition, which re-delivers it.
+First, ``Recovery.on_recovery_completed`` (the end of every rebalance, and of every start)
+resumes the stream partitions and only *then* seeks them to the committed offsets, with the
+flow already running (recovery resumed it to read the changelogs) and the fetch position still
+wherever the previous fetches left it. The fetcher drains the resumed partitions at once, and
+the agents process those records; then the seek rewinds the partitions and Faust delivers the
+same offsets again (seen in ``make chaos`` scenario 7: 20-464 predictions published twice after
+a SIGTERM restart). Worse, a record still being handed over when the seek finishes moves the
+read offset past the seek, so the re-fetched records before it are dropped as already read
+("DROPPED MESSAGE ROFF"): holes, which stalled the commit (below) until :mod:`streams.watchdog`
+re-read them 12 s later, a re-read that taught the online models their feed out of order
+(the other failure of scenario 7). Here the seek comes first, while the stream partitions
+are still paused: nothing of theirs is drained before it, and aiokafka discards what it
+fetched from the old positions (``FetchResult.check_assignment``). faust-streaming had this
+order before (#217 fixed the same race in ``_resume_streams``, which is only used by apps
+without tables; tipstream always has the reconciler's table).
 
-Second, ``Consumer._drain_messages`` takes any jump in the offsets it drains for a "gap"
-(offsets a compacted or transactional topic never hands out) and ``_new_offset`` then counts
-those offsets as acked. After a seek, a record of the previous fetch still being drained makes
-such a jump, so the re-read records, dropped as already read, were committed as a gap: lost
-again. tipstream's input topics are neither compacted nor written in transactions, so their
-offsets are dense and every jump is this race: no gap is recorded (``_add_gap`` does nothing),
-and a hole stalls the commit until the watchdog re-reads it. Were an input topic ever made
-compacted or transactional, this would have to be revisited (its commits would stall).
+Second, ``AIOKafkaConsumerThread._fetch_records`` passes Faust's *live* set of active
+partitions to aiokafka, which reads it in the consumer thread while it waits up to a second for
+records, and for which an empty set means *every* assigned partition. Recovery pauses the
+changelog partitions after reading them, so a fetch in flight can find the set empty and
+return records of the still paused stream partitions: aiokafka counts them as consumed, and
+Faust drops them (``Consumer.getmany`` yields only active partitions). Once the first fix
+seeks before resuming, such a fetch could land after the seek, and nothing would re-read the
+records. The fetch now gets a snapshot of the set, and fetches nothing when it is empty.
+
+Third, a shutdown that could hang for ever. ``App._stop_consumer`` clears every stream queue
+and then ``Consumer.wait_empty`` waits until every message an agent started is acked. A message
+of a topic two agents read (the model feed: learner and decay monitor) that one agent had taken
+while its copy still sat in the other's queue keeps a reference count of one for good: the
+worker logged "wait_empty: Waiting for tasks" every 10 s and never exited (seen once in ten
+SIGTERMs of ``make chaos`` scenario 7). Here the wait ends after ``WAIT_EMPTY_S``; what was
+acked is committed as Faust would, the rest is re-delivered after the restart, which every agent
+handles idempotently. It also bounds a SIGTERM while an agent waits out a database outage.
+
+The last two keep a hole from being committed over, should one still appear.
+``Consumer._new_offset`` refuses to commit only when the lowest acked offset is *more than one*
+past the committed offset (``min(acked) - committed > 1``), so exactly one missing message at
+the committed offset (the next one to read) is committed over: lost. Here the lowest acked
+offset must *be* the committed offset: a missing head message stalls the commit, and
+:mod:`streams.watchdog` re-reads a stalled partition.
+
+``Consumer._drain_messages`` takes any jump in the offsets it drains for a "gap" (offsets a
+compacted or transactional topic never hands out) and ``_new_offset`` then counts them as
+acked: after a seek, a record of the previous fetch makes such a jump, and the re-read records,
+dropped as already read, were committed as a gap. tipstream's input topics are neither
+compacted nor written in transactions, so their offsets are dense and every jump is a race: no
+gap is recorded (``_add_gap`` does nothing). Were an input topic ever made compacted or
+transactional, this would have to be revisited (its commits would stall).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import time
 from typing import Any
 
-from faust.transport.consumer import Consumer
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import CONSUMER_WAIT_EMPTY, Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.utils.functional import consecutive_numbers
+from mode import Service
 
 _ORIGINAL = Consumer._new_offset  # what this module corrects, kept for reference
+
+WAIT_EMPTY_S = 10.0
+"""Longest wait at shutdown for the agents to ack what they started (their batches take well
+under a second); a SIGTERM must end a worker within 30 s."""
+_ORIGINAL_FETCH: Any = AIOKafkaConsumerThread._fetch_records  # wrapped, not replaced
 
 
 def new_offset(self: Any, tp: Any) -> int | None:
@@ -66,7 +106,101 @@ async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
     """Record nothing: our input topics have no gaps, a jump is a race (see above)."""
 
 
+async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """``Recovery.on_recovery_completed`` of faust-streaming 0.15.3, seeking *before* resuming.
+
+    Faust resumes the stream partitions and only then seeks them to the committed offsets; the
+    only change here is that order (see "First" above). Everything else is Faust's own code.
+    """
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id "
+            f"{self.app.consumer_generation_id} param {generation_id}"
+        )
+        return
+    if assignment:
+        # Faust: resume_partitions(...) first, then perform_seek(). While the stream partitions
+        # are still paused the fetcher drains none of their records, and aiokafka drops what it
+        # fetched from the old positions (FetchResult.check_assignment).
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(
+            consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout
+        )
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    self.completed.set()
+    self.log.dev("Resume stream partitions")
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+async def fetch_records(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: float | None = None,
+    max_records: int | None = None,
+) -> Any:
+    """``AIOKafkaConsumerThread._fetch_records`` over a snapshot of the active partitions.
+
+    Faust hands aiokafka its live set of active partitions, which aiokafka reads while it waits
+    for records, and for which an *empty* set means every partition (see "Second" above).
+    """
+    partitions = frozenset(active_partitions or ())  # one C-level copy, atomic under the GIL
+    if not partitions:
+        return {}  # nothing is active: fetch nothing, as Faust's own caller intends
+    return await _ORIGINAL_FETCH(
+        self, consumer, partitions, timeout=timeout, max_records=max_records
+    )
+
+
+@Service.transitions_to(CONSUMER_WAIT_EMPTY)
+async def wait_empty(self: Any) -> None:
+    """``Consumer.wait_empty`` of faust-streaming 0.15.3, giving up after ``WAIT_EMPTY_S``."""
+    deadline = time.monotonic() + WAIT_EMPTY_S
+    while not self.should_stop and self._unacked_messages:
+        if time.monotonic() >= deadline:
+            self.log.warning(
+                "wait_empty: gave up waiting for %d unacked message(s); they are re-delivered "
+                "after the restart",
+                len(self._unacked_messages),
+            )
+            break
+        gc.collect()
+        await self.commit()
+        if not self._unacked_messages:
+            break
+        await self._wait_for_ack(timeout=1)
+        self._clean_unacked_messages()
+    await self.commit_and_end_transactions()
+
+
 def install() -> None:
-    """Replace ``Consumer._new_offset`` and ``Consumer._add_gap`` (idempotent)."""
+    """Replace ``Consumer._new_offset``, ``Consumer._add_gap``, ``Consumer.wait_empty``,
+    ``Recovery.on_recovery_completed`` and ``AIOKafkaConsumerThread._fetch_records``
+    (idempotent)."""
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
+    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]

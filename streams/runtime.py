@@ -186,9 +186,9 @@ class Runtime:
         self._pool_lock = asyncio.Lock()
         self.counters: Counter[str] = Counter()
         self.registry_key = settings.registry_key.encode()
-        # Faust can leave a hole in a partition after a rebalance and commit past it: never
-        # commit past an unacked head message (streams/faust_fixes.py), re-read a stalled
-        # partition (streams/watchdog.py).
+        # Faust can drain a partition before seeking it after a rebalance (re-delivery, holes)
+        # and commit past a hole: streams/faust_fixes.py corrects both; streams/watchdog.py
+        # re-reads a partition that stalls anyway (safety net).
         faust_fixes.install()
         self.watchdog = Watchdog(
             app,

@@ -1,15 +1,13 @@
 """Re-read a partition whose committed offset is stuck behind data that is already there.
 
-Faust 0.15.3 can drop a fetched message without handing it to any agent: after a rebalance
-its recovery resumes the stream partitions *before* seeking them to the committed offsets, so
-records fetched in between are drained, and once a later record of the old fetch has moved the
-consumer's read offset past the seek, the re-fetched records are discarded as already read
-(``Consumer._drain_messages``: "DROPPED MESSAGE ROFF"). No agent ever sees those offsets, so
-none acks them: the partition's committed offset stops there for good (nothing lost while the
-worker runs, but nothing after the hole is committed either, and every restart re-reads it
-all). ``make chaos`` hit it on SIGKILL restarts and on a rebalance.
+A safety net. Faust 0.15.3 left holes after a rebalance: fetched messages no agent ever saw
+(recovery resumed the stream partitions before seeking them; see :mod:`streams.faust_fixes`,
+which now prevents that). A message no agent acks stops the partition's committed offset there
+for good (nothing lost while the worker runs, but nothing after it is committed either, and
+every restart re-reads it all); so does an agent that Faust restarted after an error escaped it
+(docs/RELIABILITY.md, trap 3).
 
-The watchdog notices the symptom, not the race: a partition with data beyond its committed
+The watchdog notices the symptom, not the cause: a partition with data beyond its committed
 offset whose committed offset has not moved for ``STALL_AFTER_S``, while no agent is waiting
 out an outage, is sought back to its committed offset. A false alarm only re-delivers events,
 which every agent handles idempotently; the hole is refilled on the next fetch.

@@ -1,10 +1,16 @@
-"""The commit-offset correction for faust-streaming and the stalled-partition watchdog."""
+"""The corrections to faust-streaming (recovery order, fetch snapshot, commit offsets) and the
+stalled-partition watchdog."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from faust.tables.recovery import Recovery
 from intervaltree import IntervalTree
 
 from streams import faust_fixes
@@ -64,3 +70,165 @@ def test_a_partition_is_stalled_only_when_data_waits_and_the_commit_does_not_mov
     assert stalled({"a": (40, 105)}, seen, now=30.0, after=10.0) == []
     assert stalled({"a": (None, 3)}, seen, now=30.0, after=10.0) == []
     assert stalled({"a": (None, 3)}, seen, now=40.0, after=10.0) == [("a", 0)]
+
+
+STREAM_TPS = {("t.match-features", 0), ("t.match-results", 0)}
+CHANGELOG_TP = ("t-ledgers-changelog", 0)
+
+
+class FakeTables(dict[str, Any]):
+    def on_actives_ready(self) -> None:
+        return None
+
+    def on_standbys_ready(self) -> None:
+        return None
+
+
+class FakeRecovery:
+    """What ``on_recovery_completed`` touches, recording the consumer calls in order."""
+
+    def __init__(self, generation_id: int = 3) -> None:
+        self.calls: list[str] = []
+        calls = self.calls
+
+        async def perform_seek() -> None:
+            await asyncio.sleep(0)  # the seek is a round trip: the fetcher could run meanwhile
+            calls.append("perform_seek")
+
+        async def noop() -> None:
+            return None
+
+        self.app = SimpleNamespace(
+            consumer=SimpleNamespace(
+                assignment=lambda: STREAM_TPS | {CHANGELOG_TP},
+                perform_seek=perform_seek,
+                resume_partitions=lambda tps: calls.append(f"resume {sorted(tps)}"),
+                resume_flow=lambda: calls.append("resume_flow"),
+            ),
+            on_rebalance_complete=SimpleNamespace(send=noop),
+            consumer_generation_id=generation_id,
+            conf=SimpleNamespace(broker_request_timeout=1.0),
+            flow_control=SimpleNamespace(resume=lambda: calls.append("flow_control.resume")),
+            _fetcher=SimpleNamespace(maybe_start=noop),
+            assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+            on_rebalance_end=lambda: calls.append("on_rebalance_end"),
+        )
+        self.log = SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=calls.append)
+        self.tables = FakeTables()
+        self.completed = asyncio.Event()
+        self.actives_for_table: dict[Any, Any] = {}
+        self.standbys_for_table: dict[Any, Any] = {}
+
+    def _set_recovery_ended(self) -> None:
+        return None
+
+    def _is_changelog_tp(self, tp: Any) -> bool:
+        return bool(tp == CHANGELOG_TP)
+
+    async def _wait(self, coro: Any, timeout: float | None = None) -> None:
+        await coro
+
+
+async def test_recovery_seeks_the_stream_partitions_before_resuming_them() -> None:
+    """Faust resumes the stream partitions, then seeks them: whatever the fetcher drains in
+    between is processed and then delivered again. The fix seeks while they are paused."""
+    recovery = FakeRecovery()
+    await faust_fixes.on_recovery_completed(recovery, generation_id=3)
+    resume = f"resume {sorted(STREAM_TPS)}"
+    assert recovery.calls[:2] == ["perform_seek", resume]  # the changelog stays paused
+    assert recovery.calls.index("resume_flow") > recovery.calls.index(resume)
+    assert recovery.completed.is_set()
+
+
+async def test_recovery_of_a_superseded_generation_neither_seeks_nor_resumes() -> None:
+    recovery = FakeRecovery(generation_id=4)
+    await faust_fixes.on_recovery_completed(recovery, generation_id=3)
+    assert not any(c == "perform_seek" or c.startswith("resume") for c in recovery.calls)
+    assert not recovery.completed.is_set()
+
+
+def test_the_pinned_faust_resumes_before_it_seeks() -> None:
+    """The order being corrected, read from the pinned source (fails if Faust changes it)."""
+    source = inspect.getsource(Recovery.on_recovery_completed)
+    assert source.index("consumer.resume_partitions(") < source.index("consumer.perform_seek()")
+
+
+async def test_a_fetch_gets_a_snapshot_of_the_active_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka reads the partitions it is given while it waits; Faust mutates its set from the
+    other thread meanwhile. The fetch sees the set as it was when the fetch began."""
+    seen: list[Any] = []
+
+    async def original(self: Any, consumer: Any, partitions: Any, **kwargs: Any) -> dict[Any, Any]:
+        active.clear()  # Faust pauses everything while aiokafka waits
+        seen.append(partitions)
+        return {"records": kwargs}
+
+    monkeypatch.setattr(faust_fixes, "_ORIGINAL_FETCH", original)
+    active = set(STREAM_TPS)
+    result = await faust_fixes.fetch_records(None, None, active, timeout=1.0, max_records=5)
+    assert result == {"records": {"timeout": 1.0, "max_records": 5}}
+    assert seen == [frozenset(STREAM_TPS)]
+
+
+async def test_a_fetch_with_no_active_partition_fetches_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For aiokafka an empty set means every partition: the paused ones included."""
+
+    async def original(*args: Any, **kwargs: Any) -> dict[Any, Any]:
+        raise AssertionError("aiokafka must not be asked")
+
+    monkeypatch.setattr(faust_fixes, "_ORIGINAL_FETCH", original)
+    assert await faust_fixes.fetch_records(None, None, set(), timeout=1.0) == {}
+
+
+class Draining:
+    """The consumer state ``wait_empty`` reads: unacked messages, commits, acks."""
+
+    def __init__(self, unacked: set[object], acked_after: int | None) -> None:
+        self.should_stop = False
+        self._unacked_messages = unacked
+        self.acked_after = acked_after  # waits for acks after which the messages are acked
+        self.waits = 0
+        self.commits = 0
+        self.final_commits = 0
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self.log = SimpleNamespace(warning=lambda *args: None)
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+    async def _wait_for_ack(self, timeout: float) -> None:
+        self.waits += 1
+        await asyncio.sleep(0.01)
+
+    def _clean_unacked_messages(self) -> None:
+        if self.acked_after is not None and self.waits >= self.acked_after:
+            self._unacked_messages.clear()
+
+    async def commit_and_end_transactions(self) -> None:
+        self.final_commits += 1
+
+
+async def test_shutdown_waits_for_the_agents_to_ack_what_they_started() -> None:
+    consumer = Draining({object()}, acked_after=3)
+    await faust_fixes.wait_empty(consumer)
+    assert consumer.waits == 3
+    assert not consumer._unacked_messages
+    assert consumer.final_commits == 1
+
+
+async def test_shutdown_gives_up_on_a_message_no_agent_will_ack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message whose other copy was cleared from a stream queue keeps a reference for good:
+    the wait ends after WAIT_EMPTY_S, commits what was acked, and leaves the rest unacked."""
+    monkeypatch.setattr(faust_fixes, "WAIT_EMPTY_S", 0.1)
+    stuck = object()
+    consumer = Draining({stuck}, acked_after=None)
+    await asyncio.wait_for(faust_fixes.wait_empty(consumer), timeout=5)
+    assert consumer._unacked_messages == {stuck}
+    assert 1 <= consumer.waits <= 11
+    assert consumer.final_commits == 1
