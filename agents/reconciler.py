@@ -3,8 +3,9 @@
 State: one ledger per match id in a changelog-backed Faust table (the three input topics are
 co-partitioned by match id, so a match's ledger lives in the partition that owns its events).
 Effects per batch, in this order: the evaluation log in PostgreSQL (one transaction of
-upserts), the evaluations and model-feed topics (awaited), the table, then the offsets. A crash
-anywhere replays the batch, and deterministic ids make the replay change nothing.
+upserts), the evaluations and model-feed topics (awaited), the ledgers the batch changed to the
+table, then the offsets. A crash anywhere replays the batch, and deterministic ids make the
+replay change nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 
 from agents.loop import run_batches
 from agents.reconciliation import (
+    NOTHING,
     MatchLedger,
     Reconciled,
     apply_features,
@@ -68,6 +70,9 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
     topics = runtime.topics
     now = datetime.now(UTC)
     touched: dict[str, MatchLedger] = {}
+    # Ledgers the batch changed: only these are written back to the table (and its changelog);
+    # a re-delivered event leaves its ledger as it was.
+    changed: set[str] = set()
     log_batch = LogBatch()
     feed_items: list[ModelFeedItem] = []
     letters: list[DeadLetter] = []
@@ -89,11 +94,20 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
             ledger = _LEDGER_DECODER.decode(stored) if stored is not None else MatchLedger()
             touched[match_id] = ledger
         reconciled = _apply(ledger, decoded, log_batch, now)
+        if not reconciled.changed:
+            continue  # a duplicate: no evaluation, nothing fed, the ledger as it was
+        changed.add(match_id)
         for superseded in reconciled.superseded:
             log_batch.supersede(superseded.old_evaluation_id, superseded.new_evaluation_id)
         for evaluation in reconciled.evaluations:
             log_batch.add_evaluation(evaluation)
         feed_items.extend(feed(ledger, reconciled.evaluations))
+
+    evaluations_topic, feed_topic = topics.evaluations, topics.model_feed
+    outputs: list[tuple[str, str | None, Record]] = [
+        (evaluations_topic, e.match_id, e) for e in log_batch.evaluations.values()
+    ]
+    outputs += [(feed_topic, item.evaluation.model_id, item) for item in feed_items]
 
     if log_batch:
 
@@ -102,13 +116,10 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
                 await evaluation_log.write(conn, log_batch)
 
         await runtime.retry_transient("evaluation log", write)
-    await runtime.publish_all(
-        [(topics.evaluations, e.match_id, e) for e in log_batch.evaluations.values()]
-        + [(topics.model_feed, item.evaluation.model_id, item) for item in feed_items]
-    )
+    await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
-    for match_id, ledger in touched.items():
-        ledgers[match_id.encode()] = encode_ledger(ledger)
+    for match_id in changed:
+        ledgers[match_id.encode()] = encode_ledger(touched[match_id])
     runtime.counters["evaluated"] += len(log_batch.evaluations)
 
 
@@ -119,9 +130,10 @@ def _apply(
     now: datetime,
 ) -> Reconciled:
     if isinstance(record, MatchFeatures):
-        if apply_features(ledger, record):
-            batch.features[record.match_id] = record
-        return Reconciled(evaluations=[], superseded=[], changed=False)
+        if not apply_features(ledger, record):
+            return NOTHING
+        batch.features[record.match_id] = record
+        return Reconciled(evaluations=[], superseded=[], changed=True)
     if isinstance(record, Prediction):
         reconciled = apply_prediction(ledger, record, now=now)
         if reconciled.changed:

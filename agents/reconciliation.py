@@ -7,8 +7,10 @@ deterministic, so a re-delivered event reproduces the same evaluation instead of
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -17,6 +19,7 @@ from models.metrics import brier, log_loss, rps
 from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Prediction
 
 _NAMESPACE = uuid.UUID("7b0f5d2e-3c1a-4e8b-9a55-1f0c2d7e6a10")
+_EVALUATION_PREFIX = hashlib.sha1(_NAMESPACE.bytes + b"evaluation|", usedforsecurity=False)
 
 
 def prediction_id(match_id: str, model_id: str, model_version: int) -> str:
@@ -28,8 +31,23 @@ def evaluation_id(prediction_id: str, home_goals: int, away_goals: int) -> str:
     """Deterministic id of a prediction evaluated against one score.
 
     A corrected result (another score) gets another id, so it can supersede the first.
+    ``str(uuid.uuid5(_NAMESPACE, f"evaluation|{prediction_id}|{home_goals}-{away_goals}"))``,
+    computed without ``uuid.UUID`` (~2x faster; one per evaluation).
     """
-    return str(uuid.uuid5(_NAMESPACE, f"evaluation|{prediction_id}|{home_goals}-{away_goals}"))
+    digest = _EVALUATION_PREFIX.copy()
+    digest.update(f"{prediction_id}|{home_goals}-{away_goals}".encode())
+    return uuid5_string(digest)
+
+
+def uuid5_string(digest: Any) -> str:
+    """The canonical string of the UUID 5 whose SHA-1 ``digest`` (namespace bytes, then name)
+    is given: the first 16 bytes with the version and RFC 4122 variant bits set, as
+    ``str(uuid.uuid5(namespace, name))`` has it."""
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class MatchLedger(msgspec.Struct, kw_only=True):

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from agents.reconciliation import _NAMESPACE, prediction_id
+from agents.reconciliation import _NAMESPACE, prediction_id, uuid5_string
 from models.features import model_input
 from models.registry import RegisteredModel
 from schemas.events import OUTCOMES, MatchFeatures, Outcome, Prediction, Probabilities
@@ -119,8 +119,4 @@ class _PredictionIds:
         digest = self.prefix.copy()
         digest.update(match_id.encode())
         digest.update(self.suffix)
-        raw = bytearray(digest.digest()[:16])
-        raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-        h = raw.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return uuid5_string(digest)

@@ -65,15 +65,17 @@ class Implied(NamedTuple):
 
 def normalised_implied(odds: Odds) -> Implied:
     """Implied probabilities ``1/odds`` divided by their sum; margin is that sum minus one."""
-    prices = (odds.home, odds.draw, odds.away)
-    if not all(math.isfinite(price) and price > 1.0 for price in prices):
-        raise ValueError(f"decimal odds must be finite and > 1, got {prices}")
-    inverse = [1.0 / price for price in prices]
-    total = sum(inverse)
+    home, draw, away = odds.home, odds.draw, odds.away
+    # Unrolled (the scorer calls this per match): false for NaN, infinities and prices <= 1.
+    if not (1.0 < home < math.inf and 1.0 < draw < math.inf and 1.0 < away < math.inf):
+        raise ValueError(f"decimal odds must be finite and > 1, got {(home, draw, away)}")
+    inverse_home, inverse_draw, inverse_away = 1.0 / home, 1.0 / draw, 1.0 / away
+    total = inverse_home + inverse_draw + inverse_away  # sum()'s order: H, D, A
     return Implied(
-        probabilities={cls: value / total for cls, value in zip(OUTCOMES, inverse, strict=True)},
+        probabilities={"H": inverse_home / total, "D": inverse_draw / total,
+                       "A": inverse_away / total},
         margin=total - 1.0,
-    )
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

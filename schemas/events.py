@@ -113,8 +113,11 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
         _check_kickoff(self.kickoff)
         if self.home_team == self.away_team:
             raise ValueError(f"`away_team` must differ from `home_team` ({self.home_team!r})")
-        for name, value in self.features.items():
-            _check_finite(f"features.{name}", value)
+        # One sum is finite exactly when no term is NaN or infinite, unless finite terms
+        # overflow it: only then (rare) does the per-field loop run, to name the field.
+        if not math.isfinite(sum(self.features.values())):
+            for name, value in self.features.items():
+                _check_finite(f"features.{name}", value)
 
 
 class MatchResult(Record, frozen=True, kw_only=True):

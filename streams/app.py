@@ -18,7 +18,7 @@ from streams import web
 from streams.db import bundled_migrations, connect
 from streams.log import get_logger
 from streams.runtime import Runtime
-from streams.settings import Settings
+from streams.settings import Settings, use_event_loop
 from streams.topics import ensure_topics
 
 log = get_logger(__name__)
@@ -113,6 +113,7 @@ async def seed_registry(conn: Any, settings: Settings) -> list[str]:
 
 def run_worker(settings: Settings) -> int:
     """Run one worker until it is stopped."""
+    use_event_loop(settings)
     asyncio.run(prepare(settings))
     app, _ = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), override_logging=False)

@@ -47,6 +47,8 @@ class Settings:
     promotion_margin: float = 0.03
     promotion_min_matches: int = 100
     auto_promote: bool = False
+    # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
+    event_loop: str = "uvloop"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +84,23 @@ def _parse(name: str, raw: str, default: Any) -> Any:
         raise ValueError(
             f"{ENV_PREFIX}{name.upper()} must be a {type(default).__name__}, got {raw!r}"
         ) from error
+
+
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""Accepted values of ``TIPSTREAM_EVENT_LOOP``."""
+
+
+def use_event_loop(settings: Settings) -> None:
+    """Install the configured event loop policy; call before any loop or Faust app exists."""
+    if settings.event_loop not in EVENT_LOOPS:
+        raise ValueError(
+            f"{ENV_PREFIX}EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, "
+            f"got {settings.event_loop!r}"
+        )
+    if settings.event_loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")
 
 
 ENV_VARS: dict[str, str] = {ENV_PREFIX + f.name.upper(): str(f.default) for f in fields(Settings)}

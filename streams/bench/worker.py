@@ -17,7 +17,7 @@ from agents import champion, learner, monitor, reconciler, scorer
 from streams import app as app_module
 from streams import web
 from streams.log import configure_logging
-from streams.settings import Settings
+from streams.settings import Settings, use_event_loop
 
 MODULES = {
     "scorer": scorer,
@@ -43,6 +43,7 @@ def main(argv: list[str]) -> int:
             module.register = _skip  # type: ignore[attr-defined]
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    use_event_loop(settings)  # as ``tipstream worker`` does (streams.app.run_worker)
     app, _ = app_module.create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), override_logging=False)
     worker.execute_from_commandline()

@@ -138,3 +138,82 @@ def test_alert_ids_are_deterministic() -> None:
     assert alert_id("m1", "all", decision) == alert_id("m1", "all", same)
     assert alert_id("m1", "all", decision) != alert_id("m1", "all", later)
     assert alert_id("m1", "all", decision) != alert_id("m1", "league:x", decision)
+
+
+class _Ledgers(dict[bytes, bytes]):
+    """The reconciler's table, counting writes."""
+
+    writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+class _Runtime:
+    """What reconcile_batch uses of a runtime, without Kafka or PostgreSQL."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        from streams.settings import Settings
+        from streams.topics import Topics
+
+        self.topics = Topics.from_settings(Settings())
+        self.counters: Counter[str] = Counter()
+        self.published: list[tuple[str, str | None, object]] = []
+        self.logged = 0
+
+    def decode(self, message: object, record_type: type, agent: str) -> object:
+        from schemas.codec import decode
+
+        return decode(message.value, record_type)  # type: ignore[attr-defined]
+
+    async def retry_transient(self, what: str, action: object) -> None:
+        self.logged += 1
+
+    async def publish_all(self, items: object) -> None:
+        self.published.extend(items)  # type: ignore[call-overload]
+
+    async def publish_dead_letters(self, letters: list[object]) -> None:
+        assert not letters
+
+
+def _events(runtime: _Runtime, *records: MatchFeatures | Prediction | MatchResult) -> list[object]:
+    from types import SimpleNamespace
+
+    from schemas.codec import encode
+
+    topic = {
+        MatchFeatures: runtime.topics.features,
+        Prediction: runtime.topics.predictions,
+        MatchResult: runtime.topics.results,
+    }
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(topic=topic[type(r)], key=r.match_id.encode(), value=encode(r))
+        )
+        for r in records
+    ]
+
+
+async def test_reconciler_leaves_ledgers_alone_on_re_delivery_and_feeds_late_features() -> None:
+    """A re-delivered batch writes no ledger and publishes nothing; features that arrive after
+    the result still release the evaluations held back for them."""
+    from agents.reconciler import reconcile_batch
+
+    f = features()
+    p = predict(f, models()[:1], now=NOW)[0]
+    runtime, ledgers = _Runtime(), _Ledgers()
+    await reconcile_batch(runtime, ledgers, _events(runtime, p, result(f)))
+    assert ledgers.writes == 1
+    assert [t for t, _, _ in runtime.published] == [runtime.topics.evaluations]
+    await reconcile_batch(runtime, ledgers, _events(runtime, p, result(f)))
+    assert ledgers.writes == 1
+    assert len(runtime.published) == 1
+    await reconcile_batch(runtime, ledgers, _events(runtime, f))
+    assert ledgers.writes == 2
+    assert [t for t, _, _ in runtime.published][1:] == [runtime.topics.model_feed]
+    await reconcile_batch(runtime, ledgers, _events(runtime, f, p, result(f)))
+    assert ledgers.writes == 2
+    assert len(runtime.published) == 2

@@ -157,3 +157,15 @@ def test_evaluations_wait_for_features_before_feeding_learners() -> None:
     assert [i.evaluation.evaluation_id for i in items] == [e.evaluation_id for e in evaluations]
     assert items[0].inputs["elo_diff"] == 35.0
     assert feed(ledger, []) == []
+
+
+def test_evaluation_id_is_the_uuid5_of_its_name() -> None:
+    """The fast evaluation id is exactly ``uuid.uuid5`` of the documented name."""
+    import uuid
+
+    from agents.reconciliation import _NAMESPACE
+
+    for pid in (prediction_id(MATCH, "m1", 1), "é-not-a-uuid", ""):
+        for home, away in ((0, 0), (2, 1), (99, 10)):
+            expected = uuid.uuid5(_NAMESPACE, f"evaluation|{pid}|{home}-{away}")
+            assert evaluation_id(pid, home, away) == str(expected)

@@ -561,3 +561,25 @@ def _refs(node: Any) -> list[str]:
     if isinstance(node, list):
         return [ref for item in node for ref in _refs(item)]
     return []
+
+
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [
+        ({"elo_home": 1500.0, "elo_away": math.nan}, "features.elo_away"),
+        ({"elo_home": math.inf, "elo_away": -math.inf}, "features.elo_home"),
+        ({"elo_home": 1.0, "form": 0.5, "rest": -math.inf}, "features.rest"),
+    ],
+)
+def test_non_finite_feature_is_named_when_built_in_python(
+    features: dict[str, float], named: str
+) -> None:
+    """The finite check of ``__post_init__`` (one sum first) still names the first bad field."""
+    with pytest.raises(ValueError, match=f"^`{named}` must be a finite number"):
+        msgspec.structs.replace(FEATURES, features=features)
+
+
+def test_finite_features_whose_sum_overflows_are_accepted() -> None:
+    """Only a non-finite value is an error, not a sum of finite ones that overflows."""
+    features = {"a": 1e308, "b": 1e308, "c": -1e308}
+    assert msgspec.structs.replace(FEATURES, features=features).features == features
