@@ -47,23 +47,8 @@ def predict(
     predictions = []
     for entry in models:
         probabilities = normalised(entry.model.predict_proba_one(x))
-        as_dict = probabilities.as_dict()
-        predicted = max(OUTCOMES, key=lambda outcome: as_dict[outcome])
-        predictions.append(
-            Prediction(
-                prediction_id=prediction_id(features.match_id, entry.model_id, entry.version),
-                match_id=features.match_id,
-                league=features.league,
-                kickoff=features.kickoff,
-                model_id=entry.model_id,
-                model_version=entry.version,
-                is_champion=entry.status == "champion",
-                probabilities=probabilities,
-                predicted=predicted,
-                confidence=as_dict[predicted],
-                created_at=now,
-            )
-        )
+        pid = prediction_id(features.match_id, entry.model_id, entry.version)
+        predictions.append(_prediction(features, entry, probabilities, pid, now))
     return predictions
 
 
@@ -83,23 +68,32 @@ def predict_many(
         match_id = features.match_id
         for entry, rows, make_id in zip(models, columns, ids, strict=True):
             probabilities = _normalised_row(*rows[row])
-            predicted = _predicted(probabilities)
-            predictions.append(
-                Prediction(
-                    prediction_id=make_id(match_id),
-                    match_id=match_id,
-                    league=features.league,
-                    kickoff=features.kickoff,
-                    model_id=entry.model_id,
-                    model_version=entry.version,
-                    is_champion=entry.status == "champion",
-                    probabilities=probabilities,
-                    predicted=predicted,
-                    confidence=getattr(probabilities, predicted),
-                    created_at=now,
-                )
-            )
+            predictions.append(_prediction(features, entry, probabilities, make_id(match_id), now))
     return predictions
+
+
+def _prediction(
+    features: MatchFeatures,
+    entry: RegisteredModel,
+    probabilities: Probabilities,
+    prediction_id: str,
+    now: datetime,
+) -> Prediction:
+    """The prediction record of one model for one match."""
+    predicted = _predicted(probabilities)
+    return Prediction(
+        prediction_id=prediction_id,
+        match_id=features.match_id,
+        league=features.league,
+        kickoff=features.kickoff,
+        model_id=entry.model_id,
+        model_version=entry.version,
+        is_champion=entry.status == "champion",
+        probabilities=probabilities,
+        predicted=predicted,
+        confidence=getattr(probabilities, predicted),
+        created_at=now,
+    )
 
 
 class _PredictionIds:

@@ -262,10 +262,7 @@ class RiverSoftmax(BaseModel):
 
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
         """Learn ``floor(weight)`` times, plus once more with probability ``weight % 1``."""
-        check_example(y, weight)
-        if weight == 0.0:
-            return
-        repeats = _repeats(self.rng, weight)
+        repeats = _lessons(self.rng, y, weight)
         if not repeats:
             return
         row = self.matrix([x])[0]
@@ -300,9 +297,13 @@ def _log_line(line: FloatArray) -> FloatArray:
     )
 
 
-def _repeats(rng: random.Random, weight: float) -> int:
+def _lessons(rng: random.Random, y: Outcome, weight: float) -> int:
     """For learners without sample weights: ``floor(weight)`` lessons, plus one more with
-    probability ``weight % 1`` (seeded), so the expected number of lessons is the weight."""
+    probability ``weight % 1`` (seeded), so the expected number of lessons is the weight.
+    Weight 0 is no lesson and draws nothing, so it leaves the seeded sequence as it was."""
+    check_example(y, weight)
+    if weight == 0.0:
+        return 0
     return int(weight) + (rng.random() < weight % 1.0)
 
 
@@ -410,10 +411,7 @@ class AdaptiveForest(BaseModel):
 
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
         """Learn ``floor(weight)`` times, plus once more with probability ``weight % 1``."""
-        check_example(y, weight)
-        if weight == 0.0:
-            return
-        repeats = _repeats(self.rng, weight)
+        repeats = _lessons(self.rng, y, weight)
         if not repeats:
             return
         row = self.matrix([x])[0]

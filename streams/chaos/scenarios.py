@@ -40,7 +40,7 @@ from streams.chaos.checker import (
     prediction_mismatches,
     train_once,
 )
-from streams.chaos.harness import Deployment, Outgoing, Sent, valid_outgoing
+from streams.chaos.harness import Deployment, Outgoing, Sent, Worker, valid_outgoing
 from streams.chaos.services import PrivateServices
 from streams.log import get_logger
 from streams.replay import TimedEvent
@@ -234,6 +234,13 @@ class Chaos:
             await self.private.start()
         return self.private.settings(self.base)
 
+    async def streaming(self, deployment: Deployment) -> tuple[Worker, asyncio.Task[list[Sent]]]:
+        """A started worker, and the valid replay being published at 25 events/s meanwhile."""
+        worker = deployment.worker()
+        worker.start()
+        await worker.wait_web()
+        return worker, asyncio.create_task(deployment.publish(self.valid(deployment), rate=25))
+
     async def sigkill(self, run: Run) -> None:
         """SIGKILL the worker at five random moments while the replay is published, restart."""
         deployment = run.deployment
@@ -256,10 +263,7 @@ class Chaos:
         """Stop the (private) broker mid-stream, start it again; the worker must reconnect."""
         assert self.private is not None
         deployment = run.deployment
-        worker = deployment.worker()
-        worker.start()
-        await worker.wait_web()
-        publishing = asyncio.create_task(deployment.publish(self.valid(deployment), rate=25))
+        _worker, publishing = await self.streaming(deployment)
         await asyncio.sleep(8)
         down = time.monotonic()
         await self.private.stop_kafka()
@@ -272,10 +276,7 @@ class Chaos:
         """Stop the (private) PostgreSQL for 20 s mid-stream: retries and backpressure, no loss."""
         assert self.private is not None
         deployment = run.deployment
-        worker = deployment.worker()
-        worker.start()
-        await worker.wait_web()
-        publishing = asyncio.create_task(deployment.publish(self.valid(deployment), rate=25))
+        worker, publishing = await self.streaming(deployment)
         await asyncio.sleep(8)
         await self.private.stop_postgres()
         await asyncio.sleep(20)
@@ -290,10 +291,7 @@ class Chaos:
     async def rebalance(self, run: Run) -> None:
         """A second worker joins mid-stream, then the first one leaves (SIGTERM)."""
         deployment = run.deployment
-        first = deployment.worker()
-        first.start()
-        await first.wait_web()
-        publishing = asyncio.create_task(deployment.publish(self.valid(deployment), rate=25))
+        first, publishing = await self.streaming(deployment)
         await asyncio.sleep(8)
         second = deployment.worker()
         second.start()
@@ -346,10 +344,7 @@ class Chaos:
         """SIGTERM mid-stream: out within 30 s with offsets and the model snapshot flushed;
         the restart reprocesses nothing that was already committed."""
         deployment = run.deployment
-        worker = deployment.worker()
-        worker.start()
-        await worker.wait_web()
-        publishing = asyncio.create_task(deployment.publish(self.valid(deployment), rate=25))
+        worker, publishing = await self.streaming(deployment)
         await asyncio.sleep(10)
         code, seconds = await worker.signal(signal.SIGTERM, timeout=60)
         run.notes.append(f"SIGTERM -> exit {code} in {seconds:.1f} s")
