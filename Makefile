@@ -58,7 +58,7 @@ demo: setup services  ## the main job: replay real matches through the pipeline 
 	$(BIN)/python -m streams.demo
 
 # make bench writes the figures of record; BENCH_ARGS='--events 2000' for a quick look.
-BENCH_ARGS ?= --sweep 250,500,1000,2000,4000 --plot docs/img/latency.png --json docs/results/bench-$(shell date +%F).json
+BENCH_ARGS ?= --sweep 250,500,1000,2000,4000,8000 --plot docs/img/latency.png --json docs/results/bench-$(shell date +%F).json
 bench: setup services  ## side-by-side throughput and latency benchmark; prints the BENCH line last
 	$(BIN)/python -m streams.bench $(BENCH_ARGS)
 

@@ -8,6 +8,7 @@ Faust stops the agents, flushes the producer and commits the acked offsets.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import faust
@@ -116,6 +117,19 @@ def run_worker(settings: Settings) -> int:
     use_event_loop(settings)
     asyncio.run(prepare(settings))
     app, _ = create_app(settings)
+    execute(app, settings)
+    return 0
+
+
+def execute(app: faust.App, settings: Settings) -> None:
+    """Run ``app``'s worker in this process until it is stopped.
+
+    Everything imported and built so far (Faust, River, scikit-learn, the app: ~1 million
+    objects) lives as long as the process, so it is moved out of the garbage collector's
+    reach first (``gc.freeze``): otherwise every full collection walks it again, a pause of
+    tens of milliseconds in the middle of the stream.
+    """
+    gc.collect()
+    gc.freeze()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), override_logging=False)
     worker.execute_from_commandline()
-    return 0

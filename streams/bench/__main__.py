@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streams.bench import inprocess, phases
+from streams.bench import inprocess, phases, relay
 from streams.bench.deployment import Deployment, Process, running
 from streams.bench.kafka_io import load
 from streams.bench.report import BenchRun, plot_sweep
@@ -31,15 +31,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--events",
         type=int,
-        default=20_000,
-        help="feature events for the passthrough and scorer throughput",
+        default=60_000,
+        help="feature events for the passthrough, relay and scorer throughput "
+        "(~5 s each: long enough to average out the fetch cycle)",
     )
     parser.add_argument("--rate", type=int, default=1_000, help="offered load of the latency run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency run")
     parser.add_argument(
         "--results",
         type=int,
-        default=5_000,
+        default=10_000,
         help="matches reconciled (each one evaluation per model)",
     )
     parser.add_argument("--learn", type=int, default=5_000, help="in-process learn steps")
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="run the passthrough, scorer and reconciler under pyinstrument "
+        help="run the passthrough, relay, scorer and reconciler under pyinstrument "
         "and save their sessions in this folder",
     )
     parser.add_argument(
@@ -129,7 +130,21 @@ async def _phases(
         settings, deployment.workdir / "passthrough.log",
     )  # fmt: skip
     async with running(yardstick):
-        passthrough = await phases.passthrough(settings, yardstick, args.events, timeout)
+        passthrough = await phases.copied(
+            settings, yardstick, phases.passthrough_topic(settings), args.events, timeout
+        )
+
+    say(f"faust relay: {args.events} events")
+    await phases.create_topic(settings, relay.relay_topic(settings))
+    floor = Process(
+        _argv(args, "relay", "streams.bench.worker", relay.AGENT),
+        settings.replace(app_id=f"{settings.app_id}-relay"),  # its own consumer group
+        deployment.workdir / "relay.log",
+    )
+    async with running(floor):
+        relayed = await phases.copied(
+            settings, floor, relay.relay_topic(settings), args.events, timeout
+        )
 
     say(f"scorer: {args.events} events x {models} models")
     scorer = Process(_argv(args, "scorer", "streams.bench.worker", "scorer"), settings,
@@ -158,6 +173,7 @@ async def _phases(
         machine=facts,
         sizes={k: v for k, v in vars(args).items() if k not in ("plot", "json", "data")},
         passthrough=passthrough,
+        relay=relayed,
         scorer=scored,
         models=models,
         latency=latencies[0],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,10 +53,9 @@ async def create_topic(settings: Settings, name: str) -> None:
         await admin.close()
 
 
-async def passthrough(settings: Settings, process: Process, events: int,
-                      timeout: float) -> Throughput:  # fmt: skip
-    """Features topic -> ``<prefix>.passthrough``; ``process`` runs the passthrough loop."""
-    sink = passthrough_topic(settings)
+async def copied(settings: Settings, process: Process, sink: str, events: int,
+                 timeout: float) -> Throughput:  # fmt: skip
+    """Features topic -> ``sink``, one copy per event: the passthrough's or the relay's rate."""
     async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
         await _wait_or_fail(offsets, sink, events, process, timeout)
     return throughput(await read_all(settings.kafka_bootstrap, sink, settings.partitions), 1)
@@ -96,7 +96,11 @@ async def latency_at(
 
     Both clocks are this process's ``perf_counter``: stamped just before ``send`` and when the
     consumer hands the prediction over. The producer does not linger (``linger_ms=0``), as a
-    producer publishing one match at a time would not.
+    producer publishing one match at a time would not. The probe keeps its own pauses out of
+    the figures: its consumer's fetches are held 5 ms at most by the broker (aiokafka's one
+    fetch in flight per broker would otherwise wait up to ``fetch_max_wait_ms`` for the
+    partitions without news while the champion's was drained), and its garbage collector
+    is off while it measures (a full collection here took up to 100 ms).
     """
     topics = Topics.from_settings(settings)
     probe = _Probe(sent_at={}, latencies=[])
@@ -104,7 +108,7 @@ async def latency_at(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        fetch_max_wait_ms=100,
+        fetch_max_wait_ms=5,
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await consumer.start()
@@ -114,6 +118,8 @@ async def latency_at(
     for partition in consumer.assignment():
         await consumer.position(partition)  # resolve the end now, before anything is sent
     reader = asyncio.create_task(_read_champions(consumer, probe, len(messages)))
+    gc.collect()
+    gc.disable()  # ~30 s of probe objects: memory, not pauses
     started = time.perf_counter()
     try:
         sent = await _offer(producer, topics.features, messages, rate, probe)
@@ -124,6 +130,7 @@ async def latency_at(
             if not process.running:
                 raise BenchError(f"scorer exited; log:\n{process.log_tail()}") from None
     finally:
+        gc.enable()
         reader.cancel()
         await producer.stop()
         await consumer.stop()

@@ -33,6 +33,7 @@ class BenchRun:
     machine: dict[str, Any]
     sizes: dict[str, Any]
     passthrough: Throughput
+    relay: Throughput
     scorer: Throughput
     models: int
     latency: Latency
@@ -66,6 +67,10 @@ class BenchRun:
             f"{self.machine['memory_gib']:.1f} GiB; load average before "
             f"{self.machine['load_before']}, after {self.load_after}",
             f"passthrough: {self.passthrough.events} events in {self.passthrough.seconds:.2f} s",
+            f"faust relay (the floor of a Faust agent): {self.relay.events} events in "
+            f"{self.relay.seconds:.2f} s, {self.relay.eps:.1f} eps = "
+            f"{_share(self.relay.eps, self.passthrough.eps)} of the passthrough; the scorer "
+            f"runs at {_share(self.scorer.eps, self.relay.eps)} of it",
             f"scorer: {self.scorer.events} events, {self.scorer.outputs} predictions "
             f"({self.models} models) in {self.scorer.seconds:.2f} s",
             f"latency at {lat.offered_eps} eps for {lat.seconds:.1f} s: {lat.received}/{lat.sent} "
@@ -89,6 +94,10 @@ class BenchRun:
         record["ratio"] = self.ratio
         record["bench_line"] = self.line()
         return json.dumps(record, indent=2, default=str)
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.3f}" if whole else "n/a"
 
 
 def parse_line(line: str) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""A worker running only the agents under measurement: ``python -m streams.bench.worker scorer``.
+"""A worker running only the agents under measurement: ``python -m streams.bench.worker scorer``
+(or ``relay``, the benchmark's Faust floor: :mod:`streams.bench.relay`).
 
 The production app (``streams.app.create_app``) is built unchanged, with the registration of
 every agent not being measured swapped for a no-op, so the measured agents run with exactly the
@@ -11,11 +12,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import faust
-
 from agents import champion, learner, monitor, reconciler, scorer
 from streams import app as app_module
 from streams import web
+from streams.bench import relay
 from streams.log import configure_logging
 from streams.settings import Settings, use_event_loop
 
@@ -35,7 +35,7 @@ def _skip(*args: Any, **kwargs: Any) -> None:
 
 def main(argv: list[str]) -> int:
     wanted = set(argv) or {"scorer"}
-    unknown = wanted - MODULES.keys()
+    unknown = wanted - MODULES.keys() - {relay.AGENT}
     if unknown:
         raise SystemExit(f"unknown agents {sorted(unknown)}; known: {sorted(MODULES)}")
     for name, module in MODULES.items():
@@ -44,9 +44,10 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     use_event_loop(settings)  # as ``tipstream worker`` does (streams.app.run_worker)
-    app, _ = app_module.create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), override_logging=False)
-    worker.execute_from_commandline()
+    app, runtime = app_module.create_app(settings)
+    if relay.AGENT in wanted:  # the benchmark's own agent, not part of the production app
+        relay.register(app, runtime)
+    app_module.execute(app, settings)
     return 0
 
 

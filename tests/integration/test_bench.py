@@ -34,6 +34,7 @@ def test_tiny_bench_prints_a_consistent_bench_line(tmp_path: Path) -> None:
     models = data["models"]
     assert models == 4  # the default champion, one challenger and the two market references
     assert data["passthrough"]["events"] == data["passthrough"]["outputs"] == 300
+    assert data["relay"]["events"] == data["relay"]["outputs"] == 300
     assert data["scorer"]["events"] == 300
     assert data["scorer"]["outputs"] == 300 * models
     latency = data["latency"]
