@@ -124,10 +124,10 @@ def run_worker(settings: Settings) -> int:
 def execute(app: faust.App, settings: Settings) -> None:
     """Run ``app``'s worker in this process until it is stopped.
 
-    Everything imported and built so far (Faust, River, scikit-learn, the app: ~1 million
-    objects) lives as long as the process, so it is moved out of the garbage collector's
+    Everything imported and built so far (Faust, River, scikit-learn, the app: ~140,000
+    tracked objects) lives as long as the process, so it is moved out of the garbage collector's
     reach first (``gc.freeze``): otherwise every full collection walks it again, a pause of
-    tens of milliseconds in the middle of the stream.
+    ~70 ms in the middle of the stream.
     """
     gc.collect()
     gc.freeze()

@@ -100,7 +100,7 @@ async def latency_at(
     the figures: its consumer's fetches are held 5 ms at most by the broker (aiokafka's one
     fetch in flight per broker would otherwise wait up to ``fetch_max_wait_ms`` for the
     partitions without news while the champion's was drained), and its garbage collector
-    is off while it measures (a full collection here took up to 100 ms).
+    is off while it measures, so a collection of its own never counts as latency.
     """
     topics = Topics.from_settings(settings)
     probe = _Probe(sent_at={}, latencies=[])

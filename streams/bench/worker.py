@@ -35,9 +35,10 @@ def _skip(*args: Any, **kwargs: Any) -> None:
 
 def main(argv: list[str]) -> int:
     wanted = set(argv) or {"scorer"}
-    unknown = wanted - MODULES.keys() - {relay.AGENT}
+    known = {*MODULES, relay.AGENT}
+    unknown = wanted - known
     if unknown:
-        raise SystemExit(f"unknown agents {sorted(unknown)}; known: {sorted(MODULES)}")
+        raise SystemExit(f"unknown agents {sorted(unknown)}; known: {sorted(known)}")
     for name, module in MODULES.items():
         if name not in wanted:
             module.register = _skip  # type: ignore[attr-defined]
