@@ -63,7 +63,6 @@ def register(app: faust.App, runtime: Runtime, active: ActiveModels) -> None:
 
     @app.agent(features, name=AGENT)
     async def scorer(stream: Any) -> None:
-        # No linger: an event is scored as soon as it arrives (latency is the product).
         await run_batches(
             stream, runtime, AGENT, lambda events: score_batch(runtime, active, events), linger=0
         )

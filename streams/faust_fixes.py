@@ -247,11 +247,10 @@ async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> WaitResults
     ):
         try:
             yielded = first.send(None)
-        except StopIteration as finished:
+        except BaseException as ended:  # finished (StopIteration) or failed: no race to run
             _close(coros[1])
-            return WaitResults([first], [finished.value], False)
-        except BaseException:
-            _close(coros[1])
+            if isinstance(ended, StopIteration):
+                return WaitResults([first], [ended.value], False)
             raise
         coros = (_Resumed(first, yielded).run(), coros[1])
     return await Service.wait_first(self, *coros, timeout=timeout)
