@@ -19,8 +19,8 @@ WORKDIR /tmp/tipstream-src
 
 # Dependencies first, read from pyproject.toml alone: this layer (numpy, scikit-learn, river,
 # faust: most of the image) is rebuilt only when the dependency list changes, not on every edit.
-# README* matches nothing harmlessly while the project has no README (pyproject names one).
-COPY pyproject.toml README* ./
+# The README comes along because pyproject.toml names it as the package's long description.
+COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; \
 deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
 open('/tmp/requirements.txt', 'w').write(chr(10).join(deps))" \

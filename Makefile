@@ -44,9 +44,10 @@ test-unit: setup
 test-integration: setup services
 	$(BIN)/pytest -q tests/integration
 
-lint: setup
+lint: setup  ## ruff (rules and formatting) and the import contracts of pyproject.toml
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -55,15 +56,15 @@ schemas: setup  ## regenerate the JSON Schema files producers validate against
 	$(BIN)/python -m schemas.export
 
 demo: setup services  ## the main job: replay real matches through the pipeline and summarise
-	$(BIN)/python -m streams.demo
+	$(BIN)/python -m streams.cli.demo
 
 # make bench writes the figures of record; BENCH_ARGS='--events 2000' for a quick look.
 BENCH_ARGS ?= --sweep 250,500,1000,2000,4000,8000 --plot docs/img/latency.png --json docs/results/bench-$(shell date +%F).json
 bench: setup services  ## side-by-side throughput and latency benchmark; prints the BENCH line last
-	$(BIN)/python -m streams.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 chaos: setup services  ## the eight fault scenarios against the real services; prints the CHAOS line last
-	$(BIN)/python -m streams.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 evaluate: setup  ## offline prequential quality evaluation on the shared data
 	$(BIN)/tipstream evaluate

@@ -17,45 +17,30 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import faust
+import structlog
 
+from agents import learner_store, probes, registry
+from agents.learner_rules import Learning, apply_learning, record_position
 from agents.loop import run_batches
-from models import registry
-from models.policy import LearningPolicy
+from agents.runtime import AgentRuntime
+from models import catalog
 from models.policy import parse as parse_policy
-from models.registry import RegisteredModel
 from models.serialization import sha256_hex, sign, verify
 from schemas.events import DeadLetter, ModelFeedItem, ModelSnapshot
-from streams.chaos.crash import crash_point
-from streams.log import get_logger
-from streams.runtime import Runtime
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 AGENT = "learner"
-
-
-@dataclass
-class Learning:
-    """What the learner holds for one online model."""
-
-    entry: RegisteredModel
-    policy: LearningPolicy
-    learned: int
-    learned_since_version: int
-    positions: dict[str, int]
-    last_version_at: float
-    last_evaluation_id: str | None = None
 
 
 class Learner:
     """The learner's state on this worker: the models whose feed partitions it owns."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AgentRuntime) -> None:
         self.runtime = runtime
         self.states: dict[str, Learning | None] = {}
         self.lock = asyncio.Lock()
@@ -85,14 +70,8 @@ class Learner:
             positions=dict(entry.positions),
             last_version_at=time.monotonic(),
         )
-        checkpoint = await conn.fetchrow(
-            "SELECT version, learned, learned_since_version, positions, state "
-            "FROM learner_checkpoints WHERE model_id = $1",
-            model_id,
-        )
+        checkpoint = await learner_store.load_checkpoint(conn, model_id)
         if checkpoint is not None and checkpoint["version"] >= entry.version:
-            from models import catalog
-
             model = catalog.restore(
                 entry.kind, verify(bytes(checkpoint["state"]), self.runtime.registry_key)
             )
@@ -116,7 +95,7 @@ class Learner:
         self.states.clear()
 
 
-def register(app: faust.App, runtime: Runtime) -> Learner:
+def register(app: faust.App, runtime: AgentRuntime) -> Learner:
     """Declare the learner agent, its version timer and its rebalance hook on ``app``."""
     learner = Learner(runtime)
     feed = app.topic(runtime.topics.model_feed, key_serializer="raw", value_serializer="raw")
@@ -136,9 +115,7 @@ def register(app: faust.App, runtime: Runtime) -> Learner:
                 and time.monotonic() - s.last_version_at >= runtime.settings.snapshot_seconds
             ]
             if due:
-                await runtime.retry_transient(
-                    "model version", lambda: publish_versions(runtime, due)
-                )
+                await publish_versions(runtime, due)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -179,11 +156,8 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             )
             if state is None:
                 continue
-            # The applied position is recorded, but an item at or before it is not skipped on
-            # that ground: after Faust's partition hole is repaired (streams/watchdog.py) an
-            # earlier offset can follow a later one. The evaluation id decides.
-            position = f"{event.message.topic}:{event.message.partition}"
-            state.positions[position] = max(event.message.offset, state.positions.get(position, -1))
+            message = event.message
+            record_position(state, message.topic, message.partition, message.offset)
             changed[state.entry.model_id] = state
             fresh.append((state, item))
         keys = [(s.entry.model_id, item.evaluation.evaluation_id) for s, item in fresh]
@@ -202,7 +176,7 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
                 runtime.counters["learned"] += 1
                 learned_now.append(key)
         if changed:
-            crash_point("learner.learned")  # learned in memory, not yet checkpointed
+            probes.reach("learner.learned")  # learned in memory, not yet checkpointed
             states = list(changed.values())
             await runtime.retry_transient(
                 "learner checkpoint", lambda: checkpoint(runtime, states, learned_now)
@@ -210,112 +184,90 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             every = runtime.settings.snapshot_every
             due = [s for s in states if s.learned_since_version >= every]
             if due:
-                await runtime.retry_transient(
-                    "model version", lambda: publish_versions(runtime, due)
-                )
+                await publish_versions(runtime, due)
     await runtime.publish_dead_letters(letters)
     if changed:
-        crash_point("learner.checkpointed")  # checkpointed, not yet acked
+        probes.reach("learner.checkpointed")  # checkpointed, not yet acked
 
 
-async def learned(runtime: Runtime, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+async def learned(runtime: AgentRuntime, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which (model id, evaluation id) pairs were learned already (recorded by a checkpoint)."""
     async with runtime.connection() as conn:
-        rows = await conn.fetch(
-            """SELECT model_id, evaluation_id FROM learned_evaluations
-               WHERE (model_id, evaluation_id) IN
-                     (SELECT * FROM unnest($1::text[], $2::text[]))""",
-            [model_id for model_id, _ in keys],
-            [evaluation_id for _, evaluation_id in keys],
-        )
-    return {(row["model_id"], row["evaluation_id"]) for row in rows}
-
-
-def apply_learning(state: Learning, item: ModelFeedItem) -> bool:
-    """One learn step under the model's policy; True when the model learned."""
-    evaluation = item.evaluation
-    weight = state.policy.weight(evaluation.probabilities.as_dict(), evaluation.outcome)
-    if weight <= 0:
-        return False
-    state.entry.model.learn_one(item.inputs, evaluation.outcome, weight)
-    state.learned += 1
-    state.learned_since_version += 1
-    state.last_evaluation_id = evaluation.evaluation_id
-    return True
+        return await learner_store.learned(conn, keys)
 
 
 async def checkpoint(
-    runtime: Runtime, states: Sequence[Learning], learned_now: Sequence[tuple[str, str]] = ()
+    runtime: AgentRuntime, states: Sequence[Learning], learned_now: Sequence[tuple[str, str]] = ()
 ) -> None:
     """Store each model's state with the offsets it has applied and the evaluations it has
     learned since the last checkpoint, in one transaction."""
-    async with runtime.connection() as conn, conn.transaction():
-        if learned_now:
-            await conn.execute(
-                """INSERT INTO learned_evaluations (model_id, evaluation_id)
-                   SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING""",
-                [model_id for model_id, _ in learned_now],
-                [evaluation_id for _, evaluation_id in learned_now],
-            )
-        await conn.executemany(
-            """INSERT INTO learner_checkpoints (model_id, version, learned,
-                   learned_since_version, positions, state)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-               ON CONFLICT (model_id) DO UPDATE SET version = EXCLUDED.version,
-                   learned = EXCLUDED.learned,
-                   learned_since_version = EXCLUDED.learned_since_version,
-                   positions = EXCLUDED.positions, state = EXCLUDED.state, updated_at = now()""",
-            [
-                (
-                    s.entry.model_id,
-                    s.entry.version,
-                    s.learned,
-                    s.learned_since_version,
-                    json.dumps(s.positions),
-                    sign(s.entry.model.snapshot(), runtime.registry_key),
-                )
-                for s in states
-            ],
+    rows = [
+        (
+            s.entry.model_id,
+            s.entry.version,
+            s.learned,
+            s.learned_since_version,
+            s.positions,
+            sign(s.entry.model.snapshot(), runtime.registry_key),
         )
-
-
-async def publish_versions(runtime: Runtime, states: Sequence[Learning]) -> None:
-    """Register a new version of each model and announce it on the snapshot topic."""
-    snapshots = []
+        for s in states
+    ]
     async with runtime.connection() as conn, conn.transaction():
-        for state in states:
-            model = state.entry.model
-            model.version = state.entry.version + 1
-            await registry.save_version(
-                conn,
-                model,
-                key=runtime.registry_key,
-                learned=state.learned,
-                last_evaluation_id=state.last_evaluation_id,
-                positions=state.positions,
-            )
-            state.entry.version = model.version
-            state.learned_since_version = 0
-            state.last_version_at = time.monotonic()
-            await conn.execute(
-                """UPDATE learner_checkpoints SET version = $2, learned_since_version = 0
-                   WHERE model_id = $1""",
-                state.entry.model_id,
-                model.version,
-            )
-            snapshots.append(
-                ModelSnapshot(
-                    model_id=state.entry.model_id,
-                    version=model.version,
-                    parent_version=model.version - 1,
-                    kind=state.entry.kind,
-                    status=state.entry.status,  # type: ignore[arg-type]
+        await learner_store.write_checkpoints(conn, rows, learned_now)
+
+
+async def store_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> list[int]:
+    """Register the next version of each model and mark its checkpoint, in one transaction.
+
+    The versions are computed from the states, which change only after the commit
+    (:func:`publish_versions`): a transaction retried after a failure at commit stores the
+    same versions again (idempotent on model and version), never v+2 on a rolled-back v+1.
+    """
+    versions = [state.entry.version + 1 for state in states]
+    try:
+        async with runtime.connection() as conn, conn.transaction():
+            for state, version in zip(states, versions, strict=True):
+                model = state.entry.model
+                model.version = version
+                await registry.save_version(
+                    conn,
+                    model,
+                    key=runtime.registry_key,
                     learned=state.learned,
                     last_evaluation_id=state.last_evaluation_id,
-                    state_sha256=sha256_hex(model.snapshot()),
-                    created_at=datetime.now(UTC),
+                    positions=state.positions,
                 )
+                await learner_store.mark_versioned(conn, state.entry.model_id, version)
+    except BaseException:
+        for state in states:
+            state.entry.model.version = state.entry.version
+        raise
+    return versions
+
+
+async def publish_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> None:
+    """Register a new version of each model and announce it on the snapshot topic."""
+    versions = await runtime.retry_transient(
+        "model version", partial(store_versions, runtime, states)
+    )
+    snapshots = []
+    for state, version in zip(states, versions, strict=True):
+        state.entry.version = version
+        state.learned_since_version = 0
+        state.last_version_at = time.monotonic()
+        snapshots.append(
+            ModelSnapshot(
+                model_id=state.entry.model_id,
+                version=version,
+                parent_version=version - 1,
+                kind=state.entry.kind,
+                status=state.entry.status,  # type: ignore[arg-type]
+                learned=state.learned,
+                last_evaluation_id=state.last_evaluation_id,
+                state_sha256=sha256_hex(state.entry.model.snapshot()),
+                created_at=datetime.now(UTC),
             )
+        )
     await runtime.publish_all((runtime.topics.snapshots, s.model_id, s) for s in snapshots)
     for snapshot in snapshots:
         log.info(

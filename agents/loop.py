@@ -23,8 +23,8 @@ from typing import Any
 
 import structlog
 
-from schemas.events import DeadLetter, ValidationIssue
-from streams.runtime import Runtime, dead_letter
+from agents.dead_letters import processing_failure
+from agents.runtime import AgentRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +138,7 @@ async def batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
 
 async def run_batches(
     stream: Any,
-    runtime: Runtime,
+    runtime: AgentRuntime,
     agent: str,
     handle: Handler,
     *,
@@ -152,17 +152,27 @@ async def run_batches(
     snapshot is stored, so a crash never loses a learn step).
     """
     async for events in batches(stream, Batcher(batch_size, linger)):
-        try:
-            await handle(events)
-        except Exception as error:
-            log.exception("batch failed, retrying event by event", agent=agent, error=repr(error))
-            await _one_by_one(runtime, agent, handle, events)
+        await handle_batch(runtime, agent, handle, events)
         if ack:
             for event in events:
                 await stream.ack(event)
 
 
-async def _one_by_one(runtime: Runtime, agent: str, handle: Handler, events: Sequence[Any]) -> None:
+async def handle_batch(
+    runtime: AgentRuntime, agent: str, handle: Handler, events: Sequence[Any]
+) -> None:
+    """Handle one batch; if it fails unexpectedly, retry it event by event and dead-letter the
+    events that still fail (the agent carries on)."""
+    try:
+        await handle(events)
+    except Exception as error:
+        log.exception("batch failed, retrying event by event", agent=agent, error=repr(error))
+        await _one_by_one(runtime, agent, handle, events)
+
+
+async def _one_by_one(
+    runtime: AgentRuntime, agent: str, handle: Handler, events: Sequence[Any]
+) -> None:
     for event in events:
         try:
             await handle([event])
@@ -172,9 +182,3 @@ async def _one_by_one(runtime: Runtime, agent: str, handle: Handler, events: Seq
             await runtime.publish_dead_letters(
                 [processing_failure(event.message, error, agent)], invalid=False
             )
-
-
-def processing_failure(message: Any, error: Exception, agent: str) -> DeadLetter:
-    """A dead letter for an event that was valid but could not be processed."""
-    issue = ValidationIssue(field="$", value=None, rule=f"processing failed: {error!r}"[:500])
-    return dead_letter(message, issue, agent)

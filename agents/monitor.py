@@ -15,11 +15,11 @@ from typing import Any
 
 import faust
 
-from agents.decay_rules import Decision, ScopeMonitor, alert_id
+from agents import alert_store, reconciler_store
 from agents.loop import run_batches
+from agents.monitor_rules import Decision, ScopeMonitor, alert_id
+from agents.runtime import AgentRuntime
 from schemas.events import Alert, DeadLetter, Evaluation, ModelFeedItem
-from streams import alert_log
-from streams.runtime import Runtime
 
 AGENT = "decay-monitor"
 
@@ -27,7 +27,7 @@ AGENT = "decay-monitor"
 class Monitor:
     """Monitors of the models whose feed this worker owns."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AgentRuntime) -> None:
         self.runtime = runtime
         self.scopes: dict[tuple[str, str], ScopeMonitor] = {}
         self.warm: set[str] = set()
@@ -56,13 +56,7 @@ class Monitor:
 
     async def warm_up(self, conn: Any, model_id: str, before: datetime) -> None:
         """Replay the model's earlier evaluations without alerting, once per ownership."""
-        rows = await conn.fetch(
-            """SELECT evaluation_id, league, log_loss, hit FROM evaluations
-               WHERE model_id = $1 AND superseded_by IS NULL AND evaluated_at < $2
-               ORDER BY evaluated_at, kickoff, evaluation_id""",
-            model_id,
-            before,
-        )
+        rows = await reconciler_store.evaluation_history(conn, model_id, before)
         for row in rows:
             for scope in ("all", f"league:{row['league']}"):
                 self.scope(model_id, scope).observe(
@@ -75,7 +69,7 @@ class Monitor:
         self.warm.clear()
 
 
-def register(app: faust.App, runtime: Runtime) -> Monitor:
+def register(app: faust.App, runtime: AgentRuntime) -> Monitor:
     """Declare the decay monitor agent on ``app``."""
     monitor = Monitor(runtime)
     feed = app.topic(runtime.topics.model_feed, key_serializer="raw", value_serializer="raw")
@@ -123,7 +117,7 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
 
         async def store() -> None:
             async with runtime.connection() as conn:
-                await alert_log.write(conn, alerts)
+                await alert_store.write(conn, alerts)
 
         await runtime.retry_transient("alert log", store)
         await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)

@@ -17,8 +17,9 @@ from typing import Any
 import faust
 import msgspec
 
+from agents import reconciler_store
 from agents.loop import run_batches
-from agents.reconciliation import (
+from agents.reconciler_rules import (
     NOTHING,
     MatchLedger,
     Reconciled,
@@ -27,16 +28,15 @@ from agents.reconciliation import (
     apply_result,
     feed,
 )
+from agents.reconciler_store import LogBatch
+from agents.runtime import AgentRuntime, Output
 from schemas.events import DeadLetter, MatchFeatures, MatchResult, ModelFeedItem, Prediction, Record
-from streams import evaluation_log
-from streams.evaluation_log import LogBatch
-from streams.runtime import Runtime
 
 AGENT = "reconciler"
 _LEDGER_DECODER = msgspec.json.Decoder(MatchLedger)
 
 
-def register(app: faust.App, runtime: Runtime) -> None:
+def register(app: faust.App, runtime: AgentRuntime) -> None:
     """Declare the reconciler agent and its ledger table on ``app``."""
     topics = runtime.topics
     ledgers = app.Table(
@@ -65,7 +65,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         )
 
 
-async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any]) -> None:
+async def reconcile_batch(runtime: AgentRuntime, ledgers: Any, events: Sequence[Any]) -> None:
     """Apply a batch of events to the ledgers; persist, publish, then store the ledgers."""
     topics = runtime.topics
     now = datetime.now(UTC)
@@ -104,7 +104,7 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
         feed_items.extend(feed(ledger, reconciled.evaluations))
 
     evaluations_topic, feed_topic = topics.evaluations, topics.model_feed
-    outputs: list[tuple[str, str | None, Record]] = [
+    outputs: list[Output] = [
         (evaluations_topic, e.match_id, e) for e in log_batch.evaluations.values()
     ]
     outputs += [(feed_topic, item.evaluation.model_id, item) for item in feed_items]
@@ -113,7 +113,7 @@ async def reconcile_batch(runtime: Runtime, ledgers: Any, events: Sequence[Any])
 
         async def write() -> None:
             async with runtime.connection() as conn:
-                await evaluation_log.write(conn, log_batch)
+                await reconciler_store.write(conn, log_batch)
 
         await runtime.retry_transient("evaluation log", write)
     await runtime.publish_all(outputs)

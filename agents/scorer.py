@@ -13,17 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
+import structlog
 
+from agents import registry
 from agents.loop import run_batches
-from agents.scoring import predict_many
-from models import registry
-from models.registry import RegisteredModel
+from agents.registry import RegisteredModel
+from agents.runtime import AgentRuntime
+from agents.scorer_rules import predict_many
 from schemas.events import DeadLetter, MatchFeatures
-from streams.log import get_logger
-from streams.runtime import Runtime
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 AGENT = "scorer"
 # Statuses can also change in the database alone (an operator's SQL); re-read it this often.
@@ -39,7 +38,7 @@ class ActiveModels:
         # Set after the first load: scoring waits for it rather than score with no model.
         self.loaded = asyncio.Event()
 
-    async def reload(self, runtime: Runtime) -> bool:
+    async def reload(self, runtime: AgentRuntime) -> bool:
         """Read the registry; swap in the new set if anything changed. True when swapped."""
         async with runtime.connection() as conn:
             loaded = await registry.load_active(conn, key=runtime.registry_key)
@@ -57,7 +56,7 @@ class ActiveModels:
         return True
 
 
-def register(app: faust.App, runtime: Runtime, active: ActiveModels) -> None:
+def register(app: faust.App, runtime: AgentRuntime, active: ActiveModels) -> None:
     """Declare the scorer agent and its snapshot listener on ``app``."""
     features = app.topic(runtime.topics.features, key_serializer="raw", value_serializer="raw")
 
@@ -72,7 +71,7 @@ def register(app: faust.App, runtime: Runtime, active: ActiveModels) -> None:
         await follow_registry(runtime, active)
 
 
-async def score_batch(runtime: Runtime, active: ActiveModels, events: Sequence[Any]) -> None:
+async def score_batch(runtime: AgentRuntime, active: ActiveModels, events: Sequence[Any]) -> None:
     """Score every valid event of a batch; dead-letter the rest; wait for the broker."""
     await active.loaded.wait()
     now = datetime.now(UTC)
@@ -92,28 +91,15 @@ async def score_batch(runtime: Runtime, active: ActiveModels, events: Sequence[A
     runtime.counters["scored"] += len(events) - len(letters)
 
 
-async def follow_registry(runtime: Runtime, active: ActiveModels) -> None:
+async def follow_registry(runtime: AgentRuntime, active: ActiveModels) -> None:
     """Reload models when a snapshot event arrives (every worker sees every snapshot).
 
-    The snapshot topic is read without a consumer group, from its end: each worker needs all
-    snapshots, not a share of them. A slow poll of the registry covers changes made by SQL.
+    A slow poll of the registry covers changes made by SQL alone.
     """
     await runtime.retry_transient("load models", lambda: active.reload(runtime))
-    consumer = AIOKafkaConsumer(
-        runtime.topics.snapshots,
-        bootstrap_servers=runtime.settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with runtime.follow(runtime.topics.snapshots) as notices:
         while True:
-            batch = await consumer.getmany(timeout_ms=int(REGISTRY_POLL_S * 1000))
-            if batch:
-                log.info("snapshot received", count=sum(len(v) for v in batch.values()))
+            count = await notices.wait(REGISTRY_POLL_S)
+            if count:
+                log.info("snapshot received", count=count)
             await runtime.retry_transient("load models", lambda: active.reload(runtime))
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await consumer.stop()

@@ -31,9 +31,7 @@ def log_loss(probabilities: ProbabilityMap, outcome: Outcome) -> float:
 
 def brier(probabilities: ProbabilityMap, outcome: Outcome) -> float:
     """Sum over the three classes of the squared error; 0 (perfect) to 2 (certain and wrong)."""
-    return sum(
-        (probabilities[cls] - (1.0 if cls == outcome else 0.0)) ** 2 for cls in OUTCOMES
-    )
+    return sum((probabilities[cls] - (1.0 if cls == outcome else 0.0)) ** 2 for cls in OUTCOMES)
 
 
 def rps(probabilities: ProbabilityMap, outcome: Outcome) -> float:

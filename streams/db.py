@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -55,8 +57,49 @@ async def connect(database_url: str, *, min_size: int = 1, max_size: int = 4) ->
     raise AssertionError("unreachable")
 
 
+async def create_database(
+    server_url: str, name: str, *, template: str | None = None, replace: bool = False
+) -> None:
+    """Create database ``name`` on the server of ``server_url`` (optionally a copy of
+    ``template``; ``replace`` drops an existing one first)."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        if replace:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+    finally:
+        await admin.close()
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` (its open sessions too), if it exists."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def session(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for a command's work (opened with :func:`connect`'s retries)."""
+    pool = await connect(database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    finally:
+        await pool.close()
+
+
+async def migrate_url(database_url: str) -> list[str]:
+    """:func:`migrate` the database at ``database_url`` over a connection of its own."""
+    async with session(database_url) as conn:
+        return await migrate(conn)
+
+
 async def migrate(conn: Any, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction; return those applied.
+    """Apply every migration not yet recorded, all in one transaction; return those applied.
 
     Idempotent: a migrated database is left as it is. Versions are recorded in
     ``schema_migrations`` so a later release only runs its new files.

@@ -10,8 +10,9 @@ the agents process those records; then the seek rewinds the partitions and Faust
 same offsets again (seen in ``make chaos`` scenario 7: 20-464 predictions published twice after
 a SIGTERM restart). Worse, a record still being handed over when the seek finishes moves the
 read offset past the seek, so the re-fetched records before it are dropped as already read
-("DROPPED MESSAGE ROFF"): holes, which stalled the commit (below) until :mod:`streams.watchdog`
-re-read them 12 s later, a re-read that taught the online models their feed out of order
+("DROPPED MESSAGE ROFF"): holes, which stalled the commit (below) until
+:mod:`streams.worker.watchdog` re-read them 12 s later, a re-read that taught the online
+models their feed out of order
 (the other failure of scenario 7). Here the seek comes first, while the stream partitions
 are still paused: nothing of theirs is drained before it, and aiokafka discards what it
 fetched from the old positions (``FetchResult.check_assignment``). faust-streaming had this
@@ -41,7 +42,7 @@ The last two keep a hole from being committed over, should one still appear.
 past the committed offset (``min(acked) - committed > 1``), so exactly one missing message at
 the committed offset (the next one to read) is committed over: lost. Here the lowest acked
 offset must *be* the committed offset: a missing head message stalls the commit, and
-:mod:`streams.watchdog` re-reads a stalled partition.
+:mod:`streams.worker.watchdog` re-reads a stalled partition.
 
 ``Consumer._drain_messages`` takes any jump in the offsets it drains for a "gap" (offsets a
 compacted or transactional topic never hands out) and ``_new_offset`` then counts them as

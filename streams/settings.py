@@ -65,6 +65,14 @@ class Settings:
         """A copy with some fields changed (tests give each run its own prefix)."""
         return dataclasses.replace(self, **changes)
 
+    def with_database(self, name: str) -> Settings:
+        """A copy pointed at another database of the same server."""
+        return self.replace(database_url=self.database_url.rsplit("/", 1)[0] + "/" + name)
+
+    def as_env(self) -> dict[str, str]:
+        """The ``TIPSTREAM_*`` variables that make a subprocess read exactly these settings."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` list for aiokafka, from the Faust-style ``kafka://`` URL."""

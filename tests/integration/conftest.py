@@ -25,9 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import encode
 from schemas.events import Record
-from streams.db import migrate
+from streams.db import create_database, drop_database, migrate_url
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.deployment import environment, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,36 +39,25 @@ TEMPLATE_DB = f"tipstream_template_{os.getpid()}"
 
 def database_url(name: str) -> str:
     """The base URL with another database name."""
-    return BASE.database_url.rsplit("/", 1)[0] + "/" + name
-
-
-async def _admin() -> asyncpg.Connection:
-    return await asyncpg.connect(BASE.database_url)
+    return BASE.with_database(name).database_url
 
 
 @pytest.fixture(scope="session")
 async def template_database() -> AsyncIterator[str]:
     """A migrated database that each test's database is cloned from."""
-    admin = await _admin()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
-    await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    conn = await asyncpg.connect(database_url(TEMPLATE_DB))
-    await migrate(conn)
-    await conn.close()
+    await create_database(BASE.database_url, TEMPLATE_DB, replace=True)
+    await migrate_url(database_url(TEMPLATE_DB))
     yield TEMPLATE_DB
-    await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-    await admin.close()
+    await drop_database(BASE.database_url, TEMPLATE_DB)
 
 
 @pytest.fixture
 async def fresh_database(template_database: str) -> AsyncIterator[str]:
     """A database of this test only, migrated; dropped afterwards."""
     name = f"tipstream_t_{uuid.uuid4().hex[:12]}"
-    admin = await _admin()
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await create_database(BASE.database_url, name, template=template_database)
     yield database_url(name)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    await drop_database(BASE.database_url, name)
 
 
 @pytest.fixture
@@ -75,15 +65,6 @@ async def db(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
     yield pool
     await pool.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -94,7 +75,7 @@ async def settings(fresh_database: str) -> Settings:
         topic_prefix=f"test-{tag}",
         app_id=f"tipstream-test-{tag}",
         database_url=fresh_database,
-        web_port=_free_port(),
+        web_port=free_port(),
         partitions=2,
         snapshot_every=50,
         snapshot_seconds=2.0,
@@ -102,14 +83,6 @@ async def settings(fresh_database: str) -> Settings:
     )
     await ensure_topics(value)
     return value
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The process environment that makes a subprocess use ``settings``."""
-    env = dict(os.environ)
-    for name in settings.__dataclass_fields__:
-        env[f"TIPSTREAM_{name.upper()}"] = str(getattr(settings, name))
-    return env
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench.report import parse_line
+from tests.bench.report import parse_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_tiny_bench_prints_a_consistent_bench_line(tmp_path: Path) -> None:
     figures = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "streams.bench", "--events", "300", "--rate", "100",
+        [sys.executable, "-m", "tests.bench", "--events", "300", "--rate", "100",
          "--seconds", "2", "--results", "60", "--learn", "200", "--score", "200",
          "--json", str(figures), "--timeout", "120"],
         cwd=REPO, capture_output=True, text=True, timeout=600,

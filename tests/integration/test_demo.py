@@ -13,7 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.demo import delete_old_topics
+from streams.cli.demo import delete_old_topics
+from streams.db import drop_database
 from tests.integration.conftest import BASE, REPO, database_url
 
 pytestmark = pytest.mark.integration
@@ -34,11 +35,7 @@ async def demo_deployment() -> AsyncIterator[tuple[str, str]]:
     name, prefix = f"tipstream_demo_t_{uuid.uuid4().hex[:10]}", f"demotest{uuid.uuid4().hex[:6]}"
     yield name, prefix
     await delete_old_topics(BASE, prefix)
-    admin = await asyncpg.connect(BASE.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(BASE.database_url, name)
 
 
 async def test_small_demo_summary_agrees_with_the_database(
@@ -51,7 +48,7 @@ async def test_small_demo_summary_agrees_with_the_database(
     out = tmp_path / "report"
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "streams.demo", "--data", str(EPL),
+        [sys.executable, "-m", "streams.cli.demo", "--data", str(EPL),
          "--leagues", "england-premier-league", "--from", "2015-08-01", "--to", "2015-09-30",
          "--workers", "1", "--database", demo_database,
          "--prefix", prefix, "--out", str(out)],
@@ -75,7 +72,8 @@ async def test_small_demo_summary_agrees_with_the_database(
                       (SELECT count(DISTINCT model_id) FROM predictions) AS predicting_models,
                       (SELECT avg(log_loss) FROM evaluations WHERE is_champion) AS champion,
                       (SELECT avg(log_loss) FROM evaluations
-                       WHERE model_id = 'market-close') AS close""")
+                       WHERE model_id = 'market-close') AS close"""
+        )
     finally:
         await conn.close()
     matches, models = int(line["matches"]), int(line["models"])

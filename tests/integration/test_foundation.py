@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import decode
 from schemas.events import MatchResult
-from streams.db import bundled_migrations, migrate
+from streams.db import bundled_migrations, create_database, drop_database, migrate
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS, Topics, ensure_topics
 from tests.integration.conftest import BASE, publish, read_topic
@@ -59,11 +59,10 @@ async def test_topics_are_created_with_their_partitions() -> None:
 async def test_migrations_apply_on_empty_then_again(fresh_database: str) -> None:
     """On an empty database every migration applies; a second run applies none and changes
     nothing."""
-    admin = await asyncpg.connect(BASE.database_url)
     name = f"tipstream_empty_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    await create_database(BASE.database_url, name)
     try:
-        conn = await asyncpg.connect(fresh_database.rsplit("/", 1)[0] + "/" + name)
+        conn = await asyncpg.connect(BASE.with_database(name).database_url)
         try:
             first = await migrate(conn)
             assert first == [m.version for m in bundled_migrations()]
@@ -80,5 +79,4 @@ async def test_migrations_apply_on_empty_then_again(fresh_database: str) -> None
         finally:
             await conn.close()
     finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(BASE.database_url, name)

@@ -13,17 +13,17 @@ from typing import Any
 import asyncpg
 import pytest
 
+from models.timeline import Filters, TimedEvent, timeline
 from schemas.codec import decode
 from schemas.events import Alert, MatchResult, Prediction
 from schemas.football_csv import FootballRow, read_rows
-from streams.replay import Filters, TimedEvent, timeline
-from streams.reports import reconciliation_report
+from streams.cli.reports import reconciliation_report
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.deployment import environment
 from tests.integration.conftest import (
     REPO,
     Worker,
-    environment,
     publish,
     read_topic,
     wait_for,
@@ -325,13 +325,19 @@ async def test_ledgers_survive_a_killed_worker(
     results = [e for e in events if e.kind == "result"]
     await publish(producer, topics.features, [(e.key, e.record) for e in features])
     expected = len(features) * SEEDED_MODELS
-    await wait_for(lambda: _equals(db, "SELECT count(*) FROM predictions", expected),
-                   timeout=120, what="predictions stored")
+    await wait_for(
+        lambda: _equals(db, "SELECT count(*) FROM predictions", expected),
+        timeout=120,
+        what="predictions stored",
+    )
     await asyncio.sleep(2.0)  # let the changelog and the offsets be committed
     worker.kill()
     # Results arrive while no worker runs; the restarted worker has only its changelog.
     await publish(producer, topics.results, [(e.key, e.record) for e in results])
     worker.start()
-    await wait_for(lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
-                   timeout=180, what=f"{expected} evaluations after the restart")
+    await wait_for(
+        lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
+        timeout=180,
+        what=f"{expected} evaluations after the restart",
+    )
     assert await count(db, "SELECT count(DISTINCT prediction_id) FROM evaluations") == expected

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from models import catalog, registry
+from agents import registry
+from models import catalog
 from models.serialization import IntegrityError
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Reliability on the real broker and database: duplicates change nothing, bad input is kept.
 
 The longer fault scenarios (kills, outages, rebalances) run in ``make chaos``
-(``python -m streams.chaos``); these two run in ``make test``.
+(``python -m tests.chaos``); these two run in ``make test``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, MatchFeatures, MatchResult
-from streams.chaos import malformed
-from streams.chaos.checker import Position, SentEvent, Verdict, check_dead_letters
-from streams.chaos.harness import Outgoing
-from streams.chaos.scenarios import metric_total, mix
-from streams.replay import Drain
+from streams.cli.replay import Drain
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.chaos import malformed
+from tests.chaos.checker import Position, SentEvent, Verdict, check_dead_letters
+from tests.chaos.harness import Outgoing
+from tests.chaos.scenarios import metric_total, mix
 from tests.integration.conftest import BASE, Worker, read_topic, wait_for
 from tests.integration.test_pipeline import SEEDED_MODELS, count, events_between
 
@@ -69,8 +69,11 @@ def valid(settings: Settings, start: str, end: str) -> tuple[list[Outgoing], int
     topics = Topics.from_settings(settings)
     events = events_between(start, end)
     out = [
-        Outgoing(topics.features if e.kind == "features" else topics.results, e.key.encode(),
-                 encode(e.record))
+        Outgoing(
+            topics.features if e.kind == "features" else topics.results,
+            e.key.encode(),
+            encode(e.record),
+        )
         for e in events
     ]
     return out, sum(1 for e in events if e.kind == "features")
@@ -81,16 +84,20 @@ async def database_state(pool: asyncpg.Pool) -> dict[str, Any]:
     async with pool.acquire() as conn:
         return {
             "match_features": await conn.fetch(
-                "SELECT match_id, payload FROM match_features ORDER BY match_id"),
+                "SELECT match_id, payload FROM match_features ORDER BY match_id"
+            ),
             "results": await conn.fetch(
                 "SELECT match_id, home_goals, away_goals, outcome, revision, payload "
-                "FROM results ORDER BY match_id"),
+                "FROM results ORDER BY match_id"
+            ),
             "predictions": await conn.fetch("SELECT * FROM predictions ORDER BY prediction_id"),
             "evaluations": await conn.fetch("SELECT * FROM evaluations ORDER BY evaluation_id"),
             "learned": await conn.fetch(
-                "SELECT model_id, learned, state FROM learner_checkpoints ORDER BY model_id"),
+                "SELECT model_id, learned, state FROM learner_checkpoints ORDER BY model_id"
+            ),
             "learned_evaluations": await conn.fetch(
-                "SELECT * FROM learned_evaluations ORDER BY model_id, evaluation_id"),
+                "SELECT * FROM learned_evaluations ORDER BY model_id, evaluation_id"
+            ),
             "alerts": await conn.fetch("SELECT alert_id FROM alerts ORDER BY alert_id"),
         }
 
@@ -137,8 +144,10 @@ async def test_malformed_events_are_dead_lettered_once_with_their_bytes(
     worker = start_worker()
     topics = Topics.from_settings(settings)
     events, matches = valid(settings, "2018-08-01", "2018-08-31")
-    records = [decode(e.value, MatchFeatures if e.topic == topics.features else MatchResult)
-               for e in events]
+    records = [
+        decode(e.value, MatchFeatures if e.topic == topics.features else MatchResult)
+        for e in events
+    ]
     broken = malformed.generate(
         [r for r in records if isinstance(r, MatchFeatures)],
         [r for r in records if isinstance(r, MatchResult)],
@@ -147,13 +156,19 @@ async def test_malformed_events_are_dead_lettered_once_with_their_bytes(
         huge=2,
     )
     assert {b.kind for b in broken} == set(malformed.KINDS)
-    bad = [Outgoing(topics.features if b.topic == "features" else topics.results, b.key,
-                    b.value, b.kind) for b in broken]
+    bad = [
+        Outgoing(
+            topics.features if b.topic == "features" else topics.results, b.key, b.value, b.kind
+        )
+        for b in broken
+    ]
     sent = await send(settings, mix(events, bad, random.Random(5)))
     await drained(settings)
 
-    letters = [decode(m.value, DeadLetter, max_bytes=4_000_000)
-               for m in await read_topic(topics.dead_letters, expect=MALFORMED)]
+    letters = [
+        decode(m.value, DeadLetter, max_bytes=4_000_000)
+        for m in await read_topic(topics.dead_letters, expect=MALFORMED)
+    ]
     verdict = Verdict()
     check_dead_letters(sent, letters, verdict)
     assert verdict.problems == []

@@ -24,18 +24,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from models import catalog, registry
+from agents import registry
+from models import catalog
 from schemas.codec import decode
 from schemas.events import MatchFeatures
+from streams.db import create_database, drop_database
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
+from tests.deployment import environment, free_port
 from tests.integration.conftest import (
     BASE,
     REPO,
     Worker,
-    _free_port,
     database_url,
-    environment,
     read_topic,
     wait_for,
 )
@@ -92,9 +93,13 @@ async def snapshot(url: str, tables: dict[str, str] = COLUMNS) -> dict[str, list
     """Every row of the tables (wall-clock columns left out), in a stable order."""
     conn = await asyncpg.connect(url)
     try:
-        return {table: [tuple(r) for r in await conn.fetch(
-            f"SELECT {columns} FROM {table} ORDER BY {columns}")]
-            for table, columns in tables.items()}
+        return {
+            table: [
+                tuple(r)
+                for r in await conn.fetch(f"SELECT {columns} FROM {table} ORDER BY {columns}")
+            ]
+            for table, columns in tables.items()
+        }
     finally:
         await conn.close()
 
@@ -124,8 +129,9 @@ async def end_offsets(*topics: str) -> int:
         described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
-    partitions = [TopicPartition(d["topic"], p["partition"])
-                  for d in described for p in d["partitions"]]
+    partitions = [
+        TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=BASE.kafka_bootstrap, group_id=None)
     await consumer.start()
     try:
@@ -138,17 +144,15 @@ async def end_offsets(*topics: str) -> int:
 async def other_settings(template_database: str) -> AsyncIterator[Settings]:
     """A second isolated deployment (database, topics, group), for side-by-side runs."""
     name = f"tipstream_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(BASE.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await create_database(BASE.database_url, name, template=template_database)
     tag = uuid.uuid4().hex[:10]
     value = BASE.replace(
         topic_prefix=f"test-{tag}", app_id=f"tipstream-test-{tag}", database_url=database_url(name),
-        web_port=_free_port(), partitions=2, log_format="json", **NO_SNAPSHOTS,
+        web_port=free_port(), partitions=2, log_format="json", **NO_SNAPSHOTS,
     )  # fmt: skip
     await ensure_topics(value)
     yield value
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    await drop_database(BASE.database_url, name)
 
 
 async def test_dry_run_publishes_nothing(settings: Settings) -> None:
@@ -170,8 +174,9 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
     checkpoint, the topics hold every event (at most one chunk twice), and the database equals
     that of a single uninterrupted replay into another fresh deployment."""
     settings = settings.replace(**NO_SNAPSHOTS)
-    workers = [Worker(s, tmp_path / f"worker-{i}.log") for i, s in
-               enumerate((settings, other_settings))]
+    workers = [
+        Worker(s, tmp_path / f"worker-{i}.log") for i, s in enumerate((settings, other_settings))
+    ]
     for worker in workers:
         worker.start()
     try:
@@ -179,13 +184,27 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
         args = ("--data", str(EPL), *WINDOW, "--checkpoint-every", str(chunk))
         # Paced to ~3 s of publishing, so the kill lands part-way through.
         killed = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streams.cli", "replay", *args, "--rate", "50",
-            cwd=REPO, env=environment(settings), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        position = await wait_for(lambda: count(
-            settings.database_url,
-            "SELECT position FROM replay_checkpoints WHERE position >= 59"),
-            timeout=60, interval=0.05, what="a checkpoint part-way")
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "replay",
+            *args,
+            "--rate",
+            "50",
+            cwd=REPO,
+            env=environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        position = await wait_for(
+            lambda: count(
+                settings.database_url,
+                "SELECT position FROM replay_checkpoints WHERE position >= 59",
+            ),
+            timeout=60,
+            interval=0.05,
+            what="a checkpoint part-way",
+        )
         killed.send_signal(signal.SIGKILL)
         assert await asyncio.wait_for(killed.wait(), timeout=10) == -signal.SIGKILL
         assert position < total - 1
@@ -204,8 +223,7 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
 
         expected = WINDOW_MATCHES * SEEDED_MODELS
         for url in (settings.database_url, other_settings.database_url):
-            await wait_for(_evaluated(url, expected), timeout=120,
-                           what=f"{expected} evaluations")
+            await wait_for(_evaluated(url, expected), timeout=120, what=f"{expected} evaluations")
         await _settled(settings, other_settings)
         interrupted = await snapshot(settings.database_url)
         uninterrupted = await snapshot(other_settings.database_url)
@@ -225,8 +243,9 @@ async def _settled(*deployments: Settings) -> None:
     for deployment in deployments:
         previous: Any = None
         for _ in range(60):
-            current = await snapshot(deployment.database_url,
-                                     {"learner_checkpoints": COLUMNS["learner_checkpoints"]})
+            current = await snapshot(
+                deployment.database_url, {"learner_checkpoints": COLUMNS["learner_checkpoints"]}
+            )
             if current == previous:
                 break
             previous = current
@@ -247,8 +266,10 @@ async def test_a_second_replay_leaves_the_database_as_the_first(
     expected = WINDOW_MATCHES * SEEDED_MODELS
     assert await evaluated(settings.database_url, expected)
     await asyncio.sleep(settings.snapshot_seconds + 1.0)  # a last timed version, if one is due
-    assert await count(settings.database_url,
-                       "SELECT count(*) FROM model_versions WHERE version > 0") > 0
+    assert (
+        await count(settings.database_url, "SELECT count(*) FROM model_versions WHERE version > 0")
+        > 0
+    )
     once = await snapshot(settings.database_url)
 
     second = replay(settings, *args)
@@ -268,13 +289,22 @@ GOOD_LINES = 6
 def _bad_csv(tmp_path: Path) -> tuple[Path, list[int]]:
     """Six real rows with three bad ones between them; returns the file and the bad lines."""
     lines = EPL.read_text().splitlines()
-    header, good = lines[0], lines[1:1 + GOOD_LINES]
+    header, good = lines[0], lines[1 : 1 + GOOD_LINES]
     wrong_goals = good[0].split(",")
     wrong_goals[6] = "two"
     wrong_odds = good[1].split(",")
     wrong_odds[10] = "0.5"
-    body = [good[0], ",".join(wrong_goals), good[1], good[2], good[2], good[3],
-            ",".join(wrong_odds), good[4], good[5]]
+    body = [
+        good[0],
+        ",".join(wrong_goals),
+        good[1],
+        good[2],
+        good[2],
+        good[3],
+        ",".join(wrong_odds),
+        good[4],
+        good[5],
+    ]
     path = tmp_path / "with-bad-rows.csv"
     path.write_text("\n".join([header, *body]) + "\n")
     return path, [3, 6, 8]  # file lines: header is line 1
@@ -296,15 +326,18 @@ async def test_on_error_stop_publishes_nothing_and_skip_publishes_the_good_rows(
     skipped = replay(settings, "--data", str(path), "--on-error", "skip")
     assert skipped.returncode == 0, skipped.stderr
     rows = GOOD_LINES + len(bad_lines)
-    assert counts_of(skipped) == {"rows": rows, "valid": GOOD_LINES,
-                                  "rejected": len(bad_lines), "published": 2 * GOOD_LINES}
+    assert counts_of(skipped) == {
+        "rows": rows,
+        "valid": GOOD_LINES,
+        "rejected": len(bad_lines),
+        "published": 2 * GOOD_LINES,
+    }
     for line in bad_lines:
         assert f"{path}:{line}:" in skipped.stderr
     features = await read_topic(topics.features, expect=GOOD_LINES)
     assert len(features) == GOOD_LINES
-    teams = {(f.home_team, f.away_team) for f in (decode(m.value, MatchFeatures)
-                                                   for m in features)}
-    good = EPL.read_text().splitlines()[1:1 + GOOD_LINES]
+    teams = {(f.home_team, f.away_team) for f in (decode(m.value, MatchFeatures) for m in features)}
+    good = EPL.read_text().splitlines()[1 : 1 + GOOD_LINES]
     assert teams == {(line.split(",")[4], line.split(",")[5]) for line in good}
     assert await end_offsets(topics.results) == GOOD_LINES
 
@@ -323,18 +356,25 @@ async def test_from_db_redrives_stored_matches_through_a_new_model(
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await registry.register(conn, catalog.create("online-logreg-noodds"), status="challenger",
-                                key=settings.registry_key.encode(), policy="errors")
+        await registry.register(
+            conn,
+            catalog.create("online-logreg-noodds"),
+            status="challenger",
+            key=settings.registry_key.encode(),
+            policy="errors",
+        )
     finally:
         await conn.close()
-    await wait_for(lambda: _scoring_with(settings, "online-logreg-noodds"), timeout=30,
-                   what="the scorer to load the new model")
+    await wait_for(
+        lambda: _scoring_with(settings, "online-logreg-noodds"),
+        timeout=30,
+        what="the scorer to load the new model",
+    )
 
     again = replay(settings, "--from-db", "--sync")
     assert again.returncode == 0, again.stderr
     stored = 2 * WINDOW_MATCHES
-    assert counts_of(again) == {"rows": stored, "valid": stored, "rejected": 0,
-                                "published": stored}
+    assert counts_of(again) == {"rows": stored, "valid": stored, "rejected": 0, "published": stored}
     after = await snapshot(settings.database_url)
     for table in ("match_features", "results"):
         assert after[table] == before[table], table
@@ -356,4 +396,3 @@ async def _scoring_with(settings: Settings, model_id: str) -> bool:
     except OSError:
         return False
     return any(m["model_id"] == model_id for m in status["models"])
-

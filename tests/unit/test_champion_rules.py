@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.champion import PairedScore, promotion_alert, should_promote
+from agents.champion_rules import PairedScore, promotion_alert, should_promote
 
 
 def score(matches: int, challenger: float, champion: float) -> PairedScore:

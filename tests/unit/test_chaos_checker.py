@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime
 
 from schemas.events import DeadLetter, ValidationIssue
-from streams.chaos.checker import (
+from tests.chaos.checker import (
     EvaluationRow,
     Position,
     RunData,
@@ -17,8 +17,8 @@ from streams.chaos.checker import (
     check_evaluations,
     check_learned,
 )
-from streams.chaos.harness import Outgoing
-from streams.chaos.scenarios import metric_total, mix
+from tests.chaos.harness import Outgoing
+from tests.chaos.scenarios import metric_total, mix
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 

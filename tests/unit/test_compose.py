@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 PROJECT_CONTAINERS = ("migrate", "worker")
-# The settings the brief requires every tipstream container to be given explicitly.
+# Settings every tipstream container must be given explicitly (no default fits a container).
 REQUIRED_SETTINGS = {
     "TIPSTREAM_KAFKA_URL",
     "TIPSTREAM_DATABASE_URL",

@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.loop import processing_failure
+from agents.dead_letters import DEAD_LETTER_PAYLOAD_MAX, dead_letter, owned, processing_failure
 from agents.scorer import ActiveModels
 from schemas.codec import InvalidEvent, decode, encode
 from schemas.events import DeadLetter, MatchFeatures, MatchResult, Odds, ValidationIssue
-from streams.chaos import malformed
-from streams.runtime import DEAD_LETTER_PAYLOAD_MAX, dead_letter, owned
-from streams.web import prometheus_text
+from streams.worker.web import prometheus_text
+from tests.chaos import malformed
 
 NOW = datetime(2024, 5, 19, 18, 0, tzinfo=UTC)
 KICKOFF = datetime(2024, 5, 19, 15, 0, tzinfo=UTC)
@@ -89,8 +88,10 @@ def test_envelope_names_field_value_and_rule() -> None:
         (None, "payload is empty"),
         (b"\x00\x9f\x92\x96garbage", "not valid JSON"),
         (encode(RESULT)[:20], "not valid JSON"),
-        (encode(RESULT).replace(b'"schema_version":1', b'"schema_version":2'),
-         "unsupported schema_version 2"),
+        (
+            encode(RESULT).replace(b'"schema_version":1', b'"schema_version":2'),
+            "unsupported schema_version 2",
+        ),
         (encode(RESULT).replace(b'"home_goals":2', b'"home_goals":NaN'), "NaN and Infinity"),
         (b'{"home_goals":1,' + encode(RESULT)[1:], "duplicate key"),
         (encode(RESULT) + b" " * 70_000, "payload exceeds"),

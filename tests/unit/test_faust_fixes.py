@@ -17,7 +17,7 @@ from mode import Service
 from mode.utils.locks import Event as ModeEvent
 
 from streams import faust_fixes
-from streams.watchdog import stalled
+from streams.worker.watchdog import stalled
 
 TP = ("t.match-features", 0)
 

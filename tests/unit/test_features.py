@@ -89,9 +89,10 @@ def test_same_kickoff_matches_do_not_see_each_other() -> None:
     with_other_result = _features([*history, _altered(same_time[0]), same_time[1]])
     assert seen[-1] == with_other_result[-1]
     later = _row(21, "D", "A")
-    assert _features([*history, *same_time, later])[-1] != _features(
-        [*history, _altered(same_time[0]), same_time[1], later]
-    )[-1]
+    assert (
+        _features([*history, *same_time, later])[-1]
+        != _features([*history, _altered(same_time[0]), same_time[1], later])[-1]
+    )
 
 
 def test_a_running_match_is_not_seen_by_a_later_kickoff() -> None:
@@ -110,9 +111,7 @@ def test_same_kickoff_in_shared_data_is_isolated() -> None:
     """In real data, every match of a kickoff group keeps its features when the group's results
     (and all later ones) change."""
     rows = [row for row in _shared_rows() if row.league == "germany-bundesliga"][:2000]
-    start = next(
-        i for i in range(1000, len(rows)) if rows[i].kickoff == rows[i + 1].kickoff
-    )
+    start = next(i for i in range(1000, len(rows)) if rows[i].kickoff == rows[i + 1].kickoff)
     end = max(i for i, row in enumerate(rows) if row.kickoff == rows[start].kickoff)
     altered = rows[:start] + [_altered(row) for row in rows[start:]]
     assert end > start

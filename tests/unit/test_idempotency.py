@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.decay_rules import Decision, alert_id
-from agents.reconciliation import (
+from agents.monitor_rules import Decision, alert_id
+from agents.reconciler import reconcile_batch
+from agents.reconciler_rules import (
     MatchLedger,
     apply_features,
     apply_prediction,
@@ -14,10 +15,13 @@ from agents.reconciliation import (
     feed,
     prediction_id,
 )
-from agents.scoring import predict, predict_many
+from agents.registry import RegisteredModel
+from agents.scorer_rules import predict, predict_many
+from agents.testing import Event, InMemoryRuntime
 from models import catalog
-from models.registry import RegisteredModel
 from schemas.events import Evaluation, MatchFeatures, MatchResult, Odds, Prediction
+from streams.settings import Settings
+from streams.topics import Topics
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 KICKOFF = datetime(2023, 12, 30, 15, 0, tzinfo=UTC)
@@ -150,61 +154,28 @@ class _Ledgers(dict[bytes, bytes]):
         super().__setitem__(key, value)
 
 
-class _Runtime:
-    """What reconcile_batch uses of a runtime, without Kafka or PostgreSQL."""
-
-    def __init__(self) -> None:
-        from collections import Counter
-
-        from streams.settings import Settings
-        from streams.topics import Topics
-
-        self.topics = Topics.from_settings(Settings())
-        self.counters: Counter[str] = Counter()
-        self.published: list[tuple[str, str | None, object]] = []
-        self.logged = 0
-
-    def decode(self, message: object, record_type: type, agent: str) -> object:
-        from schemas.codec import decode
-
-        return decode(message.value, record_type)  # type: ignore[attr-defined]
-
-    async def retry_transient(self, what: str, action: object) -> None:
-        self.logged += 1
-
-    async def publish_all(self, items: object) -> None:
-        self.published.extend(items)  # type: ignore[call-overload]
-
-    async def publish_dead_letters(self, letters: list[object]) -> None:
-        assert not letters
+def _runtime() -> InMemoryRuntime:
+    settings = Settings()
+    return InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
 
 
-def _events(runtime: _Runtime, *records: MatchFeatures | Prediction | MatchResult) -> list[object]:
-    from types import SimpleNamespace
-
-    from schemas.codec import encode
-
+def _events(
+    runtime: InMemoryRuntime, *records: MatchFeatures | Prediction | MatchResult
+) -> list[Event]:
     topic = {
         MatchFeatures: runtime.topics.features,
         Prediction: runtime.topics.predictions,
         MatchResult: runtime.topics.results,
     }
-    return [
-        SimpleNamespace(
-            message=SimpleNamespace(topic=topic[type(r)], key=r.match_id.encode(), value=encode(r))
-        )
-        for r in records
-    ]
+    return runtime.events(*((topic[type(r)], r) for r in records))
 
 
 async def test_reconciler_leaves_ledgers_alone_on_re_delivery_and_feeds_late_features() -> None:
     """A re-delivered batch writes no ledger and publishes nothing; features that arrive after
     the result still release the evaluations held back for them."""
-    from agents.reconciler import reconcile_batch
-
     f = features()
     p = predict(f, models()[:1], now=NOW)[0]
-    runtime, ledgers = _Runtime(), _Ledgers()
+    runtime, ledgers = _runtime(), _Ledgers()
     await reconcile_batch(runtime, ledgers, _events(runtime, p, result(f)))
     assert ledgers.writes == 1
     assert [t for t, _, _ in runtime.published] == [runtime.topics.evaluations]
@@ -217,3 +188,6 @@ async def test_reconciler_leaves_ledgers_alone_on_re_delivery_and_feeds_late_fea
     await reconcile_batch(runtime, ledgers, _events(runtime, f, p, result(f)))
     assert ledgers.writes == 2
     assert len(runtime.published) == 2
+    assert len(runtime.db.rows("evaluations")) == 1
+    assert len(runtime.db.rows("predictions")) == 1
+    assert len(runtime.db.rows("match_features")) == 1

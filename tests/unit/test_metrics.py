@@ -139,9 +139,7 @@ def test_summary_means_match_the_functions() -> None:
     for probabilities, outcome in matches:
         summary.add(probabilities, outcome)
     assert summary.count == 3
-    assert summary.log_loss == pytest.approx(
-        (-math.log(0.5) - math.log(0.3) - math.log(0.2)) / 3
-    )
+    assert summary.log_loss == pytest.approx((-math.log(0.5) - math.log(0.3) - math.log(0.2)) / 3)
     assert summary.brier == pytest.approx((0.38 + 0.78 + 0.98) / 3)
     assert summary.rps == pytest.approx((0.145 + (0.04 + 0.25) / 2 + 0.445) / 3)
     assert summary.accuracy == pytest.approx(1 / 3)

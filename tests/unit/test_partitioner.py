@@ -8,7 +8,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from streams.runtime import KeyPartitioner, murmur2
+from streams.worker.output import KeyPartitioner, murmur2
 
 _RANDOM = random.Random(20261123)
 KEYS = [

@@ -12,25 +12,25 @@ from pathlib import Path
 import pytest
 
 from models.features import RESULT_DELAY, build_events
+from models.timeline import Filters, TimedEvent, timeline
 from schemas.codec import encode
 from schemas.events import MatchResult, Odds
 from schemas.football_csv import FootballRow, make_match_id, read_rows
-from streams.replay import (
-    Filters,
+from streams.cli.replay import (
     ReplayCounts,
-    TimedEvent,
     encode_all,
     read_csv,
     replay_id,
     sync_points,
-    timeline,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 EPL = REPO.parent / "shared" / "data" / "football" / "england-premier-league.csv"
 START = datetime(2020, 8, 1, 12, 30, tzinfo=UTC)
-HEADER = ("Date,country,league,Season,HomeTeam,AwayTeam,FTHG,FTAG,HTHG,HTAG,"
-          "home_open,draw_open,away_open,home_close,draw_close,away_close")
+HEADER = (
+    "Date,country,league,Season,HomeTeam,AwayTeam,FTHG,FTAG,HTHG,HTAG,"
+    "home_open,draw_open,away_open,home_close,draw_close,away_close"
+)
 
 
 @cache
@@ -84,8 +84,11 @@ def test_time_line_is_sorted_and_equal_times_put_results_first() -> None:
     second = _row(int(RESULT_DELAY.total_seconds() // 60), "A", "C")
     events = timeline([second, first])
     assert [(e.kind, e.key) for e in events] == [
-        ("features", first.match_id), ("result", first.match_id),
-        ("features", second.match_id), ("result", second.match_id)]
+        ("features", first.match_id),
+        ("result", first.match_id),
+        ("features", second.match_id),
+        ("result", second.match_id),
+    ]
     assert all(a.at <= b.at for a, b in itertools.pairwise(events))
 
 
@@ -130,13 +133,15 @@ def test_time_line_does_not_depend_on_input_order() -> None:
     shuffled = rows[:]
     random.Random(3).shuffle(shuffled)
     assert [encode(e.record) for e in timeline(rows)] == [
-        encode(e.record) for e in timeline(shuffled)]
+        encode(e.record) for e in timeline(shuffled)
+    ]
 
 
 def _event(day: int, hour: int, kind: str, key: str) -> TimedEvent:
     at = datetime(2021, 8, day, hour, tzinfo=UTC)
-    record = MatchResult(match_id=key, league="l", kickoff=at, home_goals=1, away_goals=0,
-                         outcome="H")
+    record = MatchResult(
+        match_id=key, league="l", kickoff=at, home_goals=1, away_goals=0, outcome="H"
+    )
     return TimedEvent(at, kind, record)  # type: ignore[arg-type]
 
 
@@ -144,8 +149,10 @@ def test_sync_points_are_the_first_features_of_a_day_after_results() -> None:
     """--sync waits before the first features published after results on each later day; not
     before the first day, not twice a day, not when no result came since the last wait."""
     events = [
-        _event(1, 12, "features", "a"), _event(1, 15, "features", "b"),  # 0, 1: nothing learned
-        _event(1, 14, "result", "a"), _event(1, 17, "result", "b"),  # 2, 3
+        _event(1, 12, "features", "a"),
+        _event(1, 15, "features", "b"),  # 0, 1: nothing learned
+        _event(1, 14, "result", "a"),
+        _event(1, 17, "result", "b"),  # 2, 3
         _event(2, 12, "features", "c"),  # 4: a new day after results -> wait
         _event(2, 14, "result", "c"),  # 5
         _event(2, 16, "features", "d"),  # 6: same day, already waited -> no wait
@@ -176,15 +183,18 @@ def test_bad_rows_are_reported_with_file_and_line_and_skipped(
 ) -> None:
     """With --on-error skip every bad row is named (file:line and why), counted and left out:
     rows = valid + rejected, and only the good rows remain."""
-    path = _csv(tmp_path, [
-        GOOD[0],
-        "2020-09-13 14:00:00,england,premier-league,2020-2021,Spurs,Everton,x,1,0,0,"
-        "2.0,3.5,3.6,2.1,3.4,3.5",  # line 3: goals
-        GOOD[1],
-        GOOD[0],  # line 5: duplicate of line 2
-        "2020-09-14 20:00:00,england,premier-league,2020-2021,Brighton,Chelsea,1,3,0,1,"
-        "0.9,3.5,2.0,4.0,3.6,2.0",  # line 6: odds not above 1
-    ])
+    path = _csv(
+        tmp_path,
+        [
+            GOOD[0],
+            "2020-09-13 14:00:00,england,premier-league,2020-2021,Spurs,Everton,x,1,0,0,"
+            "2.0,3.5,3.6,2.1,3.4,3.5",  # line 3: goals
+            GOOD[1],
+            GOOD[0],  # line 5: duplicate of line 2
+            "2020-09-14 20:00:00,england,premier-league,2020-2021,Brighton,Chelsea,1,3,0,1,"
+            "0.9,3.5,2.0,4.0,3.6,2.0",  # line 6: odds not above 1
+        ],
+    )
     counts = ReplayCounts()
     rows = read_csv([path], "skip", counts)
     assert [r.line for r in rows] == [2, 4]
@@ -220,9 +230,17 @@ def test_events_the_workers_would_reject_drop_their_whole_match(
     events = timeline(rows)
     bad = next(e for e in events if e.kind == "result" and e.key == rows[1].match_id)
     # 150 goals: the constructor accepts it, the decoder's range check does not.
-    broken = dataclasses.replace(bad, record=MatchResult(
-        match_id=bad.key, league="test-league", kickoff=bad.record.kickoff, home_goals=150,
-        away_goals=0, outcome="H"))
+    broken = dataclasses.replace(
+        bad,
+        record=MatchResult(
+            match_id=bad.key,
+            league="test-league",
+            kickoff=bad.record.kickoff,
+            home_goals=150,
+            away_goals=0,
+            outcome="H",
+        ),
+    )
     events = [broken if e is bad else e for e in events]
     counts = ReplayCounts(rows=2, valid=2)
     kept, payloads = encode_all(events, "skip", counts)

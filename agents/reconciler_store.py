@@ -1,0 +1,200 @@
+"""The evaluation log's tables, owned by the reconciler: match_features, results, predictions
+and evaluations. Writes come in batches, each one transaction of upserts on deterministic ids,
+so re-delivered events leave the database exactly as it was; the reads other agents and the
+replay tool make of these tables are here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas.codec import encode
+from schemas.events import Evaluation, MatchFeatures, MatchResult, Prediction
+
+
+@dataclass
+class LogBatch:
+    """Rows of one batch of events, in the order they must be applied."""
+
+    features: dict[str, MatchFeatures] = field(default_factory=dict)
+    results: dict[str, MatchResult] = field(default_factory=dict)
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    # evaluation id -> id of the evaluation that replaced it (None: it is current)
+    superseded_by: dict[str, str | None] = field(default_factory=dict)
+
+    def add_evaluation(self, evaluation: Evaluation) -> None:
+        self.evaluations[evaluation.evaluation_id] = evaluation
+        self.superseded_by[evaluation.evaluation_id] = None
+
+    def supersede(self, old: str, new: str) -> None:
+        self.superseded_by[old] = new
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.features
+            or self.results
+            or self.predictions
+            or self.evaluations
+            or self.superseded_by
+        )
+
+
+async def write(conn: Any, batch: LogBatch) -> None:
+    """Apply one batch in one transaction."""
+    async with conn.transaction():
+        if batch.features:
+            await conn.executemany(
+                """INSERT INTO match_features (match_id, league, season, kickoff, home_team,
+                                               away_team, payload)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+                   ON CONFLICT (match_id) DO UPDATE SET payload = EXCLUDED.payload
+                   WHERE match_features.payload <> EXCLUDED.payload""",
+                [
+                    (
+                        f.match_id,
+                        f.league,
+                        f.season,
+                        f.kickoff,
+                        f.home_team,
+                        f.away_team,
+                        encode(f).decode(),
+                    )
+                    for f in batch.features.values()
+                ],
+            )
+        if batch.results:
+            await conn.executemany(
+                """INSERT INTO results (match_id, league, kickoff, home_goals, away_goals,
+                                        outcome, payload)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+                   ON CONFLICT (match_id) DO UPDATE
+                   SET home_goals = EXCLUDED.home_goals, away_goals = EXCLUDED.away_goals,
+                       outcome = EXCLUDED.outcome, payload = EXCLUDED.payload,
+                       revision = results.revision + 1
+                   WHERE (results.home_goals, results.away_goals)
+                         <> (EXCLUDED.home_goals, EXCLUDED.away_goals)""",
+                [
+                    (
+                        r.match_id,
+                        r.league,
+                        r.kickoff,
+                        r.home_goals,
+                        r.away_goals,
+                        r.outcome,
+                        encode(r).decode(),
+                    )
+                    for r in batch.results.values()
+                ],
+            )
+        if batch.predictions:
+            await conn.executemany(
+                """INSERT INTO predictions (prediction_id, match_id, league, kickoff, model_id,
+                       model_version, is_champion, p_home, p_draw, p_away, predicted,
+                       confidence, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   ON CONFLICT (prediction_id) DO NOTHING""",
+                [
+                    (
+                        p.prediction_id,
+                        p.match_id,
+                        p.league,
+                        p.kickoff,
+                        p.model_id,
+                        p.model_version,
+                        p.is_champion,
+                        p.probabilities.H,
+                        p.probabilities.D,
+                        p.probabilities.A,
+                        p.predicted,
+                        p.confidence,
+                        p.created_at,
+                    )
+                    for p in batch.predictions.values()
+                ],
+            )
+        if batch.evaluations:
+            await conn.executemany(
+                """INSERT INTO evaluations (evaluation_id, prediction_id, match_id, league,
+                       kickoff, model_id, model_version, is_champion, predicted, outcome,
+                       home_goals, away_goals, hit, confidence, log_loss, brier, rps,
+                       supersedes, superseded_by, evaluated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                           $16, $17, $18, $19, $20)
+                   ON CONFLICT (evaluation_id) DO UPDATE
+                   SET superseded_by = EXCLUDED.superseded_by""",
+                [
+                    (
+                        e.evaluation_id,
+                        e.prediction_id,
+                        e.match_id,
+                        e.league,
+                        e.kickoff,
+                        e.model_id,
+                        e.model_version,
+                        e.is_champion,
+                        e.predicted,
+                        e.outcome,
+                        e.home_goals,
+                        e.away_goals,
+                        e.hit,
+                        e.confidence,
+                        e.log_loss,
+                        e.brier,
+                        e.rps,
+                        e.supersedes,
+                        batch.superseded_by.get(e.evaluation_id),
+                        e.evaluated_at,
+                    )
+                    for e in batch.evaluations.values()
+                ],
+            )
+        older = [
+            (new, old) for old, new in batch.superseded_by.items() if old not in batch.evaluations
+        ]
+        if older:
+            await conn.executemany(
+                "UPDATE evaluations SET superseded_by = $1 WHERE evaluation_id = $2", older
+            )
+
+
+async def evaluation_history(conn: Any, model_id: str, before: datetime) -> list[Any]:
+    """A model's current evaluations before ``before``, in the order they were made (the decay
+    monitor's warm-up)."""
+    rows: list[Any] = await conn.fetch(
+        """SELECT evaluation_id, league, log_loss, hit FROM evaluations
+           WHERE model_id = $1 AND superseded_by IS NULL AND evaluated_at < $2
+           ORDER BY evaluated_at, kickoff, evaluation_id""",
+        model_id,
+        before,
+    )
+    return rows
+
+
+async def paired_scores(conn: Any) -> list[dict[str, Any]]:
+    """Each challenger against the champion over the matches both have a current evaluation
+    of: ids, shared matches, and both mean log losses."""
+    rows = await conn.fetch(
+        """WITH champion AS (SELECT model_id FROM models WHERE status = 'champion')
+           SELECT c.model_id AS challenger, h.model_id AS champion, count(*) AS matches,
+                  avg(c.log_loss) AS challenger_log_loss, avg(h.log_loss) AS champion_log_loss
+           FROM evaluations h
+           JOIN champion ON h.model_id = champion.model_id
+           JOIN evaluations c ON c.match_id = h.match_id AND c.model_id <> h.model_id
+           JOIN models m ON m.model_id = c.model_id AND m.status = 'challenger'
+           WHERE h.superseded_by IS NULL AND c.superseded_by IS NULL
+           GROUP BY c.model_id, h.model_id"""
+    )
+    return [dict(row) for row in rows]
+
+
+async def stored_inputs(conn: Any) -> list[tuple[str, str, str]]:
+    """Every stored features and result event as (kind, match id, JSON payload), for a replay
+    from the database (``tipstream replay --from-db``)."""
+    features = await conn.fetch(
+        "SELECT match_id, payload::text FROM match_features ORDER BY match_id"
+    )
+    results = await conn.fetch("SELECT match_id, payload::text FROM results ORDER BY match_id")
+    return [("features", r[0], r[1]) for r in features] + [("result", r[0], r[1]) for r in results]

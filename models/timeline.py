@@ -1,0 +1,75 @@
+"""The event-time line of historical matches: what a replay publishes, in the order it happened.
+
+A match's features are an event at its kickoff, its result an event ``RESULT_DELAY`` later (the
+final whistle). Sorting all events on that line puts a match's result after its own features
+and a later match's features after the earlier results they were built from. The replay tool,
+``tipstream train`` and the harnesses all take their events from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+
+from models.features import RESULT_DELAY, build_events
+from schemas.events import MatchFeatures, MatchResult
+from schemas.football_csv import FootballRow
+
+Kind = Literal["features", "result"]
+_ORDER: dict[str, int] = {"result": 0, "features": 1}
+"""At equal times a result is known before features are built (as in ``build_events``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimedEvent:
+    """One event on the replay time line; ``origin`` says where it came from (file:line)."""
+
+    at: datetime
+    kind: Kind
+    record: MatchFeatures | MatchResult
+    origin: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.record.match_id
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return self.at, _ORDER[self.kind], self.key
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which matches to replay."""
+
+    leagues: frozenset[str] = frozenset()
+    start: date | None = None
+    end: date | None = None
+
+    def keep(self, league: str, kickoff: datetime) -> bool:
+        return (
+            (not self.leagues or league in self.leagues)
+            and (self.start is None or kickoff.date() >= self.start)
+            and (self.end is None or kickoff.date() <= self.end)
+        )
+
+
+def timeline(rows: Sequence[FootballRow], filters: Filters = Filters()) -> list[TimedEvent]:
+    """Every event of the rows in event-time order; features built from earlier results only.
+
+    Features come from ``build_events``, the builder ``tipstream evaluate`` uses, so a replay
+    shows the stream exactly the inputs the offline evaluation scored. All rows feed the
+    ratings (history before ``--from`` still shapes the features); only matches the filters
+    keep are on the returned time line.
+    """
+    origins = {row.match_id: f"{row.source}:{row.line}" for row in rows}
+    events: list[TimedEvent] = []
+    for features, result in build_events(rows):
+        if filters.keep(features.league, features.kickoff):
+            origin = origins[features.match_id]
+            events.append(TimedEvent(features.kickoff, "features", features, origin))
+            events.append(TimedEvent(result.kickoff + RESULT_DELAY, "result", result, origin))
+    events.sort(key=lambda event: event.sort_key)
+    return events

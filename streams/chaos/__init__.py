@@ -1,9 +1,0 @@
-"""Fault injection and its checker: ``make chaos`` (``python -m streams.chaos``).
-
-- :mod:`streams.chaos.crash`: named crash points a worker kills itself at (test deployments only).
-- :mod:`streams.chaos.malformed`: malformed events of every kind a producer can send.
-- :mod:`streams.chaos.checker`: per event id, what a run lost, duplicated or made up, against a
-  fault-free run of the same input (the invariant names of Jepsen's Kafka workload).
-- :mod:`streams.chaos.harness` and :mod:`streams.chaos.scenarios`: real workers, a real broker
-  and a real database, killed, restarted and starved on purpose.
-"""

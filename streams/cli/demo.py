@@ -1,0 +1,257 @@
+"""``make demo``: the main job, end to end on the real services.
+
+Trains the batch model on the seasons before the replay window, starts workers, replays the
+window of real matches through the topics with ``--sync`` (each match day is scored by models
+that have learned every earlier result, as they would have in reality), waits until every
+result is reconciled, then prints the ``SUMMARY`` line and writes a report folder (rolling log
+loss per model against the market, alerts on the same time axis, a Markdown table). The demo
+uses its own database and a fresh topic prefix, so it can run again from scratch, and leaves
+the services running to explore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.football_csv import default_data_files
+from streams.db import connect, create_database, migrate_url
+from streams.log import configure_logging, get_logger
+from streams.settings import Settings
+
+log = get_logger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_DATABASE = "tipstream_demo"
+COMMIT_INTERVAL_S = 0.1
+"""The demo workers' offset commit interval. ``replay --sync`` waits for committed offsets
+about 180 times per season of the five leagues, three hops each: at the default 1 s that is
+~9 minutes a season, at 0.1 s well under one."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.cli.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        default=default_data_files(),
+        help="CSV files (default: every file of $TIPSTREAM_DATA_DIR or data/football)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=date.fromisoformat,
+        default=date(2021, 7, 1),
+        help="first kickoff of the replay window",
+    )
+    parser.add_argument(
+        "--to",
+        dest="end",
+        type=date.fromisoformat,
+        default=date(2024, 6, 30),
+        help="last kickoff of the replay window",
+    )
+    parser.add_argument("--leagues", default="", help="comma-separated league ids (default all)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "demo")
+    parser.add_argument(
+        "--database",
+        default=DEMO_DATABASE,
+        help="name of the demo's database (dropped and created afresh)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="demo",
+        help="topic prefix family; earlier runs' topics of it are deleted",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="longest wait for reconciliation, in seconds"
+    )
+    return parser.parse_args(argv)
+
+
+def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
+    """The demo's own deployment: its database and a fresh topic prefix per run."""
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return base.with_database(database).replace(
+        topic_prefix=f"{prefix}-{run}",
+        app_id=f"tipstream-{prefix}-{run}",
+        commit_interval=COMMIT_INTERVAL_S,
+        log_format="json",
+    )
+
+
+async def fresh_database(base: Settings, settings: Settings, name: str) -> None:
+    """Drop and recreate the demo database, migrated: every run starts from nothing."""
+    await create_database(base.database_url, name, replace=True)
+    await migrate_url(settings.database_url)
+
+
+async def delete_old_topics(settings: Settings, prefix: str) -> list[str]:
+    """Topics of earlier runs of this demo: their database is gone, so they only take space."""
+    pattern = re.compile(rf"^(tipstream-)?{re.escape(prefix)}-\d{{14}}[.-]")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        old = [t for t in await admin.list_topics() if pattern.match(t)]
+        if old:
+            await admin.delete_topics(old)
+        return old
+    finally:
+        await admin.close()
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    return dict(os.environ) | settings.as_env() | extra
+
+
+def tipstream(settings: Settings, *args: str, capture: bool = False) -> str:
+    """Run a tipstream command against the demo deployment; fail loudly."""
+    done = subprocess.run(  # noqa: S603 - our own console script
+        [sys.executable, "-m", "streams.cli", *args],
+        cwd=REPO,
+        # Readable logs (and the replay's progress bar) when the demo runs on a terminal.
+        env=env_for(settings, TIPSTREAM_LOG_FORMAT="auto"),
+        text=True,
+        check=False,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"tipstream {' '.join(args)} failed with exit code {done.returncode}")
+    return done.stdout or ""
+
+
+async def wait_reconciled(settings: Settings, matches: int, timeout: float) -> dict[str, int]:
+    """Wait until every result is reconciled: evaluations = predictions = matches x models."""
+    pool = await connect(settings.database_url, max_size=1)
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    try:
+        while time.monotonic() < deadline:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    """SELECT (SELECT count(*) FROM results) AS results,
+                              (SELECT count(*) FROM predictions) AS predictions,
+                              (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
+                                  AS evaluations,
+                              (SELECT count(*) FROM models WHERE status <> 'retired') AS models"""
+                )
+            last = dict(row)
+            expected = matches * last["models"]
+            if (
+                last["results"] == matches
+                and last["predictions"] == expected
+                and last["evaluations"] == expected
+            ):
+                return last
+            await asyncio.sleep(1.0)
+    finally:
+        await pool.close()
+    raise SystemExit(f"demo: not reconciled after {timeout:.0f} s: {last} for {matches} matches")
+
+
+def start_workers(settings: Settings, count: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """Worker subprocesses of the demo deployment, each with its own web port and log file."""
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for index in range(count):
+        with (logs / f"worker-{index}.log").open("wb") as out:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "streams.cli", "worker"],
+                    cwd=REPO,
+                    env=env_for(settings.replace(web_port=settings.web_port + index)),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM: Faust commits the acked offsets and closes cleanly; SIGKILL after 40 s."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = Settings.from_env()
+    configure_logging("console" if sys.stderr.isatty() else "json", "info")
+    settings = demo_settings(base, args.database, args.prefix)
+    started = time.monotonic()
+    asyncio.run(fresh_database(base, settings, args.database))
+    asyncio.run(delete_old_topics(settings, args.prefix))
+    data = [str(p) for p in args.data]
+    window = ["--from", args.start.isoformat(), "--to", args.end.isoformat()]
+    leagues = ["--leagues", args.leagues] if args.leagues else []
+    print(f"demo: training the batch model on matches before {args.start}", flush=True)
+    tipstream(settings, "train", "--data", *data, "--until", args.start.isoformat())
+    tipstream(settings, "topics", "create")
+    logs = args.out / "logs"
+    workers = start_workers(settings, args.workers, logs)
+    try:
+        print(
+            f"demo: {args.workers} worker(s) started (logs in {logs}); replaying "
+            f"{args.start} .. {args.end} with --sync",
+            flush=True,
+        )
+        replay_line = (
+            tipstream(
+                settings, "replay", "--data", *data, *window, *leagues, "--sync", capture=True
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        print(replay_line, flush=True)
+        matches = matches_published(replay_line)
+        asyncio.run(wait_reconciled(settings, matches, args.timeout))
+    finally:
+        # Stopped before the summary is read, so nothing changes the database under it.
+        stop_workers(workers)
+    from streams.cli.demo_report import summarise  # matplotlib: imported only when needed
+
+    summary, folder = asyncio.run(summarise(settings, args.out))
+    elapsed = time.monotonic() - started
+    print(f"demo: finished in {elapsed:.0f} s; report in {folder}")
+    print(
+        f"demo: Kafka and PostgreSQL keep running; explore with TIPSTREAM_TOPIC_PREFIX="
+        f"{settings.topic_prefix} TIPSTREAM_DATABASE_URL={settings.database_url} "
+        f".venv/bin/tipstream models list (or reconcile); stop them with "
+        f"`make services-down`"
+    )
+    print(summary, flush=True)
+    return 0
+
+
+def matches_published(replay_line: str) -> int:
+    """Matches on the replay's time line: a fresh replay publishes a features and a result
+    event for each."""
+    fields = dict(part.split("=", 1) for part in replay_line.split()[1:])
+    return int(fields["published"]) // 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The demo's report: the ``SUMMARY`` line, a Markdown table and a PNG, from the evaluation log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt
+import numpy as np
+
+from models import catalog
+from streams.db import connect
+from streams.settings import Settings
+
+ROLLING = 500
+"""Evaluations per point of the rolling log loss: about six weeks of the five leagues. The
+standard error of a mean log loss over 500 matches is ~0.01, the size of the gaps between
+models, so a shorter window draws mostly noise."""
+SEASON_BREAK = timedelta(days=30)
+"""A gap in kickoffs longer than this (the summer) breaks the lines instead of bridging it."""
+ALERT_KINDS = {
+    "decay": "tab:red",
+    "recovery": "tab:green",
+    "drift": "tab:orange",
+    "promotion": "tab:purple",
+}
+
+
+@dataclass
+class Report:
+    """What the report shows, read from the database in one go."""
+
+    counts: dict[str, int]
+    per_model: list[Any]
+    champion_logloss: float | None
+    series: list[Any]
+    alerts: list[Any]
+
+    def mean(self, model_id: str) -> float | None:
+        row = next((r for r in self.per_model if r["model_id"] == model_id), None)
+        return None if row is None else float(row["log_loss"])
+
+    def summary(self) -> str:
+        """The ``SUMMARY`` line (its format is fixed: scripts parse it)."""
+        c = self.counts
+        return (
+            f"SUMMARY matches={c['matches']} predictions={c['predictions']} "
+            f"evaluations={c['evaluations']} alerts={c['alerts']} models={c['models']} "
+            f"champion_logloss={_fmt(self.champion_logloss)} "
+            f"online_logloss={_fmt(self.mean(catalog.DEFAULT_MODEL_ID))} "
+            f"market_open_logloss={_fmt(self.mean('market-open'))} "
+            f"market_close_logloss={_fmt(self.mean('market-close'))}"
+        )
+
+
+async def collect(settings: Settings) -> Report:
+    """Every figure from the database the workers wrote: the line reports what the evaluation
+    log holds, not what the demo expected."""
+    pool = await connect(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            counts = await conn.fetchrow(
+                """SELECT (SELECT count(*) FROM results) AS matches,
+                          (SELECT count(*) FROM predictions) AS predictions,
+                          (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
+                              AS evaluations,
+                          (SELECT count(*) FROM alerts) AS alerts,
+                          (SELECT count(*) FROM models WHERE status <> 'retired') AS models"""
+            )
+            per_model = await conn.fetch(
+                """SELECT e.model_id, m.status, count(*) AS n, avg(log_loss) AS log_loss,
+                          avg(rps) AS rps, avg(brier) AS brier, avg(hit::int) AS accuracy
+                   FROM evaluations e LEFT JOIN models m USING (model_id)
+                   WHERE superseded_by IS NULL
+                   GROUP BY e.model_id, m.status ORDER BY avg(log_loss)"""
+            )
+            champion = await conn.fetchval(
+                "SELECT avg(log_loss) FROM evaluations WHERE superseded_by IS NULL AND is_champion"
+            )
+            series = await conn.fetch(
+                """SELECT model_id, match_id, kickoff, log_loss FROM evaluations
+                   WHERE superseded_by IS NULL ORDER BY kickoff, match_id"""
+            )
+            # An alert's event time: the kickoff of the evaluation that raised it; for those
+            # raised by a periodic check (promotion), of the last evaluation made before it.
+            alerts = await conn.fetch(
+                """SELECT a.kind, a.model_id, a.scope, a.metric, a.state, a.message,
+                          COALESCE(e.kickoff, (SELECT max(kickoff) FROM evaluations
+                                               WHERE evaluated_at <= a.created_at)) AS kickoff
+                   FROM alerts a LEFT JOIN evaluations e
+                        ON e.evaluation_id = a.last_evaluation_id
+                   ORDER BY 7 NULLS LAST, a.alert_id"""
+            )
+    finally:
+        await pool.close()
+    return Report(dict(counts), list(per_model), champion, list(series), list(alerts))
+
+
+async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
+    """Build the report folder; return the SUMMARY line and the folder."""
+    report = await collect(settings)
+    write(report, out)
+    return report.summary(), out
+
+
+def write(report: Report, out: Path) -> None:
+    """``rolling_logloss.png`` and ``summary.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot(
+        report.series,
+        report.alerts,
+        out / "rolling_logloss.png",
+        {r["model_id"]: r["status"] for r in report.per_model},
+    )
+    (out / "summary.md").write_text(markdown(report))
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def markdown(report: Report) -> str:
+    lines = [
+        "# tipstream demo",
+        "",
+        "```",
+        report.summary(),
+        "```",
+        "",
+        "Prequential: every prediction was made before its match's result was published, "
+        "by the model version current at that moment.",
+        "",
+        "| model | status | evaluations | log loss | RPS | Brier | accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model_id']} | {r['status']} | {r['n']} | {r['log_loss']:.4f} | "
+        f"{r['rps']:.4f} | {r['brier']:.4f} | {r['accuracy']:.3f} |"
+        for r in report.per_model
+    ]
+    lines += ["", f"## Alerts ({len(report.alerts)})", ""]
+    lines += [
+        f"- {a['kickoff']:%Y-%m-%d} {a['kind']} ({a['state']}): {a['message']}"
+        if a["kickoff"]
+        else f"- {a['kind']} ({a['state']}): {a['message']}"
+        for a in report.alerts
+    ]
+    lines += ["", "![rolling log loss](rolling_logloss.png)", ""]
+    return "\n".join(lines)
+
+
+def rolling(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing means over ``window`` values (one per value from the ``window``-th on)."""
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def _broken(times: list[datetime], values: np.ndarray) -> tuple[list[datetime], np.ndarray]:
+    """The series with a gap (NaN) inserted at each summer break, so no line bridges it."""
+    out_t: list[datetime] = []
+    out_v: list[float] = []
+    for index, (t, v) in enumerate(zip(times, values, strict=True)):
+        if index and t - times[index - 1] > SEASON_BREAK:
+            out_t.append(times[index - 1] + (t - times[index - 1]) / 2)
+            out_v.append(float("nan"))
+        out_t.append(t)
+        out_v.append(float(v))
+    return out_t, np.array(out_v)
+
+
+def by_match(series: list[Any]) -> tuple[list[datetime], dict[str, np.ndarray]]:
+    """Log loss per model on the matches every model was evaluated on, in kickoff order."""
+    losses: dict[str, dict[str, float]] = {}
+    kickoffs: dict[str, datetime] = {}
+    for row in series:
+        losses.setdefault(row["model_id"], {})[row["match_id"]] = row["log_loss"]
+        kickoffs[row["match_id"]] = row["kickoff"]
+    shared = set.intersection(*(set(v) for v in losses.values())) if losses else set()
+    matches = sorted(shared, key=lambda m: (kickoffs[m], m))
+    return (
+        [kickoffs[m] for m in matches],
+        {model: np.array([v[m] for m in matches]) for model, v in losses.items()},
+    )
+
+
+def _style(model_id: str) -> dict[str, Any]:
+    market = {"market-open": "0.5", "market-close": "black"}
+    if model_id in market:
+        return {"linestyle": "--", "linewidth": 1.8, "color": market[model_id]}
+    return {"linestyle": "-", "linewidth": 1.3}
+
+
+def plot(
+    series: list[Any], alerts: list[Any], path: Path, status: dict[str, str] | None = None
+) -> None:
+    """Rolling log loss per model and its gap to the opening line; alerts on the same axis."""
+    status = status or {}
+    fig, (top, middle, bottom) = plt.subplots(
+        3, 1, figsize=(12, 10), sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 1.3]}
+    )
+    times, losses = by_match(series)
+    models = sorted(losses, key=lambda m: (m.startswith("market"), m))
+    window = min(ROLLING, len(times))
+    if window >= 2:
+        shown = times[window - 1 :]
+        baseline = losses.get("market-open")
+        for model_id in models:
+            label = f"{model_id} ({status[model_id]})" if model_id in status else model_id
+            top.plot(
+                *_broken(shown, rolling(losses[model_id], window)), label=label, **_style(model_id)
+            )
+            if baseline is not None:
+                middle.plot(
+                    *_broken(shown, rolling(losses[model_id] - baseline, window)),
+                    **_style(model_id),
+                )
+        # The whole replay on the axis: the first weeks are blank while the window fills.
+        top.set_xlim(times[0], times[-1])
+    top.set_title(
+        f"Prequential log loss per model against the bookmakers' lines: mean over "
+        f"the last {window} matches (lower is better)",
+        fontsize=11,
+    )
+    top.set_ylabel("log loss")
+    top.legend(loc="upper left", fontsize=8, ncol=3)
+    middle.axhline(0.0, color="0.5", linewidth=0.8)
+    middle.set_title(
+        "The same, minus the opening line's log loss on the same matches "
+        "(below 0: better than the market when the prediction was made)",
+        fontsize=10,
+    )
+    middle.set_ylabel("log loss - opening line")
+    rows_of = {model_id: index for index, model_id in enumerate(models)}
+    for kind, colour in ALERT_KINDS.items():
+        hits = [
+            a for a in alerts if a["kind"] == kind and a["kickoff"] and a["model_id"] in rows_of
+        ]
+        bottom.scatter(
+            [a["kickoff"] for a in hits],
+            [rows_of[a["model_id"]] for a in hits],
+            color=colour,
+            s=24,
+            label=f"{kind} ({len(hits)})",
+        )
+    bottom.set_yticks(range(len(models)), models, fontsize=8)
+    bottom.set_ylim(-0.7, len(models) - 0.3)
+    bottom.set_title(
+        "Alerts per model, at the replay's event time when they were raised", fontsize=10
+    )
+    bottom.legend(loc="upper left", fontsize=8, ncol=4, bbox_to_anchor=(0, -0.28))
+    bottom.set_xlabel("kickoff")
+    for axis in (top, middle, bottom):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,524 @@
+"""``tipstream replay``: backfill history through the real topics, in event-time order.
+
+A match's features are an event at its kickoff; its result an event ``RESULT_DELAY`` later
+(the final whistle). Replaying sorts all events on that time line, so a match's result comes
+after its own features and a later match's features come after the earlier results they were
+built from. Publishing is idempotent (same keys and bytes, deterministic ids downstream) and
+resumable: after every acknowledged chunk the position is checkpointed in PostgreSQL under a
+replay id derived from the exact events, and ``--resume`` continues after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from tqdm import tqdm
+
+from agents import reconciler_store
+from models.features import RESULT_DELAY, result_event
+from models.timeline import Filters, TimedEvent, timeline
+from schemas.codec import InvalidEvent, decode, encode
+from schemas.events import MatchFeatures, MatchResult
+from schemas.football_csv import FootballRow, RowError, parse_file
+from streams.db import connect
+from streams.log import get_logger
+from streams.settings import Settings
+from streams.topics import Topics, ensure_topics
+
+log = get_logger(__name__)
+
+CHUNK = 500
+"""Default events per acknowledged chunk: the checkpoint granularity of ``--resume`` (one
+PostgreSQL round trip per 500 events costs nothing next to publishing them)."""
+PROGRESS_LOG_S = 10.0
+"""Seconds between two progress log lines when there is no terminal for a bar."""
+
+
+@dataclass
+class ReplayCounts:
+    """The figures of the closing ``REPLAY`` line."""
+
+    rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    published: int = 0
+
+    def line(self) -> str:
+        return (
+            f"REPLAY rows={self.rows} valid={self.valid} rejected={self.rejected} "
+            f"published={self.published}"
+        )
+
+
+def read_csv(paths: Sequence[Path], on_error: str, counts: ReplayCounts) -> list[FootballRow]:
+    """Rows of the files; each bad row reported with file and line, then skipped or fatal."""
+    rows: list[FootballRow] = []
+    seen: dict[str, FootballRow] = {}
+    for path in paths:
+        for item in parse_file(path):
+            if isinstance(item, RowError) and item.line == 1:
+                # The header: not a data row, and every row of the file is unusable without it.
+                raise SystemExit(f"tipstream replay: {item} (the whole file is unusable)")
+            counts.rows += 1
+            error = item if isinstance(item, RowError) else _row_problem(item, seen)
+            if error is not None:
+                reject(error, on_error, counts)
+                continue
+            assert isinstance(item, FootballRow)
+            seen[item.match_id] = item
+            counts.valid += 1
+            rows.append(item)
+    return rows
+
+
+def _row_problem(row: FootballRow, seen: dict[str, FootballRow]) -> RowError | None:
+    """What the CSV parser cannot see: a duplicate match, or a rule of the event schema."""
+    first = seen.get(row.match_id)
+    if first is not None:
+        return RowError(
+            row.source,
+            row.line,
+            "match_id",
+            row.match_id,
+            f"duplicate of {first.source}:{first.line}",
+        )
+    try:
+        decode(encode(result_event(row)), MatchResult)
+    except (InvalidEvent, ValueError) as error:
+        return RowError(row.source, row.line, "row", None, f"not a valid result event: {error}")
+    return None
+
+
+def reject(error: RowError | str, on_error: str, counts: ReplayCounts) -> None:
+    """Report a bad row where a person sees it (stderr) and in the log; stop if asked to."""
+    counts.rejected += 1
+    log.warning("bad row", where=str(error))
+    print(f"tipstream replay: bad row: {error}", file=sys.stderr, flush=True)
+    if on_error == "stop":
+        raise SystemExit(
+            f"tipstream replay: stopped at the first bad row ({error}); nothing "
+            "was published (--on-error skip reports bad rows and goes on)"
+        )
+
+
+async def read_database(
+    settings: Settings, filters: Filters, on_error: str, counts: ReplayCounts
+) -> list[TimedEvent]:
+    """Events stored by the reconciler, re-validated, on the same time line."""
+    pool = await connect(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            stored = await reconciler_store.stored_inputs(conn)
+    finally:
+        await pool.close()
+    events: list[TimedEvent] = []
+    for kind, match_id, payload in stored:
+        counts.rows += 1
+        table = "match_features" if kind == "features" else "results"
+        origin = f"{table}:{match_id}"
+        try:
+            record = (
+                decode(payload.encode(), MatchFeatures)
+                if kind == "features"
+                else decode(payload.encode(), MatchResult)
+            )
+        except InvalidEvent as error:
+            reject(f"{origin}: {error}", on_error, counts)
+            continue
+        counts.valid += 1
+        if filters.keep(record.league, record.kickoff):
+            at = record.kickoff + (RESULT_DELAY if kind == "result" else timedelta(0))
+            events.append(
+                TimedEvent(at, "result" if kind == "result" else "features", record, origin)
+            )
+    events.sort(key=lambda event: event.sort_key)
+    return events
+
+
+def encode_all(
+    events: Sequence[TimedEvent], on_error: str, counts: ReplayCounts
+) -> tuple[list[TimedEvent], list[bytes]]:
+    """The wire bytes of every event, each checked by the decoder the workers use.
+
+    A built event the workers would dead-letter is a bad row: both events of its match are
+    dropped (a result without its features would only be orphaned).
+    """
+    payloads = [encode(event.record) for event in events]
+    bad: set[str] = set()
+    for event, payload in zip(events, payloads, strict=True):
+        try:
+            decode(payload, MatchFeatures if event.kind == "features" else MatchResult)
+        except InvalidEvent as error:
+            if event.key not in bad:
+                bad.add(event.key)
+                counts.valid -= 1
+                reject(f"{event.origin}: {event.kind} event invalid: {error}", on_error, counts)
+    if not bad:
+        return list(events), payloads
+    kept = [(e, p) for e, p in zip(events, payloads, strict=True) if e.key not in bad]
+    return [e for e, _ in kept], [p for _, p in kept]
+
+
+def replay_id(prefix: str, events: Sequence[TimedEvent], payloads: Sequence[bytes]) -> str:
+    """Id of exactly this sequence of events into this deployment.
+
+    Derived from the bytes, not the command line: a checkpoint is only ever applied to the very
+    events it counted, so an edited file or another filter starts a new replay.
+    """
+    digest = hashlib.sha256(prefix.encode())
+    for event, payload in zip(events, payloads, strict=True):
+        digest.update(f"\n{event.kind}\n{event.key}\n".encode())
+        digest.update(payload)
+    return digest.hexdigest()[:16]
+
+
+class Pacer:
+    """Sleeps between events: a fixed rate, a time compression of event time, or not at all."""
+
+    def __init__(self, rate: float | None, speed: float | None) -> None:
+        self.rate, self.speed = rate, speed
+        self.started = time.monotonic()
+        self.first_at: datetime | None = None
+        self.sent = 0
+
+    async def wait(self, event: TimedEvent) -> None:
+        self.sent += 1
+        if self.rate:
+            due = self.started + (self.sent - 1) / self.rate
+        elif self.speed:
+            self.first_at = self.first_at or event.at
+            due = self.started + (event.at - self.first_at).total_seconds() / self.speed
+        else:
+            return
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Drain:
+    """Waits until the workers have processed and committed everything published so far.
+
+    Used by ``--sync``: in reality Saturday's results are learned before Tuesday's predictions;
+    a backfill at full speed would score every match before learning from any result. Syncing
+    once per match day restores that order at a cost of a few commit intervals per day.
+    """
+
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        topics = Topics.from_settings(settings)
+        self.group = settings.app_id
+        self.timeout = timeout
+        # Every hop between a result and the next prediction: features -> predictions ->
+        # reconciler -> model-feed -> learner.
+        self.topics = [topics.features, topics.results, topics.predictions, topics.model_feed]
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+        )
+        self.waits = 0
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.consumer.start()
+        described = await self.admin.describe_topics(self.topics)
+        self.partitions = [
+            TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
+        ]
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def wait(self) -> None:
+        """Return once the group's committed offsets reach the end of every topic it reads."""
+        self.waits += 1
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            # Committed offsets first, then the ends: a scorer commits its features only after
+            # its predictions are on the broker, so anything produced in between moves an end
+            # past a committed offset and this round does not count as caught up.
+            committed = await self.admin.list_consumer_group_offsets(self.group)
+            ends = await self.consumer.end_offsets(self.partitions)
+            if all(
+                ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
+                for tp in self.partitions
+            ):
+                return
+            await asyncio.sleep(0.02)
+        raise SystemExit(
+            f"tipstream replay: workers of {self.group!r} did not catch up within "
+            f"{self.timeout:.0f} s; is a worker running?"
+        )
+
+
+def sync_points(events: Sequence[TimedEvent]) -> set[int]:
+    """Positions before which ``--sync`` waits: the first features of each later match day
+    after results were published."""
+    points: set[int] = set()
+    results_since = False
+    synced_day: date | None = None
+    for position, event in enumerate(events):
+        if event.kind == "result":
+            results_since = True
+        elif results_since and event.at.date() != synced_day:
+            points.add(position)
+            synced_day, results_since = event.at.date(), False
+    return points
+
+
+class Progress:
+    """A bar with rate and ETA on a terminal; a structured log line every 10 s otherwise."""
+
+    def __init__(self, total: int, start: int, bar: bool) -> None:
+        self.total, self.position = total, start
+        self.bar = (
+            tqdm(total=total, initial=start, unit="ev", desc="replay", dynamic_ncols=True)
+            if bar
+            else None
+        )
+        self.started = self.last_log = time.monotonic()
+        self.start = start
+
+    def update(self, count: int) -> None:
+        self.position += count
+        if self.bar is not None:
+            self.bar.update(count)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_LOG_S:
+            self.last_log = now
+            rate = (self.position - self.start) / max(now - self.started, 1e-9)
+            log.info(
+                "replay progress",
+                position=self.position,
+                total=self.total,
+                rate_per_s=round(rate, 1),
+                eta_s=round((self.total - self.position) / rate, 1) if rate else None,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Plan:
+    """What one run publishes: the events with their bytes, from where, and how."""
+
+    replay: str
+    events: Sequence[TimedEvent]
+    payloads: Sequence[bytes]
+    start: int
+    checkpoint_every: int
+
+
+async def publish(
+    settings: Settings,
+    plan: Plan,
+    *,
+    pacer: Pacer,
+    counts: ReplayCounts,
+    progress: Progress,
+    drain: Drain | None = None,
+) -> None:
+    """Publish events from ``plan.start``; checkpoint after every acknowledged chunk."""
+    topics = Topics.from_settings(settings)
+    barriers = sync_points(plan.events) if drain is not None else set()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    pool = await connect(settings.database_url, max_size=1)
+    await producer.start()
+    try:
+        pending: list[Any] = []
+        last = len(plan.events) - 1
+        for position in range(plan.start, len(plan.events)):
+            event = plan.events[position]
+            if position in barriers and drain is not None:
+                await _acknowledge(pending, counts, progress)
+                pending = []
+                await drain.wait()
+            await pacer.wait(event)
+            topic = topics.features if event.kind == "features" else topics.results
+            pending.append(
+                await producer.send(topic, plan.payloads[position], key=event.key.encode())
+            )
+            if len(pending) >= plan.checkpoint_every or position == last:
+                await _acknowledge(pending, counts, progress)
+                pending = []
+                await _checkpoint(pool, plan.replay, position)
+        if drain is not None:
+            await drain.wait()  # --sync returns once the workers have processed everything
+    finally:
+        progress.close()
+        await producer.stop()
+        await pool.close()
+
+
+async def _acknowledge(pending: list[Any], counts: ReplayCounts, progress: Progress) -> None:
+    """Wait until the broker has every pending event."""
+    if pending:
+        await asyncio.gather(*pending)
+        counts.published += len(pending)
+        progress.update(len(pending))
+
+
+async def _checkpoint(pool: Any, replay: str, position: int) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO replay_checkpoints (replay_id, position) VALUES ($1, $2)
+               ON CONFLICT (replay_id) DO UPDATE SET position = EXCLUDED.position,
+                                                     updated_at = now()""",
+            replay,
+            position,
+        )
+
+
+async def resume_position(settings: Settings, replay: str) -> int | None:
+    """Index of the first event not acknowledged by an earlier run of this replay, or None."""
+    pool = await connect(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            position = await conn.fetchval(
+                "SELECT position FROM replay_checkpoints WHERE replay_id = $1", replay
+            )
+    finally:
+        await pool.close()
+    return None if position is None else int(position) + 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``replay`` subcommand."""
+    parser = subparsers.add_parser(
+        "replay", help="publish historical matches through the topics in event-time order"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", nargs="+", type=Path, metavar="CSV", help="football-data.co.uk-style CSV files"
+    )
+    source.add_argument(
+        "--from-db",
+        action="store_true",
+        help="re-publish the features and results stored in PostgreSQL",
+    )
+    parser.add_argument("--leagues", default="", help="comma-separated league ids to keep")
+    parser.add_argument("--from", dest="start", type=date.fromisoformat, help="first kickoff date")
+    parser.add_argument("--to", dest="end", type=date.fromisoformat, help="last kickoff date")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="events per second")
+    pace.add_argument("--speed", type=float, help="times real time (event time compression)")
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="before each new match day and at the end, wait until the workers "
+        "have processed everything (results learned before the next predictions)",
+    )
+    parser.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=300.0,
+        help="longest wait for the workers at one sync point, in seconds",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and count, publish nothing"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue after the last acknowledged event of the same replay",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=CHUNK,
+        metavar="N",
+        help=f"events per acknowledged chunk and checkpoint (default {CHUNK})",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("skip", "stop"),
+        default="skip",
+        help="what a bad row does (default: report it and skip it)",
+    )
+    parser.add_argument("--progress", choices=("auto", "bar", "log"), default="auto")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    counts = ReplayCounts()
+    filters = Filters(
+        leagues=frozenset(x for x in args.leagues.split(",") if x), start=args.start, end=args.end
+    )
+    try:
+        code = asyncio.run(run(args, settings, filters, counts))
+    finally:
+        print(counts.line(), flush=True)
+    return code
+
+
+async def run(
+    args: argparse.Namespace, settings: Settings, filters: Filters, counts: ReplayCounts
+) -> int:
+    """The replay command: read, order, validate, then publish (or only count, on a dry run)."""
+    if args.from_db:
+        events = await read_database(settings, filters, args.on_error, counts)
+    else:
+        missing = [str(p) for p in args.data if not p.is_file()]
+        if missing:
+            raise SystemExit(f"tipstream replay: no such file: {', '.join(missing)}")
+        events = timeline(read_csv(args.data, args.on_error, counts), filters)
+    events, payloads = encode_all(events, args.on_error, counts)
+    matches = len({event.key for event in events})
+    if args.dry_run:
+        log.info("dry run: nothing published", matches=matches, events=len(events))
+        return 0
+    replay = replay_id(settings.topic_prefix, events, payloads)
+    start = 0
+    if args.resume:
+        resumed = await resume_position(settings, replay)
+        if resumed is None:
+            log.warning(
+                "no checkpoint of this replay: starting at the first event", replay_id=replay
+            )
+        start = resumed or 0
+    await ensure_topics(settings)  # broker auto-creation would get the partition counts wrong
+    log.info("replay starting", replay_id=replay, matches=matches, events=len(events), start=start)
+    drain = Drain(settings, args.sync_timeout) if args.sync else None
+    if drain is not None:
+        await drain.start()
+    bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
+    plan = Plan(replay, events, payloads, start, max(1, args.checkpoint_every))
+    try:
+        await publish(
+            settings,
+            plan,
+            pacer=Pacer(args.rate, args.speed),
+            counts=counts,
+            progress=Progress(len(events), start, bar),
+            drain=drain,
+        )
+    finally:
+        if drain is not None:
+            await drain.stop()
+    log.info(
+        "replay finished",
+        replay_id=replay,
+        published=counts.published,
+        sync_waits=drain.waits if drain else 0,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""The worker core: the Faust app, its agents' runtime, web endpoints, Faust corrections."""

@@ -1,0 +1,243 @@
+"""``make bench``: ``python -m tests.bench [options]``; prints the ``BENCH`` line last."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from streams.log import configure_logging
+from streams.settings import Settings
+from streams.topics import Topics
+from tests.bench import inprocess, phases, relay
+from tests.bench.deployment import Deployment, Process, running
+from tests.bench.kafka_io import load
+from tests.bench.report import BenchRun, plot_sweep
+from tests.bench.workload import (
+    DEFAULT_DATA,
+    Matches,
+    default_models,
+    keyed,
+    predictions_for,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=60_000,
+        help="feature events for the passthrough, relay and scorer throughput "
+        "(~5 s each: long enough to average out the fetch cycle)",
+    )
+    parser.add_argument("--rate", type=int, default=1_000, help="offered load of the latency run")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency run")
+    parser.add_argument(
+        "--results",
+        type=int,
+        default=10_000,
+        help="matches reconciled (each one evaluation per model)",
+    )
+    parser.add_argument("--learn", type=int, default=5_000, help="in-process learn steps")
+    parser.add_argument("--score", type=int, default=5_000, help="in-process scored events")
+    parser.add_argument(
+        "--sweep",
+        default="",
+        help="comma-separated offered loads for the latency sweep, e.g. "
+        "250,500,1000,2000,4000 (empty: none)",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=10.0)
+    parser.add_argument("--plot", type=Path, help="PNG of the sweep's latency percentiles")
+    parser.add_argument("--json", type=Path, help="write every figure of the run here")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="longest wait for any one phase's output, in seconds",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the passthrough, relay, scorer and reconciler under pyinstrument "
+        "and save their sessions in this folder",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's database, topics and logs (to inspect them)",
+    )
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def machine() -> dict[str, object]:
+    cpu_model = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": pages * page_size / 2**30,
+        "python": platform.python_version(),
+        "load_before": tuple(round(v, 2) for v in os.getloadavg()),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run(args: argparse.Namespace, base: Settings) -> BenchRun:
+    """Every phase on one deployment; removed afterwards unless ``--keep``."""
+    facts = machine()
+    matches = Matches.load(args.data)
+    deployment = Deployment(base)
+    say(f"bench {deployment.tag}: logs in {deployment.workdir}")
+    await deployment.create(["scorer", "reconciler"])
+    try:
+        return await _phases(args, deployment, matches, facts)
+    finally:
+        if not args.keep:
+            await deployment.remove()
+
+
+async def _phases(
+    args: argparse.Namespace, deployment: Deployment, matches: Matches, facts: dict[str, object]
+) -> BenchRun:
+    settings = deployment.settings("scorer")
+    topics = Topics.from_settings(settings)
+    models = len(default_models())
+    features = [f for f, _ in matches.take(args.events, "t")]
+    await load(settings.kafka_bootstrap, topics.features, keyed(features))
+    timeout = args.timeout
+
+    say(f"passthrough: {args.events} events")
+    await phases.create_topic(settings, phases.passthrough_topic(settings))
+    yardstick = Process(
+        _argv(args, "passthrough", "tests.bench.passthrough", topics.features,
+              phases.passthrough_topic(settings), str(args.events)),
+        settings, deployment.workdir / "passthrough.log",
+    )  # fmt: skip
+    async with running(yardstick):
+        passthrough = await phases.copied(
+            settings, yardstick, phases.passthrough_topic(settings), args.events, timeout
+        )
+
+    say(f"faust relay: {args.events} events")
+    await phases.create_topic(settings, relay.relay_topic(settings))
+    floor = Process(
+        _argv(args, "relay", "tests.bench.worker", relay.AGENT),
+        settings.replace(app_id=f"{settings.app_id}-relay"),  # its own consumer group
+        deployment.workdir / "relay.log",
+    )
+    async with running(floor):
+        relayed = await phases.copied(
+            settings, floor, relay.relay_topic(settings), args.events, timeout
+        )
+
+    say(f"scorer: {args.events} events x {models} models")
+    scorer = Process(_argv(args, "scorer", "tests.bench.worker", "scorer"), settings,
+                     deployment.workdir / "scorer.log")  # fmt: skip
+    async with running(scorer):
+        scored = await phases.scorer(settings, scorer, args.events, models, timeout)
+        latencies = []
+        for rate, seconds in [(args.rate, args.seconds)] + [
+            (int(r), args.sweep_seconds) for r in args.sweep.split(",") if r
+        ]:
+            say(f"latency: {rate} eps for {seconds:.0f} s")
+            offered = keyed([f for f, _ in matches.take(int(rate * seconds), f"l{rate}x")])
+            latencies.append(
+                await phases.latency_at(settings, scorer, offered, rate, drain_s=timeout)
+            )
+
+    say(f"reconciliation: {args.results} matches")
+    reconciliation = await _reconcile(args, deployment, matches, models)
+    say("in-process: learning and scoring")
+    raw = [value for _, value in keyed(features[: args.score])]
+    scoring = inprocess.scoring_cost(raw)
+    learned = list(matches.take(args.learn, "n"))
+    learn_per_s = inprocess.learn_rate(learned)
+    difference = inprocess.scoring_difference(raw, learned)
+    return BenchRun(
+        machine=facts,
+        sizes={k: v for k, v in vars(args).items() if k not in ("plot", "json", "data")},
+        passthrough=passthrough,
+        relay=relayed,
+        scorer=scored,
+        models=models,
+        latency=latencies[0],
+        reconciliation=reconciliation,
+        learn_per_s=learn_per_s,
+        scoring=scoring,
+        scoring_difference=difference,
+        sweep=latencies[1:],
+        load_after=tuple(round(v, 2) for v in os.getloadavg()),  # type: ignore[arg-type]
+    )
+
+
+async def _reconcile(
+    args: argparse.Namespace, deployment: Deployment, matches: Matches, models: int
+) -> phases.Reconciliation:
+    """Prime a reconciler with features and predictions, then time the results."""
+    settings = deployment.settings("reconciler")
+    topics = Topics.from_settings(settings)
+    chosen = list(matches.take(args.results, "r"))
+    features = [f for f, _ in chosen]
+    await load(settings.kafka_bootstrap, topics.features, keyed(features))
+    predictions = predictions_for(features, default_models(), datetime.now(UTC))
+    await load(settings.kafka_bootstrap, topics.predictions, predictions)
+    reconciler = Process(_argv(args, "reconciler", "tests.bench.worker", "reconciler"),
+                         settings, deployment.workdir / "reconciler.log")  # fmt: skip
+    async with running(reconciler):
+        await phases.wait_for_rows(settings, reconciler, "predictions", len(predictions),
+                                   args.timeout)  # fmt: skip
+        return await phases.reconcile(
+            settings,
+            reconciler,
+            keyed([r for _, r in chosen]),
+            len(predictions),
+            timeout=args.timeout,
+        )
+
+
+def _argv(args: argparse.Namespace, name: str, module: str, *rest: str) -> list[str]:
+    """Interpreter arguments of a process under test, under the profiler if asked."""
+    if args.profile is None:
+        return ["-m", module, *rest]
+    args.profile.mkdir(parents=True, exist_ok=True)
+    session = args.profile.resolve() / f"{name}.pyisession"
+    return ["-m", "pyinstrument", "-r", "pyisession", "-o", str(session), "-m", module, *rest]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = Settings.from_env()
+    configure_logging("console" if sys.stderr.isatty() else "json", "warning")
+    result = asyncio.run(run(args, base))
+    if args.json:
+        args.json.write_text(result.to_json())
+    if args.plot and result.sweep:
+        plot_sweep(
+            result.sweep,
+            args.plot,
+            f"tipstream scorer, {result.models} models, {result.machine['cpus']} CPUs",
+        )
+    for line in result.details():
+        print(line)
+    print(result.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

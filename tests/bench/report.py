@@ -1,0 +1,137 @@
+"""The closing ``BENCH`` line, the JSON record of a run, and the latency-against-load chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench.inprocess import ScoringCost
+from tests.bench.measure import Latency, Throughput
+from tests.bench.phases import Reconciliation
+
+BENCH_FIELDS: tuple[str, ...] = (
+    "passthrough_eps", "scorer_eps", "ratio", "p50_ms", "p95_ms", "p99_ms", "offered_eps",
+    "reconcile_eps", "learn_per_s", "score_us",
+)  # fmt: skip
+BENCH_LINE = re.compile(
+    r"^BENCH "
+    + " ".join(
+        f"{name}=(?P<{name}>\\d+)" if name == "offered_eps" else f"{name}=(?P<{name}>\\d+\\.\\d+)"
+        for name in BENCH_FIELDS
+    )
+    + "$"
+)
+
+
+@dataclass
+class BenchRun:
+    """Everything one run measured, with the machine it ran on."""
+
+    machine: dict[str, Any]
+    sizes: dict[str, Any]
+    passthrough: Throughput
+    relay: Throughput
+    scorer: Throughput
+    models: int
+    latency: Latency
+    reconciliation: Reconciliation
+    learn_per_s: float
+    scoring: ScoringCost
+    scoring_difference: float
+    sweep: list[Latency] = field(default_factory=list)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def ratio(self) -> float:
+        return self.scorer.eps / self.passthrough.eps if self.passthrough.eps else 0.0
+
+    def line(self) -> str:
+        """The one line ``make bench`` ends with."""
+        return (
+            f"BENCH passthrough_eps={self.passthrough.eps:.1f} scorer_eps={self.scorer.eps:.1f} "
+            f"ratio={self.ratio:.3f} p50_ms={self.latency.p50_ms:.2f} "
+            f"p95_ms={self.latency.p95_ms:.2f} p99_ms={self.latency.p99_ms:.2f} "
+            f"offered_eps={self.latency.offered_eps} "
+            f"reconcile_eps={self.reconciliation.eps:.1f} learn_per_s={self.learn_per_s:.1f} "
+            f"score_us={self.scoring.total_us:.1f}"
+        )
+
+    def details(self) -> list[str]:
+        """Lines printed before the ``BENCH`` line: the figures behind it."""
+        lat, rec, cost = self.latency, self.reconciliation, self.scoring
+        lines = [
+            f"machine: {self.machine['cpus']} CPUs ({self.machine['cpu_model']}), "
+            f"{self.machine['memory_gib']:.1f} GiB; load average before "
+            f"{self.machine['load_before']}, after {self.load_after}",
+            f"passthrough: {self.passthrough.events} events in {self.passthrough.seconds:.2f} s",
+            f"faust relay (the floor of a Faust agent): {self.relay.events} events in "
+            f"{self.relay.seconds:.2f} s, {self.relay.eps:.1f} eps = "
+            f"{_share(self.relay.eps, self.passthrough.eps)} of the passthrough; the scorer "
+            f"runs at {_share(self.scorer.eps, self.relay.eps)} of it",
+            f"scorer: {self.scorer.events} events, {self.scorer.outputs} predictions "
+            f"({self.models} models) in {self.scorer.seconds:.2f} s",
+            f"latency at {lat.offered_eps} eps for {lat.seconds:.1f} s: {lat.received}/{lat.sent} "
+            f"champion predictions; p50 {lat.p50_ms:.2f} p95 {lat.p95_ms:.2f} "
+            f"p99 {lat.p99_ms:.2f} max {lat.max_ms:.2f} ms",
+            f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
+            f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s",
+            f"in-process per event: decode {cost.decode_us:.1f} + predict {cost.predict_us:.1f} "
+            f"+ encode {cost.encode_us:.1f} = {cost.total_us:.1f} us; batch and one-by-one "
+            f"scoring agree (probabilities within {self.scoring_difference:.1e})",
+        ]
+        lines += [
+            f"sweep {s.offered_eps} eps: {s.received}/{s.sent}; p50 {s.p50_ms:.2f} "
+            f"p95 {s.p95_ms:.2f} p99 {s.p99_ms:.2f} max {s.max_ms:.2f} ms"
+            for s in self.sweep
+        ]
+        return lines
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["ratio"] = self.ratio
+        record["bench_line"] = self.line()
+        return json.dumps(record, indent=2, default=str)
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.3f}" if whole else "n/a"
+
+
+def parse_line(line: str) -> dict[str, float]:
+    """The fields of a ``BENCH`` line; ValueError if it is not one."""
+    match = BENCH_LINE.match(line.strip())
+    if match is None:
+        raise ValueError(f"not a BENCH line: {line!r}")
+    return {name: float(value) for name, value in match.groupdict().items()}
+
+
+def plot_sweep(sweep: list[Latency], path: Path, title: str) -> None:
+    """Latency percentiles (log scale) against offered load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [s.offered_eps for s in sweep]
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for label, values, style in (
+        ("p50", [s.p50_ms for s in sweep], "o-"),
+        ("p95", [s.p95_ms for s in sweep], "s-"),
+        ("p99", [s.p99_ms for s in sweep], "^-"),
+        ("max", [s.max_ms for s in sweep], "x--"),
+    ):
+        axes.plot(rates, values, style, label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xticks(rates, [str(r) for r in rates])
+    axes.set_xlabel("offered load (feature events per second)")
+    axes.set_ylabel("feature -> champion prediction (ms)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,189 @@
+"""Agents driven through the in-memory runtime: what they publish, persist and dead-letter."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents import dead_letters, learner
+from agents.learner_rules import Learning
+from agents.registry import RegisteredModel
+from agents.scorer import ActiveModels, score_batch
+from agents.scorer_rules import predict
+from agents.testing import InMemoryRuntime
+from models import catalog
+from models.policy import parse as parse_policy
+from models.serialization import sign
+from schemas.codec import encode
+from schemas.events import Evaluation, MatchFeatures, ModelFeedItem, ModelSnapshot, Odds, Prediction
+from streams.settings import Settings
+from streams.topics import Topics
+
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+KICKOFF = datetime(2023, 12, 30, 15, 0, tzinfo=UTC)
+
+
+def runtime() -> InMemoryRuntime:
+    settings = Settings(snapshot_every=2)
+    return InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
+
+
+def features(match: int = 0) -> MatchFeatures:
+    return MatchFeatures(
+        match_id=f"england-premier-league:2023-12-30:home-{match}:away-{match}",
+        league="england-premier-league",
+        season="2023-2024",
+        kickoff=KICKOFF + timedelta(minutes=match),
+        home_team=f"Home {match}",
+        away_team=f"Away {match}",
+        odds_open=Odds(home=2.0, draw=3.4, away=4.0),
+        features={"elo_diff": 35.0 + match},
+    )
+
+
+def entry(version: int = 3) -> RegisteredModel:
+    model = catalog.create("online-logreg")
+    model.version = version
+    return RegisteredModel("online-logreg", model.kind, "champion", "all", version, model)
+
+
+def learning(version: int = 3) -> Learning:
+    return Learning(
+        entry=entry(version),
+        policy=parse_policy("all"),
+        learned=10,
+        learned_since_version=2,
+        positions={},
+        last_version_at=time.monotonic(),
+    )
+
+
+def feed_item(f: MatchFeatures, prediction: Prediction) -> ModelFeedItem:
+    evaluation = Evaluation(
+        evaluation_id=f"e-{f.match_id}",
+        prediction_id=prediction.prediction_id,
+        match_id=f.match_id,
+        league=f.league,
+        kickoff=f.kickoff,
+        model_id=prediction.model_id,
+        model_version=prediction.model_version,
+        is_champion=True,
+        probabilities=prediction.probabilities,
+        predicted=prediction.predicted,
+        outcome="H",
+        home_goals=2,
+        away_goals=1,
+        hit=prediction.predicted == "H",
+        confidence=prediction.confidence,
+        log_loss=0.5,
+        brier=0.2,
+        rps=0.1,
+        evaluated_at=NOW,
+    )
+    return ModelFeedItem(evaluation=evaluation, inputs={"elo_diff": 35.0})
+
+
+async def test_a_commit_that_fails_once_leaves_the_version_lineage_gap_free() -> None:
+    """A transient failure at the commit of a new model version is retried: the registry gets
+    version v+1 with parent v exactly once, never v+2 on top of a rolled-back v+1."""
+    rt = runtime()
+    state = learning(version=3)
+    rt.db.fail_next_commits(1)
+    await learner.publish_versions(rt, [state])
+    assert rt.retries["model version"] == 1
+    stored = rt.db.rows("model_versions")
+    assert [(row[0], row[1], row[2]) for row in stored] == [("online-logreg", 4, 3)]
+    assert [args[1] for args in rt.db.rows("learner_checkpoints")] == [4]
+    snapshots = rt.on(rt.topics.snapshots)
+    assert len(snapshots) == 1
+    assert isinstance(snapshots[0], ModelSnapshot)
+    assert (snapshots[0].version, snapshots[0].parent_version) == (4, 3)
+    assert (state.entry.version, state.entry.model.version, state.learned_since_version) == (
+        4,
+        4,
+        0,
+    )
+
+
+async def test_the_learner_learns_once_and_checkpoints_with_the_evaluation_ids() -> None:
+    """A feed batch is learned and checkpointed with the ids it learned; the same batch again
+    (the registry says those ids were learned) is skipped: nothing is learned twice."""
+    rt = runtime()
+    model = entry(0).model
+    row = {
+        "model_id": "online-logreg",
+        "kind": model.kind,
+        "status": "champion",
+        "policy": "all",
+        "version": 0,
+        "state": sign(model.snapshot(), rt.registry_key),
+        "learned": 0,
+        "positions": "{}",
+        "created_at": None,
+    }
+    rt.db.answer("FROM models m JOIN model_versions v", [row])
+    agent = learner.Learner(rt)
+    f = features()
+    prediction = predict(f, [entry(0)], now=NOW)[0]
+    item = feed_item(f, prediction)
+    batch = rt.events((rt.topics.model_feed, item))
+    await rt.drive("learner", lambda events: learner.learn_batch(agent, events), batch)
+    assert rt.counters["learned"] == 1
+    learned_rows = rt.db.rows("learned_evaluations")
+    assert len(learned_rows) == 1
+    assert learned_rows[0][1] == [item.evaluation.evaluation_id]
+    rt.db.answer(
+        "FROM learned_evaluations",
+        [{"model_id": "online-logreg", "evaluation_id": item.evaluation.evaluation_id}],
+    )
+    await rt.drive("learner", lambda events: learner.learn_batch(agent, events), batch)
+    assert rt.counters["learned"] == 1
+    assert rt.counters["learn_skipped_duplicate"] == 1
+    assert rt.dead_letters == []
+
+
+async def test_the_scorer_publishes_every_model_and_dead_letters_the_invalid() -> None:
+    """Valid features get one prediction per active model; an invalid event becomes one dead
+    letter with its original bytes, and the batch is not retried event by event."""
+    rt = runtime()
+    active = ActiveModels()
+    active.models = (entry(1),)
+    active.loaded.set()
+    good = features(1)
+    batch = rt.events((rt.topics.features, good), (rt.topics.features, b'{"schema_version": 1'))
+    await rt.drive("scorer", lambda events: score_batch(rt, active, events), batch)
+    predictions = rt.on(rt.topics.predictions)
+    assert [p.match_id for p in predictions if isinstance(p, Prediction)] == [good.match_id]
+    assert len(rt.dead_letters) == 1
+    assert rt.dead_letters[0].error.rule.startswith("not valid JSON")
+    assert rt.counters["faults:scorer"] == 0
+
+
+async def test_a_decoder_crash_is_one_undecodable_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payload that makes the decoder raise something other than InvalidEvent is the
+    payload's fault: one dead letter with rule "undecodable", the rest of the batch scored."""
+    rt = runtime()
+    active = ActiveModels()
+    active.models = (entry(1),)
+    active.loaded.set()
+    hostile = b'{"poison": true}'
+    real_decode = dead_letters.decode
+
+    def decode(raw: bytes | None, record_type: type[MatchFeatures]) -> MatchFeatures:
+        if raw == hostile:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_decode(raw, record_type)
+
+    monkeypatch.setattr(dead_letters, "decode", decode)
+    good = features(2)
+    batch = rt.events((rt.topics.features, hostile), (rt.topics.features, encode(good)))
+    await rt.drive("scorer", lambda events: score_batch(rt, active, events), batch)
+    assert [letter.error.rule for letter in rt.dead_letters] == [
+        "undecodable: RecursionError('maximum recursion depth exceeded')"
+    ]
+    assert len(rt.on(rt.topics.predictions)) == 1
+    assert rt.counters["faults:scorer"] == 0
