@@ -1,0 +1,1 @@
+"""The worker core: the Faust app, its runtime, web endpoints and Faust corrections."""
