@@ -23,11 +23,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import InvalidEvent, decode, encode
 from schemas.events import DeadLetter, Record, ValidationIssue
-from streams import faust_fixes
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.watchdog import CHECK_EVERY_S, Watchdog
+from streams.worker import faust_fixes, faust_speedups
 
 log = get_logger(__name__)
 R = TypeVar("R", bound=Record)
@@ -208,9 +208,10 @@ class Runtime:
         self.counters: Counter[str] = Counter()
         self.registry_key = settings.registry_key.encode()
         # Faust can drain a partition before seeking it after a rebalance (re-delivery, holes)
-        # and commit past a hole: streams/faust_fixes.py corrects both; streams/watchdog.py
+        # and commit past a hole: streams/worker/faust_fixes.py corrects both; streams/watchdog.py
         # re-reads a partition that stalls anyway (safety net).
-        faust_fixes.install()
+        faust_fixes.install()  # each install first checks the pinned faust-streaming release
+        faust_speedups.install()
         self.watchdog = Watchdog(
             app,
             [
