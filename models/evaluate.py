@@ -282,7 +282,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument(
         "--data", nargs="+", type=Path, metavar="CSV",
-        help=f"match files (default: every CSV in ${DATA_DIR_ENV} or the repository's data/football)",
+        help=f"match files (default: every CSV in ${DATA_DIR_ENV} or data/football)",
     )  # fmt: skip
     parser.add_argument(
         "--models", default=DEFAULT_MODELS, metavar="ID[:POLICY],...",

@@ -1,6 +1,7 @@
 """Learning policies: which reconciled results a model learns from, and with what weight.
 
-- ``errors`` (the rule of the batch pipeline tipstream replaced): learn only from mispredictions, weight 1;
+- ``errors`` (the rule of the batch pipeline tipstream replaced): learn only from
+  mispredictions, weight 1;
   ``errors:0.7`` only from those whose confidence (top probability) was at least 0.7.
 - ``all``: every result, weight 1 (plain prequential learning).
 - ``weighted``: every result, weight ``1 - p(outcome)``: a surprise teaches more than a result

@@ -19,10 +19,10 @@ from agents.dead_letters import dead_letter_owners, decode_or_letter, original_k
 from agents.runtime import Output
 from schemas.codec import encode
 from schemas.events import DeadLetter, Record
-from streams import faust_fixes
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
+from streams.worker import faust_fixes, faust_speedups
 from streams.worker.output import KeyPartitioner, OutputProducer
 from streams.worker.watchdog import CHECK_EVERY_S, Watchdog
 
@@ -76,9 +76,10 @@ class Runtime:
         self.counters: Counter[str] = Counter()
         self.registry_key = settings.registry_key.encode()
         # Faust can drain a partition before seeking it after a rebalance (re-delivery, holes)
-        # and commit past a hole: streams/faust_fixes.py corrects both; streams/worker/watchdog.py
-        # re-reads a partition that stalls anyway (safety net).
-        faust_fixes.install()
+        # and commit past a hole: streams/worker/faust_fixes.py corrects both;
+        # streams/worker/watchdog.py re-reads a partition that stalls anyway (safety net).
+        faust_fixes.install()  # each install first checks the pinned faust-streaming release
+        faust_speedups.install()
         self.watchdog = Watchdog(
             app,
             [

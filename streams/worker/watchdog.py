@@ -1,7 +1,7 @@
 """Re-read a partition whose committed offset is stuck behind data that is already there.
 
 A safety net. Faust 0.15.3 left holes after a rebalance: fetched messages no agent ever saw
-(recovery resumed the stream partitions before seeking them; see :mod:`streams.faust_fixes`,
+(recovery resumed the stream partitions before seeking them; see :mod:`streams.worker.faust_fixes`,
 which now prevents that). A message no agent acks stops the partition's committed offset there
 for good (nothing lost while the worker runs, but nothing after it is committed either, and
 every restart re-reads it all); so does an agent that Faust restarted after an error escaped it

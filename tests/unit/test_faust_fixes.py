@@ -1,5 +1,5 @@
-"""The corrections to faust-streaming (recovery order, fetch snapshot, commit offsets) and the
-stalled-partition watchdog."""
+"""The correctness fixes to faust-streaming (recovery order, fetch snapshot, commit offsets,
+bounded shutdown) and the stalled-partition watchdog."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from faust.tables.recovery import Recovery
 from intervaltree import IntervalTree
-from mode import Service
-from mode.utils.locks import Event as ModeEvent
 
-from streams import faust_fixes
+from streams.worker import faust_fixes
 from streams.worker.watchdog import stalled
 
 TP = ("t.match-features", 0)
@@ -152,7 +148,10 @@ async def test_recovery_of_a_superseded_generation_neither_seeks_nor_resumes() -
 
 def test_the_pinned_faust_resumes_before_it_seeks() -> None:
     """The order being corrected, read from the pinned source (fails if Faust changes it)."""
-    source = inspect.getsource(Recovery.on_recovery_completed)
+    (patch,) = [
+        p for p in faust_fixes.PATCHES if p.replacement is faust_fixes.on_recovery_completed
+    ]
+    source = inspect.getsource(patch.original)  # Faust's, even once the fix is installed
     assert source.index("consumer.resume_partitions(") < source.index("consumer.perform_seek()")
 
 
@@ -190,46 +189,9 @@ async def test_a_fetch_with_no_active_partition_fetches_nothing(
 
 
 def _thread(held_back: set[Any]) -> Any:
-    """The consumer thread as ``fetch_records`` sees it: Faust's consumer and what it holds back
-    (partitions whose stream buffer is full)."""
+    """The consumer thread as ``fetch_records`` is given it: Faust's consumer and what it holds
+    back (partitions whose stream buffer is full)."""
     return SimpleNamespace(consumer=SimpleNamespace(_buffered_partitions=held_back))
-
-
-@pytest.mark.parametrize(
-    ("held_back", "expected_timeout"),
-    [(set(), 1.0), ({("t.match-features", 0)}, faust_fixes.HELD_BACK_WAIT_S)],
-)
-async def test_a_fetch_waits_briefly_while_partitions_are_held_back(
-    monkeypatch: pytest.MonkeyPatch, held_back: set[Any], expected_timeout: float
-) -> None:
-    """With a partition held back for a full stream buffer, the fetch for the others (often idle)
-    returns after 10 ms instead of Faust's second, so the held-back one is fetched again soon."""
-    timeouts: list[float] = []
-
-    async def original(self: Any, consumer: Any, partitions: Any, **kwargs: Any) -> dict[Any, Any]:
-        timeouts.append(kwargs["timeout"])
-        return {}
-
-    monkeypatch.setattr(faust_fixes, "_ORIGINAL_FETCH", original)
-    active = {("t.match-results", 0)}
-    await faust_fixes.fetch_records(_thread(held_back), None, active, timeout=1.0)
-    assert timeouts == [expected_timeout]
-
-
-async def test_the_broker_holds_a_worker_fetch_10_ms_at_most(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Faust makes its worker consumer with fetch_max_wait_ms=1500; the wrapper sets 10 ms on
-    the consumer before it starts (its fetcher reads the value then)."""
-    assert "fetch_max_wait_ms=1500" in inspect.getsource(faust_fixes._ORIGINAL_CREATE_CONSUMER)
-    made = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1500)
-    monkeypatch.setattr(faust_fixes, "_ORIGINAL_CREATE_CONSUMER", lambda thread, transport: made)
-    try:
-        consumer = faust_fixes.create_worker_consumer(None, None)
-        assert consumer is made
-        assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS == 10
-    finally:
-        await made.stop()
 
 
 class Draining:
@@ -280,79 +242,3 @@ async def test_shutdown_gives_up_on_a_message_no_agent_will_ack(
     assert consumer._unacked_messages == {stuck}
     assert 1 <= consumer.waits <= 11
     assert consumer.final_commits == 1
-
-
-class Deliveries(Service):
-    """The part of Faust's consumer that ``wait_first`` races against: its flow and state."""
-
-    wait_first = faust_fixes.wait_first
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.suspend_flow = ModeEvent()
-
-
-async def _delivered(log: list[str], value: str) -> str:
-    log.append(value)
-    return value
-
-
-async def test_a_delivery_that_does_not_block_finishes_without_tasks() -> None:
-    """The callback runs to completion at once; its value is the result, nothing is stopped."""
-    consumer, log = Deliveries(), []
-    tasks_before = len(asyncio.all_tasks())
-    result = await consumer.wait_first(_delivered(log, "m1"), consumer.suspend_flow.wait())
-    assert log == ["m1"]
-    assert result.results == ["m1"]
-    assert not result.stopped
-    assert len(asyncio.all_tasks()) == tasks_before
-
-
-async def test_a_delivery_that_blocks_is_resumed_where_it_stopped() -> None:
-    """A callback that waits (a full stream buffer) finishes once unblocked, with its value."""
-    consumer, log = Deliveries(), []
-    room = asyncio.get_running_loop().create_future()
-
-    async def blocked() -> str:
-        log.append("started")
-        await asyncio.sleep(0)
-        log.append(await room)
-        return "delivered"
-
-    waiting = asyncio.create_task(consumer.wait_first(blocked(), consumer.suspend_flow.wait()))
-    await asyncio.sleep(0.01)
-    assert log == ["started"]
-    room.set_result("room")
-    result = await asyncio.wait_for(waiting, 1.0)
-    assert log == ["started", "room"]
-    assert result.results == ["delivered"]
-
-
-async def test_a_rebalance_still_interrupts_a_blocked_delivery() -> None:
-    """Suspending the flow ends the wait and cancels the blocked callback, as in Faust."""
-    consumer = Deliveries()
-    cancelled = asyncio.Event()
-
-    async def blocked() -> None:
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    waiting = asyncio.create_task(consumer.wait_first(blocked(), consumer.suspend_flow.wait()))
-    await asyncio.sleep(0.01)
-    consumer.suspend_flow.set()
-    await asyncio.wait_for(waiting, 1.0)
-    await asyncio.wait_for(cancelled.wait(), 1.0)
-
-
-async def test_a_delivery_error_propagates() -> None:
-    """An exception of the callback reaches the drain loop, as the race would raise it."""
-    consumer = Deliveries()
-
-    async def broken() -> None:
-        raise ValueError("cannot decode")
-
-    with pytest.raises(ValueError, match="cannot decode"):
-        await consumer.wait_first(broken(), consumer.suspend_flow.wait())

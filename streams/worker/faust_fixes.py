@@ -1,4 +1,4 @@
-"""Corrections to the pinned faust-streaming (0.15.3) that ``make chaos`` showed are needed.
+"""Correctness fixes to the pinned faust-streaming (0.15.3) that ``make chaos`` showed are needed.
 
 The first two *prevent* holes: offsets fetched from Kafka that Faust never hands to an agent.
 
@@ -52,51 +52,24 @@ compacted nor written in transactions, so their offsets are dense and every jump
 gap is recorded (``_add_gap`` does nothing). Were an input topic ever made compacted or
 transactional, this would have to be revisited (its commits would stall).
 
-Three changes are for speed alone, with the same behaviour.
-
-When a stream's buffer fills (a backlog: the agent is slower than the fetcher), Faust takes
-the partition out of the set it fetches until the buffer has drained to 40%, and asks for
-records of the other partitions with a one-second wait. A worker always reads some partitions
-with nothing to read (Faust's leader topic at least), so with the busy partitions held back
-that wait ran its full second, although the buffer drained in milliseconds. ``make bench``
-showed it: the scorer handled 500-event batches every ~30 ms, then stood still 0.4-1.0 s after
-every ~3,400 events (one fetch), three quarters of its time; 4,500 events/s, and a Faust agent
-doing no work at all was no faster. While a partition is held back the wait is now
-``HELD_BACK_WAIT_S`` (10 ms): 9,800 events/s.
-
-aiokafka keeps one fetch in flight per broker, and Faust creates its consumer with
-``fetch_max_wait_ms=1500``: the broker holds a fetch for partitions without new records that
-long, and a partition drained meanwhile cannot be fetched before it returns. At low load that
-made the latency's tail (p99 at 1,000 events/s: 275-330 ms once the stall above was gone); the
-broker now holds a fetch ``FETCH_MAX_WAIT_MS`` (10 ms) at most (p99 14-24 ms), at the price of
-~100 small fetches a second from an idle worker.
-
-The third: ``_drain_messages`` hands every message to the conductor through
-``Consumer.wait_first(callback(message), suspend_flow.wait())``: four tasks and an
-``asyncio.wait`` per message, so that a rebalance can interrupt a delivery that blocks (flow
-control, a full stream buffer). Almost every delivery completes without blocking, and those
-four tasks were the largest cost of Faust's per-message path (measured alone: the scorer's
-throughput +20%, p99 at 1,000 events/s 23 -> 11 ms).
-:func:`wait_first` runs the callback up to its first suspension first; only one that does
-suspend goes through the original race, resumed where it stopped (:class:`_Resumed`).
+The speed changes are in :mod:`streams.worker.faust_speedups`; the pin and the record of the
+source each patch was read from, in :mod:`streams.worker.faust_pin`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import time
-from collections.abc import Coroutine, Generator
-from functools import partial
 from typing import Any
 
-from faust.tables.recovery import Recovery
 from faust.transport.consumer import CONSUMER_WAIT_EMPTY, Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.utils.functional import consecutive_numbers
 from mode import Service
-from mode.services import WaitResults
+
+from streams.worker import faust_pin
+from streams.worker.faust_pin import Patch
 
 _ORIGINAL = Consumer._new_offset  # what this module corrects, kept for reference
 
@@ -104,8 +77,6 @@ WAIT_EMPTY_S = 10.0
 """Longest wait at shutdown for the agents to ack what they started (their batches take well
 under a second); a SIGTERM must end a worker within 30 s."""
 _ORIGINAL_FETCH: Any = AIOKafkaConsumerThread._fetch_records  # wrapped, not replaced
-HELD_BACK_WAIT_S = 0.01
-"""Longest wait for records of the active partitions while others are held back (Faust: 1 s)."""
 
 
 def new_offset(self: Any, tp: Any) -> int | None:
@@ -202,9 +173,6 @@ async def fetch_records(
     partitions = frozenset(active_partitions or ())  # one C-level copy, atomic under the GIL
     if not partitions:
         return {}  # nothing is active: fetch nothing, as Faust's own caller intends
-    if timeout and self.consumer._buffered_partitions:
-        # Some partitions are held back until a stream buffer drains: be back for them soon.
-        timeout = min(timeout, HELD_BACK_WAIT_S)
     return await _ORIGINAL_FETCH(
         self, consumer, partitions, timeout=timeout, max_records=max_records
     )
@@ -231,88 +199,43 @@ async def wait_empty(self: Any) -> None:
     await self.commit_and_end_transactions()
 
 
-async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> WaitResults:
-    """``Service.wait_first``, without its tasks when the first coroutine finishes at once.
-
-    Only when nothing else could win the race yet (flow not suspended, service not stopped or
-    crashed, no timeout): then the first coroutine is run to its first suspension here. If it
-    finishes, that is the result, as the race would have found; if it suspends, the race is
-    run as before, on the coroutine resumed where it stopped.
-    """
-    first = coros[0] if coros else None
-    if (
-        len(coros) == 2
-        and timeout is None
-        and inspect.iscoroutine(first)
-        and not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())
-    ):
-        try:
-            yielded = first.send(None)
-        except BaseException as ended:  # finished (StopIteration) or failed: no race to run
-            _close(coros[1])
-            if isinstance(ended, StopIteration):
-                return WaitResults([first], [ended.value], False)
-            raise
-        coros = (_Resumed(first, yielded).run(), coros[1])
-    return await Service.wait_first(self, *coros, timeout=timeout)
-
-
-class _Resumed:
-    """A coroutine that already ran up to ``yielded``, to be finished by a task.
-
-    Awaiting it delegates exactly as ``yield from`` would: what the coroutine yields goes to
-    the task (which waits for that future, or for one loop turn if it is None), and what the
-    task sends or throws in (a result, a cancellation) goes back to the coroutine.
-    """
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self.coro = coro
-        self.yielded = yielded
-
-    async def run(self) -> Any:
-        return await self
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self.coro, self.yielded
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as error:  # noqa: BLE001 - everything goes to the coroutine
-                step = partial(coro.throw, error)
-            else:
-                step = partial(coro.send, sent)
-            try:
-                yielded = step()
-            except StopIteration as finished:
-                return finished.value
-
-
-def _close(awaitable: Any) -> None:
-    """Close a coroutine that will not be awaited (no "never awaited" warning)."""
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()
-
-
-FETCH_MAX_WAIT_MS = 10
-"""How long the broker may hold a fetch for partitions without new records (Faust: 1,500)."""
-_ORIGINAL_CREATE_CONSUMER: Any = AIOKafkaConsumerThread._create_worker_consumer  # wrapped
-
-
-def create_worker_consumer(self: Any, transport: Any) -> Any:
-    """Faust's worker consumer, with ``fetch_max_wait_ms`` = :data:`FETCH_MAX_WAIT_MS`."""
-    consumer = _ORIGINAL_CREATE_CONSUMER(self, transport)
-    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-    return consumer
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "faust.tables.recovery",
+        "Recovery.on_recovery_completed",
+        "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac",
+        on_recovery_completed,
+    ),
+    Patch(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread._fetch_records",
+        "39a2c6c79fc1455a199629912b533458a720c64983bc957420a42feef6593baa",
+        fetch_records,
+    ),
+    Patch(
+        "faust.transport.consumer",
+        "Consumer._new_offset",
+        "1d2c7ea89a7ad4f1a216c1d51936e569162cd66bd56f889e13fd29c910b58eb0",
+        new_offset,
+    ),
+    Patch(
+        "faust.transport.consumer",
+        "Consumer._add_gap",
+        "4df2573ded7c1c2cde04dc6bde6d4480cb5875ef565256e56966b585ae39b1c1",
+        add_gap,
+    ),
+    Patch(
+        "faust.transport.consumer",
+        "Consumer.wait_empty",
+        "e4662fe24f094819add590b2d75f233840e77823b432aea6504539768572102f",
+        wait_empty,
+    ),
+)
+"""The correctness fixes, each with the sha256 of the pinned source it replaces or wraps."""
 
 
 def install() -> None:
-    """Replace ``Consumer._new_offset``, ``_add_gap``, ``wait_empty`` and ``wait_first``,
-    ``Recovery.on_recovery_completed``, ``AIOKafkaConsumerThread._fetch_records`` and
-    ``_create_worker_consumer`` (idempotent)."""
-    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
-    AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
-    Consumer._new_offset = new_offset  # type: ignore[method-assign]
-    Consumer._add_gap = add_gap  # type: ignore[method-assign]
-    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
-    Consumer.wait_first = wait_first  # type: ignore[method-assign]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    """Check the pinned Faust, then replace ``Recovery.on_recovery_completed``,
+    ``AIOKafkaConsumerThread._fetch_records`` and ``Consumer._new_offset``, ``_add_gap`` and
+    ``wait_empty`` (idempotent)."""
+    faust_pin.install(PATCHES)
