@@ -38,7 +38,8 @@ hostport="${hostpart%%/*}"; db_name="${hostpart#*/}"; db_name="${db_name%%\?*}"
 host="${hostport%:*}"; port="${hostport##*:}"; [ "$port" = "$hostport" ] && { host="$hostport"; port=5432; }
 
 is_root() { [ "$(id -u)" = 0 ]; }
-as_postgres() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# From /, which postgres can enter: psql and pg_ctl complain when the current folder is out of reach.
+as_postgres() { if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 # The newest installed server binaries, or nothing.
 find_bin() { printf '%s\n' /usr/lib/postgresql/*/bin | grep -v '\*' | sort -V | tail -n 1 || true; }
