@@ -6,10 +6,11 @@
         idempotence, SIGKILLs the leader of partition 0 half way (infra/kafka-cluster.sh kill),
         keeps producing with one broker down, consumes everything back, restarts the broker.
         Exit 0 when lost 0 and duplicated 0.
-    .venv/bin/python infra/kafka_check.py secure [--messages N]
+    .venv/bin/python infra/kafka_check.py secure [--mechanism PLAIN|SCRAM-SHA-256] [--mtls]
         On the SASL_SSL broker (infra/kafka-secure.sh start): produces and consumes N messages over
-        the connection settings of $STATE/kafka-secure/client.env (TIPSTREAM_KAFKA_* in the
-        environment win), and shows that a wrong password is refused.
+        the connection settings of $STATE/kafka-secure/client.env (SCRAM-SHA-512 unless
+        --mechanism), or of client-mtls.env (--mtls: TLS with a client certificate), and shows
+        that a wrong password (or no client certificate) is refused.
 
 Prints one line of figures; meant for a person or `make chaos`, not imported by the service.
 """
@@ -137,19 +138,19 @@ async def cluster(messages: int) -> int:
     return 0 if lost == 0 and duplicated == 0 else 1
 
 
-def _client_env() -> dict[str, str]:
+def _client_env(name: str) -> dict[str, str]:
     env: dict[str, str] = {}
-    path = STATE / "kafka-secure/client.env"
-    for line in path.read_text().splitlines():
+    for line in (STATE / "kafka-secure" / name).read_text().splitlines():
         if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = value.strip("'\"")
-    env.update({k: v for k, v in os.environ.items() if k.startswith("TIPSTREAM_KAFKA_")})
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'\"")
     return env
 
 
-async def secure(messages: int) -> int:
-    env = _client_env()
+async def secure(messages: int, mechanism: str | None, mtls: bool) -> int:
+    env = _client_env("client-mtls.env" if mtls else "client.env")
+    if mechanism:
+        env["TIPSTREAM_KAFKA_SASL_MECHANISM"] = mechanism
     bootstrap = env["TIPSTREAM_KAFKA_URL"].removeprefix("kafka://")
     options = _security(env)
     topic = f"check-secure-{uuid.uuid4().hex[:8]}"
@@ -164,7 +165,14 @@ async def secure(messages: int) -> int:
     values = await _consume_all(bootstrap, topic, messages, options)
     lost, duplicated = _tally(messages, values)
     refused = False
-    bad = AIOKafkaProducer(bootstrap_servers=bootstrap, **{**options, "sasl_plain_password": "no"})
+    if mtls:  # the same CA, no client certificate
+        wrong = {
+            **options,
+            "ssl_context": create_ssl_context(cafile=env["TIPSTREAM_KAFKA_SSL_CAFILE"]),
+        }
+    else:
+        wrong = {**options, "sasl_plain_password": "wrong"}
+    bad = AIOKafkaProducer(bootstrap_servers=bootstrap, **wrong)
     try:
         await asyncio.wait_for(bad.start(), 20)
     except Exception:  # noqa: BLE001 - any refusal will do: the point is that it does not connect
@@ -173,8 +181,9 @@ async def secure(messages: int) -> int:
         await bad.stop()
     print(
         f"SECURE {options['security_protocol']} {options.get('sasl_mechanism', '')} "
-        f"as {env.get('TIPSTREAM_KAFKA_SASL_USERNAME')}: produced {messages}, consumed "
-        f"{len(values)}: lost {lost}, duplicated {duplicated}; wrong password refused: {refused}"
+        f"as {env.get('TIPSTREAM_KAFKA_SASL_USERNAME', 'client certificate')} on {bootstrap}: "
+        f"produced {messages}, consumed {len(values)}: lost {lost}, duplicated {duplicated}; "
+        f"{'no client certificate' if mtls else 'wrong password'} refused: {refused}"
     )
     return 0 if lost == 0 and duplicated == 0 and refused else 1
 
@@ -183,9 +192,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("check", choices=["cluster", "secure"])
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--mechanism", choices=["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+    parser.add_argument("--mtls", action="store_true")
     args = parser.parse_args()
-    run = cluster if args.check == "cluster" else secure
-    return asyncio.run(run(args.messages))
+    if args.check == "cluster":
+        return asyncio.run(cluster(args.messages))
+    return asyncio.run(secure(args.messages, args.mechanism, args.mtls))
 
 
 if __name__ == "__main__":
