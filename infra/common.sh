@@ -44,6 +44,7 @@ show_log() {
   local file="$1" lines="${2:-25}" from="${3:-0}" text errors
   if [ ! -s "$file" ]; then log "no log at $file"; return 0; fi
   text="$(tail -c +"$((from + 1))" "$file")"
+  if [ -z "$text" ]; then log "nothing new in $file"; return 0; fi
   errors="$(printf '%s\n' "$text" | grep -E 'ERROR|FATAL|PANIC|Exception' | tail -n 8 || true)"
   if [ -n "$errors" ]; then log "error lines of $file:"; printf '%s\n' "$errors" >&2; fi
   log "last $lines lines of $file:"
