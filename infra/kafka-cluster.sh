@@ -132,10 +132,24 @@ stop() {
     if stop_node "$(node_dir "$1")"; then log "node $1 stopped"; else log "node $1 not running"; fi
     return 0
   fi
-  # Brokers first, in reverse order: the last one standing keeps a controller majority longest.
-  for n in 3 2 1; do
-    if stop_node "$(node_dir "$n")"; then log "node $n stopped"; else log "node $n not running"; fi
+  # All at once: a broker's controlled shutdown needs a controller majority, so stopping the
+  # nodes one after the other leaves the last one waiting for a quorum that is gone.
+  local pids=() pid
+  for n in "${nodes[@]}"; do
+    if node_running "$(node_dir "$n")"; then pids+=("$(node_pid "$(node_dir "$n")")"); kill -TERM "${pids[-1]}"; fi
   done
+  if [ "${#pids[@]}" = 0 ]; then log "not running"; return 0; fi
+  for _ in $(seq 1 60); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then log "pid $pid still running after 30 s, killing"; kill -KILL "$pid"; fi
+  done
+  for n in "${nodes[@]}"; do rm -f "$(node_dir "$n")/kafka.pid"; done
+  log "stopped ${#pids[@]} node(s)"
 }
 
 kill_cmd() {
