@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup services services-down status migrate worker test test-unit test-integration \
+.PHONY: setup services services-down status cluster cluster-down migrate worker test test-unit test-integration \
         lint typecheck schemas demo bench chaos evaluate clean
 
 setup: $(STAMP)  ## virtual environment with the project and its dev tools
@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-services:  ## start a local Kafka (KRaft) and PostgreSQL; idempotent
+# TIPSTREAM_EXTERNAL_POSTGRES=1 / TIPSTREAM_EXTERNAL_KAFKA=1: use the servers of
+# TIPSTREAM_DATABASE_URL / TIPSTREAM_KAFKA_URL as they are (only checked); see infra/*.sh.
+services:  ## start a local Kafka (KRaft) and PostgreSQL, or check external ones; idempotent
 	infra/postgres.sh start
 	infra/kafka.sh start
 
@@ -25,9 +27,17 @@ services-down:  ## stop exactly what `make services` started
 	-infra/kafka.sh stop
 	-infra/postgres.sh stop
 
-status:
+status:  ## what runs: the services, the three-broker cluster, the SASL_SSL broker
 	-infra/kafka.sh status
 	-infra/postgres.sh status
+	-@infra/kafka-cluster.sh status
+	-@infra/kafka-secure.sh status
+
+cluster:  ## three-broker KRaft cluster (RF 3, min.insync.replicas 2) on 19092-19094
+	infra/kafka-cluster.sh start
+
+cluster-down:  ## stop the three-broker cluster
+	infra/kafka-cluster.sh stop
 
 migrate: setup services  ## apply database migrations
 	$(BIN)/tipstream db migrate
