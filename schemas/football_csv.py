@@ -1,6 +1,6 @@
 """Read football-data.co.uk-style CSV files into typed, validated rows.
 
-The format is the one of ``shared/data/football/*.csv`` (see the data README): one match per line,
+The format is the one of ``data/football/*.csv`` (see data/README.md): one match per line,
 kickoff ``YYYY-MM-DD HH:MM:SS``, teams, full-time and half-time goals, and average opening and
 closing 1X2 odds. Other markets (over/under 2.5, both teams to score) may be absent or empty:
 tipstream does not read them.
@@ -59,7 +59,7 @@ REQUIRED_COLUMNS = (
 """Columns a file must have; ``HTHG``/``HTAG`` and the other markets are optional."""
 
 DATA_DIR_ENV = "TIPSTREAM_DATA_DIR"
-"""Folder of the CSV history; by default ``<repo>/../shared/data/football``."""
+"""Folder of the CSV history; by default the repository's ``data/football``."""
 
 MAX_GOALS = 99
 MAX_ODDS = 1000.0  # the same bound as ``schemas.events.DecimalOdds``
@@ -129,11 +129,21 @@ def make_match_id(league: str, kickoff: datetime, home_team: str, away_team: str
     return f"{league}:{kickoff.date().isoformat()}:{slug(home_team)}:{slug(away_team)}"
 
 
-def default_data_files() -> list[Path]:
-    """The CSV files of ``$TIPSTREAM_DATA_DIR``, or of ``<repo>/../shared/data/football``."""
+def data_dir() -> Path:
+    """The folder of the match history: ``$TIPSTREAM_DATA_DIR``, or the repository's
+    ``data/football`` (27,700 real matches ship with the project)."""
     repo = Path(__file__).resolve().parents[1]
-    folder = Path(os.environ.get(DATA_DIR_ENV) or repo.parent / "shared/data/football")
-    return sorted(folder.glob("*.csv"))
+    return Path(os.environ.get(DATA_DIR_ENV) or repo / "data" / "football")
+
+
+def league_file(league: str) -> Path:
+    """The CSV file of one league in :func:`data_dir`, e.g. ``england-premier-league``."""
+    return data_dir() / f"{league}.csv"
+
+
+def default_data_files() -> list[Path]:
+    """Every CSV file of :func:`data_dir`."""
+    return sorted(data_dir().glob("*.csv"))
 
 
 def read_rows(paths: Iterable[str | Path], *, on_error: OnError = "stop") -> RowsRead:

@@ -21,10 +21,10 @@ from models import catalog
 from models.timeline import timeline
 from schemas.codec import encode
 from schemas.events import MatchFeatures, MatchResult
-from schemas.football_csv import read_rows
+from schemas.football_csv import league_file, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "football" / "england-premier-league.csv"
+DEFAULT_DATA = league_file("england-premier-league")
 
 Keyed = tuple[bytes, bytes]
 """A Kafka message as the benchmark sends it: key and value bytes."""

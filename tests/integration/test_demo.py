@@ -13,13 +13,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from schemas.football_csv import league_file
 from streams.cli.demo import delete_old_topics
 from streams.db import drop_database
 from tests.integration.conftest import BASE, REPO, database_url
 
 pytestmark = pytest.mark.integration
 
-EPL = REPO.parent / "shared" / "data" / "football" / "england-premier-league.csv"
+EPL = league_file("england-premier-league")
 SUMMARY = re.compile(
     r"^SUMMARY matches=(?P<matches>\d+) predictions=(?P<predictions>\d+) "
     r"evaluations=(?P<evaluations>\d+) alerts=(?P<alerts>\d+) models=(?P<models>\d+) "

@@ -16,7 +16,7 @@ import pytest
 from models.timeline import Filters, TimedEvent, timeline
 from schemas.codec import decode
 from schemas.events import Alert, MatchResult, Prediction
-from schemas.football_csv import FootballRow, read_rows
+from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.cli.reports import reconciliation_report
 from streams.settings import Settings
 from streams.topics import Topics
@@ -31,8 +31,7 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-DATA = REPO.parent / "shared" / "data" / "football"
-EPL = DATA / "england-premier-league.csv"
+EPL = league_file("england-premier-league")
 SEEDED_MODELS = 4  # champion, one challenger, two market references
 
 

@@ -28,6 +28,7 @@ from agents import registry
 from models import catalog
 from schemas.codec import decode
 from schemas.events import MatchFeatures
+from schemas.football_csv import league_file
 from streams.db import create_database, drop_database
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
@@ -43,7 +44,7 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-EPL = REPO.parent / "shared" / "data" / "football" / "england-premier-league.csv"
+EPL = league_file("england-premier-league")
 EPL_ROWS = 5782
 SEEDED_MODELS = 4
 WINDOW = ("--from", "2015-08-01", "--to", "2015-09-30")

@@ -15,7 +15,7 @@ from models.features import RESULT_DELAY, build_events
 from models.timeline import Filters, TimedEvent, timeline
 from schemas.codec import encode
 from schemas.events import MatchResult, Odds
-from schemas.football_csv import FootballRow, make_match_id, read_rows
+from schemas.football_csv import FootballRow, league_file, make_match_id, read_rows
 from streams.cli.replay import (
     ReplayCounts,
     encode_all,
@@ -25,7 +25,7 @@ from streams.cli.replay import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-EPL = REPO.parent / "shared" / "data" / "football" / "england-premier-league.csv"
+EPL = league_file("england-premier-league")
 START = datetime(2020, 8, 1, 12, 30, tzinfo=UTC)
 HEADER = (
     "Date,country,league,Season,HomeTeam,AwayTeam,FTHG,FTAG,HTHG,HTAG,"
