@@ -166,7 +166,7 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             if keys
             else set()
         )
-        learned_now: list[tuple[str, str]] = []
+        learned_now: list[learner_store.Learned] = []
         for (state, item), key in zip(fresh, keys, strict=True):
             if key in known:
                 runtime.counters["learn_skipped_duplicate"] += 1
@@ -174,7 +174,10 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             known.add(key)
             if apply_learning(state, item):
                 runtime.counters["learned"] += 1
-                learned_now.append(key)
+                evaluation = item.evaluation
+                learned_now.append(
+                    learner_store.Learned(*key, evaluation.match_id, state.entry.version)
+                )
         if changed:
             probes.reach("learner.learned")  # learned in memory, not yet checkpointed
             states = list(changed.values())
@@ -197,7 +200,9 @@ async def learned(runtime: AgentRuntime, keys: Sequence[tuple[str, str]]) -> set
 
 
 async def checkpoint(
-    runtime: AgentRuntime, states: Sequence[Learning], learned_now: Sequence[tuple[str, str]] = ()
+    runtime: AgentRuntime,
+    states: Sequence[Learning],
+    learned_now: Sequence[learner_store.Learned] = (),
 ) -> None:
     """Store each model's state with the offsets it has applied and the evaluations it has
     learned since the last checkpoint, in one transaction."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 
 async def learned(conn: Any, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -34,19 +34,33 @@ async def load_checkpoint(conn: Any, model_id: str) -> Any:
     )
 
 
+class Learned(NamedTuple):
+    """One result a model learned: its evaluation, its match, and the version it was learned
+    on top of (every later version of the model knows it)."""
+
+    model_id: str
+    evaluation_id: str
+    match_id: str
+    after_version: int
+
+
 async def write_checkpoints(
     conn: Any,
     rows: Sequence[tuple[str, int, int, int, dict[str, int], bytes]],
-    learned_now: Sequence[tuple[str, str]],
+    learned_now: Sequence[Learned],
 ) -> None:
     """Store checkpoints (model id, version, learned, learned since version, positions, signed
-    state) and the newly learned evaluation ids, in the caller's transaction."""
+    state) and the newly learned results, in the caller's transaction."""
     if learned_now:
         await conn.execute(
-            """INSERT INTO learned_evaluations (model_id, evaluation_id)
-               SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING""",
-            [model_id for model_id, _ in learned_now],
-            [evaluation_id for _, evaluation_id in learned_now],
+            """INSERT INTO learned_evaluations (model_id, evaluation_id, match_id,
+                                                learned_after_version)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+               ON CONFLICT DO NOTHING""",
+            [item.model_id for item in learned_now],
+            [item.evaluation_id for item in learned_now],
+            [item.match_id for item in learned_now],
+            [item.after_version for item in learned_now],
         )
     await conn.executemany(
         """INSERT INTO learner_checkpoints (model_id, version, learned,

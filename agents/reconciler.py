@@ -11,6 +11,7 @@ replay change nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ import faust
 import msgspec
 
 from agents import reconciler_store
+from agents.dead_letters import dead_letter
 from agents.loop import run_batches
 from agents.reconciler_rules import (
     NOTHING,
@@ -26,11 +28,21 @@ from agents.reconciler_rules import (
     apply_features,
     apply_prediction,
     apply_result,
+    distrust,
     feed,
+    made_after_kickoff,
 )
 from agents.reconciler_store import LogBatch
 from agents.runtime import AgentRuntime, Output
-from schemas.events import DeadLetter, MatchFeatures, MatchResult, ModelFeedItem, Prediction, Record
+from schemas.events import (
+    DeadLetter,
+    MatchFeatures,
+    MatchResult,
+    ModelFeedItem,
+    Prediction,
+    Record,
+    ValidationIssue,
+)
 
 AGENT = "reconciler"
 _LEDGER_DECODER = msgspec.json.Decoder(MatchLedger)
@@ -58,14 +70,42 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
         value_serializer="raw",
     )
 
+    versions = TrustedVersions()
+
     @app.agent(inputs, name=AGENT)
     async def reconciler(stream: Any) -> None:
         await run_batches(
-            stream, runtime, AGENT, lambda events: reconcile_batch(runtime, ledgers, events)
+            stream,
+            runtime,
+            AGENT,
+            lambda events: reconcile_batch(runtime, ledgers, events, versions),
         )
 
 
-async def reconcile_batch(runtime: AgentRuntime, ledgers: Any, events: Sequence[Any]) -> None:
+class TrustedVersions:
+    """Model versions the reconciler found in the registry: versions are never changed once
+    stored, so each is looked up once (bounded: a full cache starts over)."""
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self.known: set[tuple[str, int]] = set()
+
+    def missing(self, pairs: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        return pairs - self.known
+
+    def add(self, pairs: set[tuple[str, int]]) -> None:
+        if len(self.known) + len(pairs) > self.MAX:
+            self.known.clear()
+        self.known |= pairs
+
+
+async def reconcile_batch(
+    runtime: AgentRuntime,
+    ledgers: Any,
+    events: Sequence[Any],
+    versions: TrustedVersions | None = None,
+) -> None:
     """Apply a batch of events to the ledgers; persist, publish, then store the ledgers."""
     topics = runtime.topics
     now = datetime.now(UTC)
@@ -81,19 +121,29 @@ async def reconcile_batch(runtime: AgentRuntime, ledgers: Any, events: Sequence[
         topics.predictions: Prediction,
         topics.results: MatchResult,
     }
+    decoded: list[tuple[Any, MatchFeatures | Prediction | MatchResult]] = []
     for event in events:
-        decoded = runtime.decode(event.message, schema[event.message.topic], AGENT)
-        if isinstance(decoded, DeadLetter):
-            letters.append(decoded)
+        record = runtime.decode(event.message, schema[event.message.topic], AGENT)
+        if isinstance(record, DeadLetter):
+            letters.append(record)
             continue
-        assert isinstance(decoded, MatchFeatures | Prediction | MatchResult)
-        match_id = decoded.match_id
-        ledger = touched.get(match_id)
-        if ledger is None:
-            stored = ledgers.get(match_id.encode())
-            ledger = _LEDGER_DECODER.decode(stored) if stored is not None else MatchLedger()
-            touched[match_id] = ledger
-        reconciled = _apply(ledger, decoded, log_batch, now)
+        assert isinstance(record, MatchFeatures | Prediction | MatchResult)
+        decoded.append((event, record))
+        if record.match_id not in touched:
+            stored = ledgers.get(record.match_id.encode())
+            touched[record.match_id] = (
+                _LEDGER_DECODER.decode(stored) if stored is not None else MatchLedger()
+            )
+    trust = await _trust_facts(runtime, versions or TrustedVersions(), decoded, touched)
+    for event, record in decoded:
+        match_id = record.match_id
+        ledger = touched[match_id]
+        if isinstance(record, Prediction):
+            issue = trust.issue(record, ledger)
+            if issue is not None:
+                letters.append(dead_letter(event.message, issue, AGENT))
+                continue
+        reconciled = _apply(ledger, record, log_batch, now)
         if not reconciled.changed:
             continue  # a duplicate: no evaluation, nothing fed, the ledger as it was
         changed.add(match_id)
@@ -121,6 +171,60 @@ async def reconcile_batch(runtime: AgentRuntime, ledgers: Any, events: Sequence[
     for match_id in changed:
         ledgers[match_id.encode()] = encode_ledger(touched[match_id])
     runtime.counters["evaluated"] += len(log_batch.evaluations)
+
+
+@dataclass
+class TrustFacts:
+    """What the registry and the learner say of a batch's predictions."""
+
+    versions: TrustedVersions
+    knew: set[tuple[str, str, int]]
+
+    def issue(self, prediction: Prediction, ledger: MatchLedger) -> ValidationIssue | None:
+        """Why ``prediction`` must not be evaluated (``distrust``), or None. A prediction of a
+        model that already predicted the match is left to the ledger, which ignores it (a
+        re-scored match in a second replay): nothing to dead-letter."""
+        if any(p.model_id == prediction.model_id for p in ledger.predictions.values()):
+            return None
+        return distrust(
+            prediction,
+            ledger,
+            registered=(prediction.model_id, prediction.model_version) in self.versions.known,
+            knew_result=(prediction.model_id, prediction.match_id, prediction.model_version)
+            in self.knew,
+        )
+
+
+async def _trust_facts(
+    runtime: AgentRuntime,
+    versions: TrustedVersions,
+    decoded: Sequence[tuple[Any, MatchFeatures | Prediction | MatchResult]],
+    ledgers: dict[str, MatchLedger],
+) -> TrustFacts:
+    """One database round trip (at most) for the batch's predictions that could count: their
+    model's version in the registry (once per version), and, for those made after kickoff,
+    whether the version had learned the match's result."""
+    candidates = [
+        record
+        for _, record in decoded
+        if isinstance(record, Prediction)
+        and not any(
+            p.model_id == record.model_id for p in ledgers[record.match_id].predictions.values()
+        )
+    ]
+    unknown = versions.missing({(p.model_id, p.model_version) for p in candidates})
+    late = [(p.model_id, p.match_id, p.model_version) for p in candidates if made_after_kickoff(p)]
+    knew: set[tuple[str, str, int]] = set()
+    if unknown or late:
+
+        async def look_up() -> tuple[set[tuple[str, int]], set[tuple[str, str, int]]]:
+            async with runtime.connection() as conn:
+                found = await reconciler_store.registered_versions(conn, sorted(unknown))
+                return found, await reconciler_store.knew_results(conn, late) if late else set()
+
+        found, knew = await runtime.retry_transient("prediction trust", look_up)
+        versions.add(found)
+    return TrustFacts(versions, knew)
 
 
 def _apply(

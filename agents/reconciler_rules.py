@@ -16,7 +16,14 @@ import msgspec
 
 from models.features import model_input
 from models.metrics import brier, log_loss, rps
-from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Prediction
+from schemas.events import (
+    Evaluation,
+    MatchFeatures,
+    MatchResult,
+    ModelFeedItem,
+    Prediction,
+    ValidationIssue,
+)
 
 _NAMESPACE = uuid.UUID("7b0f5d2e-3c1a-4e8b-9a55-1f0c2d7e6a10")
 _EVALUATION_PREFIX = hashlib.sha1(_NAMESPACE.bytes + b"evaluation|", usedforsecurity=False)
@@ -115,6 +122,60 @@ def apply_features(ledger: MatchLedger, features: MatchFeatures) -> bool:
         return False
     ledger.features = features
     return True
+
+
+def made_after_kickoff(prediction: Prediction) -> bool:
+    """A prediction stamped at or after its match's kickoff: a backfill's (every replayed
+    prediction is made long after the historical kickoff), or one that could know the result."""
+    return prediction.created_at >= prediction.kickoff
+
+
+def distrust(
+    prediction: Prediction,
+    ledger: MatchLedger,
+    *,
+    registered: bool,
+    knew_result: bool,
+) -> ValidationIssue | None:
+    """Why a prediction must not be evaluated, or None when it may be.
+
+    The predictions topic is written by the scorers only (docs/RELIABILITY.md, "Security"), so
+    these checks catch a buggy or misconfigured writer, and a forged prediction that does not
+    know the service's ids and registry: its id must be the deterministic id of (match, model,
+    version), its match facts those of the match's features, its model version one in the
+    registry (``registered``), and the version must not have learned this match's result
+    already (``knew_result``: in a backfill, where every prediction is made after the
+    historical kickoff, that is what "made without knowledge of the result" means).
+    """
+    expected = prediction_id(prediction.match_id, prediction.model_id, prediction.model_version)
+    if prediction.prediction_id != expected:
+        return ValidationIssue(
+            field="prediction_id",
+            value=prediction.prediction_id,
+            rule=f"not the id of this match, model and version (expected {expected})",
+        )
+    features = ledger.features
+    if features is not None:
+        for name in ("league", "kickoff"):
+            if getattr(prediction, name) != getattr(features, name):
+                return ValidationIssue(
+                    field=name,
+                    value=str(getattr(prediction, name)),
+                    rule=f"differs from the match's features ({getattr(features, name)})",
+                )
+    if not registered:
+        return ValidationIssue(
+            field="model_version",
+            value=f"{prediction.model_id}@{prediction.model_version}",
+            rule="model version not in the registry",
+        )
+    if knew_result:
+        return ValidationIssue(
+            field="model_version",
+            value=f"{prediction.model_id}@{prediction.model_version}",
+            rule="made by a model version that had already learned this match's result",
+        )
+    return None
 
 
 def apply_prediction(ledger: MatchLedger, prediction: Prediction, *, now: datetime) -> Reconciled:

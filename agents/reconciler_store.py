@@ -6,6 +6,7 @@ replay tool make of these tables are here too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -198,3 +199,32 @@ async def stored_inputs(conn: Any) -> list[tuple[str, str, str]]:
     )
     results = await conn.fetch("SELECT match_id, payload::text FROM results ORDER BY match_id")
     return [("features", r[0], r[1]) for r in features] + [("result", r[0], r[1]) for r in results]
+
+
+async def registered_versions(conn: Any, pairs: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of the (model id, version) pairs are stored in the registry."""
+    rows = await conn.fetch(
+        """SELECT model_id, version FROM model_versions
+           WHERE (model_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
+        [model_id for model_id, _ in pairs],
+        [version for _, version in pairs],
+    )
+    return {(row["model_id"], row["version"]) for row in rows}
+
+
+async def knew_results(
+    conn: Any, predictions: Sequence[tuple[str, str, int]]
+) -> set[tuple[str, str, int]]:
+    """Which (model id, match id, version) predictions were made by a version that had
+    learned that match's result (learned on top of an earlier version)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT p.model_id, p.match_id, p.version
+           FROM unnest($1::text[], $2::text[], $3::int[]) AS p(model_id, match_id, version)
+           JOIN learned_evaluations l
+             ON l.model_id = p.model_id AND l.match_id = p.match_id
+            AND l.learned_after_version < p.version""",
+        [model_id for model_id, _, _ in predictions],
+        [match_id for _, match_id, _ in predictions],
+        [version for _, _, version in predictions],
+    )
+    return {(row["model_id"], row["match_id"], row["version"]) for row in rows}

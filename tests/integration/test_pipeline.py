@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
+from agents.registry import RegisteredModel
+from agents.scorer_rules import predict
+from models import catalog
 from models.timeline import Filters, TimedEvent, timeline
 from schemas.codec import decode
-from schemas.events import Alert, MatchResult, Prediction
+from schemas.events import Alert, DeadLetter, MatchFeatures, MatchResult, Prediction
 from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.cli.reports import reconciliation_report
 from streams.settings import Settings
@@ -340,3 +344,53 @@ async def test_ledgers_survive_a_killed_worker(
         what=f"{expected} evaluations after the restart",
     )
     assert await count(db, "SELECT count(DISTINCT prediction_id) FROM evaluations") == expected
+
+
+async def test_forged_predictions_are_dead_lettered_not_evaluated(
+    settings: Settings, start_worker: Callable[..., Worker], producer: Any, db: asyncpg.Pool
+) -> None:
+    """A prediction of a model version the registry does not hold, and one with a forged id,
+    published beside the scorer's own: both end on the dead-letter topic with their reason,
+    only the scorer's predictions are evaluated."""
+    topics = Topics.from_settings(settings)
+    start_worker()
+    events = events_between("2012-08-18", "2012-08-19")
+    features = [e.record for e in events if isinstance(e.record, MatchFeatures)]
+    target = features[0]
+    model = catalog.create("online-logreg")
+    fake = RegisteredModel("online-logreg", model.kind, "champion", "all", 777, model)
+    (unregistered,) = predict(target, [fake], now=datetime.now(UTC))
+    real = RegisteredModel("online-logreg", model.kind, "champion", "all", 0, model)
+    (genuine,) = predict(target, [real], now=datetime.now(UTC))
+    forged_id = msgspec.structs.replace(
+        genuine, prediction_id="00000000-0000-5000-8000-000000000000", model_version=0
+    )
+    # Before the match's features: the scorer cannot have predicted it yet, so both are the
+    # first predictions of their model the reconciler sees.
+    await publish(
+        producer,
+        topics.predictions,
+        [(target.match_id, unregistered), (target.match_id, forged_id)],
+    )
+    letters = await read_topic(topics.dead_letters, expect=2, timeout=90)
+    await publish_events(producer, settings, events)
+    rules = sorted(
+        (decode(letter.value, DeadLetter).error.field, decode(letter.value, DeadLetter).error.rule)
+        for letter in letters
+    )
+    assert rules[0] == ("model_version", "model version not in the registry")
+    assert rules[1][0] == "prediction_id"
+    expected = len(features) * SEEDED_MODELS
+    await wait_for(
+        lambda: _equals(db, "SELECT count(*) FROM evaluations", expected),
+        timeout=120,
+        what=f"{expected} evaluations",
+    )
+    assert (
+        await count(
+            db,
+            "SELECT count(*) FROM evaluations WHERE prediction_id = ANY($1::text[])",
+            [unregistered.prediction_id, forged_id.prediction_id],
+        )
+        == 0
+    )

@@ -155,8 +155,14 @@ class _Ledgers(dict[bytes, bytes]):
 
 
 def _runtime() -> InMemoryRuntime:
+    """An in-memory runtime whose registry holds every model version asked about."""
     settings = Settings()
-    return InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
+    runtime = InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
+    runtime.db.answer(
+        "FROM model_versions",
+        lambda args: [{"model_id": m, "version": v} for m, v in zip(*args, strict=True)],
+    )
+    return runtime
 
 
 def _events(
