@@ -39,7 +39,8 @@ MAX_EXPONENT_DIGITS = 3
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Record], msgspec.json.Decoder[Any]] = {}
-_PATH = re.compile(r" - at `(\$[^`]*)`$")
+# A bad dict key is reported "at `key` in `$.path`": the field is the dict's path.
+_PATH = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`$")
 # msgspec names the field itself, not its path, when one is missing or unknown.
 _OBJECT_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
 # Our own rules (``__post_init__``) start with the field they are about, in backticks.
