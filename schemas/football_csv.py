@@ -293,7 +293,8 @@ def _parse(
         except StopIteration:
             return
         except csv.Error as error:  # e.g. a field beyond csv.field_size_limit()
-            last_line = reader.line_num
+            # DictReader updates its own line_num only after a good row: ask its reader.
+            last_line = reader.reader.line_num
             yield RowError(source, last_line, "row", None, f"not readable as CSV: {error}")
             continue
         first_line, last_line = last_line + 1, reader.line_num
