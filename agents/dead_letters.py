@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from schemas.codec import InvalidEvent, decode
+from schemas.codec import InvalidEvent, decode, undecodable
 from schemas.events import DeadLetter, Record, ValidationIssue
 
 R = TypeVar("R", bound=Record)
@@ -81,8 +81,7 @@ def decode_or_letter(message: Any, record_type: type[R], agent: str) -> R | Dead
     except InvalidEvent as error:
         return dead_letter(message, error.issue, agent)
     except Exception as error:  # noqa: BLE001 - any decoder failure is the payload's
-        issue = ValidationIssue(field="$", value=None, rule=f"undecodable: {error!r}"[:500])
-        return dead_letter(message, issue, agent)
+        return dead_letter(message, undecodable(message.value, error), agent)
 
 
 class _SharedTopics(Protocol):

@@ -6,12 +6,21 @@ from these very classes, so producers validate against exactly what the service 
 Rules that a type cannot express (a kickoff in a sane range, probabilities that sum to one, an
 outcome consistent with the score) live in ``__post_init__`` and raise ``ValueError`` with the
 field and the rule, which ``schemas.codec`` turns into a ``ValidationIssue``.
+
+Every rule is written for a hostile or careless producer: identifiers match as a whole (no
+trailing newline), names carry no invisible or control characters, numbers that reach a model
+are bounded per feature (:data:`FEATURE_BOUNDS`), and a prediction or an evaluation must agree
+with itself. Each rule is in the exported JSON Schema where JSON Schema can say it, and in the
+description of the field or the record where it cannot.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import msgspec
@@ -27,17 +36,137 @@ OUTCOMES: tuple[Outcome, Outcome, Outcome] = ("H", "D", "A")
 EARLIEST_KICKOFF = datetime(1870, 1, 1, tzinfo=UTC)
 LATEST_KICKOFF_AHEAD_DAYS = 730
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
-Identifier = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+INT4_MAX = 2**31 - 1
+"""Largest PostgreSQL ``integer``: model versions and window sizes are stored as int4."""
+INT8_MAX = 2**63 - 1
+"""Largest PostgreSQL ``bigint``."""
+
+MAX_FEATURES = 64
+"""Most named features in one event: the builder writes 27; more is a producer bug or abuse."""
+MAX_INPUTS = MAX_FEATURES + 3
+"""Most model inputs: the features plus the three closing-odds probabilities of reference models."""
+FEATURE_LIMIT = 1e6
+"""Bound on the magnitude of a feature without an entry in :data:`FEATURE_BOUNDS`."""
+CONSISTENCY_TOLERANCE = 1e-9
+"""How far ``confidence`` may be from the top probability (float rounding, nothing more)."""
+
+FEATURE_BOUNDS: dict[str, tuple[float, float]] = {
+    # Elo: 1500 is the league average; the five leagues' 27,700 matches stay within 1285..1840
+    # (a difference within +-481). A rating 1,500 points away from the mean is not football.
+    "elo_home": (0.0, 4000.0),
+    "elo_away": (0.0, 4000.0),
+    "elo_diff": (-2000.0, 2000.0),
+    "elo_p_home": (0.0, 1.0),
+    # pi-ratings (log10 goal-difference scale, c=3): seen -1.0..1.7; +-6 already expects a
+    # 99-goal difference, the most the score fields allow.
+    "pi_home": (-6.0, 6.0),
+    "pi_away": (-6.0, 6.0),
+    "pi_exp_gd": (-99.0, 99.0),  # seen -2.4..3.1 goals
+    "goals_exp_home": (0.0, 99.0),  # seen 0.49..5.3 goals
+    "goals_exp_away": (0.0, 99.0),  # seen 0.37..3.9 goals
+    # Form over the last matches: points per game 0..3; goals per game, at most a score's 99.
+    **{
+        f"form_{side}_{stat}": (0.0, 3.0 if stat == "ppg" else 99.0)
+        for side in ("home", "away", "home_at_home", "away_at_away")
+        for stat in ("ppg", "gf", "ga")
+    },
+    # Days since the previous match, capped at 30 by the builder; a year is still plausible.
+    "rest_home": (0.0, 366.0),
+    "rest_away": (0.0, 366.0),
+    # Normalised implied probabilities of the odds; the margin of odds in (1, 1000] is in
+    # (-1, 2) (seen -0.61..0.15: some average openings are below a fair book).
+    "open_p_H": (0.0, 1.0),
+    "open_p_D": (0.0, 1.0),
+    "open_p_A": (0.0, 1.0),
+    "open_margin": (-1.0, 2.0),
+    "close_p_H": (0.0, 1.0),
+    "close_p_D": (0.0, 1.0),
+    "close_p_A": (0.0, 1.0),
+}
+"""Accepted range (inclusive) of each known feature or model input; any other key must be
+within +-:data:`FEATURE_LIMIT`. Generous on purpose: the models also clip to what they have
+seen, this only refuses values no honest producer writes."""
+
+# Invisible, control and line-breaking characters: NUL, C1 controls, bidirectional overrides and
+# isolates, zero-width spaces and joiners, BOM, soft hyphen, surrogates, private use.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def _whole(body: str) -> str:
+    """A pattern that matches the whole string alike in Python and in JSON Schema (ECMA-262).
+
+    msgspec checks ``pattern`` with ``re.search``, where ``$`` also matches before a final
+    newline (``"E0\\n"`` would pass); in ECMA regex ``$`` is the end of the input. ``$(?!\\n)``
+    is the end of the input in both. Bodies use ASCII classes only: Python's ``\\d`` takes any
+    Unicode digit, ECMA's does not.
+    """
+    return f"^(?:{body})$(?!\\n)"
+
+
+IDENTIFIER_PATTERN = _whole("[A-Za-z0-9_.:-]+")
+FEATURE_KEY_PATTERN = _whole("[A-Za-z][A-Za-z0-9_]{0,63}")
+SEASON_PATTERN = _whole("[0-9]{4}-[0-9]{4}")
+SHA256_PATTERN = _whole("[0-9a-f]{64}")
+_SEASON_YEARS = re.compile("([0-9]{4})-([0-9]{4})")
+
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=120,
+        description=(
+            "A team's name: not blank, and without control, format (invisible: zero-width, "
+            "bidirectional, BOM), surrogate, private-use or line/paragraph separator characters "
+            "(Unicode categories Cc, Cf, Cs, Co, Zl, Zp)."
+        ),
+    ),
+]
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=IDENTIFIER_PATTERN)]
+Season = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SEASON_PATTERN,
+        description="Two consecutive years, the second one more than the first: 2009-2010.",
+    ),
 ]
 # Decimal odds: 1.0 would be a certain outcome with no payout; 1000 is far beyond any 1X2 market.
 DecimalOdds = Annotated[float, msgspec.Meta(gt=1.0, le=1000.0)]
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Goals = Annotated[int, msgspec.Meta(ge=0, le=99)]
-Version = Annotated[int, msgspec.Meta(ge=0)]
+Version = Annotated[int, msgspec.Meta(ge=0, le=INT4_MAX)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 SchemaVersion = Annotated[int, msgspec.Meta(ge=1, le=1)]
+# The key pattern is checked in ``__post_init__`` for keys outside FEATURE_BOUNDS only (the known
+# ones match it, tested): msgspec would call ``re.search`` for each of the 27 keys, ~30 us an event.
+FeatureKey = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=64, extra_json_schema={"pattern": FEATURE_KEY_PATTERN}),
+]
+_FEATURE_KEY = re.compile(FEATURE_KEY_PATTERN)
+_DEFAULT_BOUNDS = (-FEATURE_LIMIT, FEATURE_LIMIT)
+FeatureValue = Annotated[float, msgspec.Meta(ge=-FEATURE_LIMIT, le=FEATURE_LIMIT)]
+_FEATURE_SCHEMA = {
+    "properties": {
+        name: {"type": "number", "minimum": low, "maximum": high}
+        for name, (low, high) in FEATURE_BOUNDS.items()
+    },
+}
+
+
+def _feature_map(max_length: int, what: str) -> msgspec.Meta:
+    return msgspec.Meta(
+        max_length=max_length,
+        description=(
+            f"{what}: at most {max_length}, keyed by a letter then letters, digits or `_`. "
+            f"Known features have the ranges listed under `properties`; any other is within "
+            f"+-{FEATURE_LIMIT:g}."
+        ),
+        extra_json_schema=_FEATURE_SCHEMA,
+    )
+
+
+Features = Annotated[dict[FeatureKey, FeatureValue], _feature_map(MAX_FEATURES, "Named features")]
+Inputs = Annotated[dict[FeatureKey, FeatureValue], _feature_map(MAX_INPUTS, "Model inputs")]
 
 
 class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -59,6 +188,76 @@ def _check_kickoff(kickoff: datetime) -> None:
         raise ValueError(
             f"`kickoff` {kickoff.isoformat()} is more than {LATEST_KICKOFF_AHEAD_DAYS} days ahead"
         )
+
+
+# A few hundred team names and a few seasons repeat over every event: the checks are cached.
+@lru_cache(maxsize=4096)
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a usable team name, or None: blank, or an invisible character.
+
+    Shared with the CSV reader, so a row and its event obey one rule.
+    """
+    if not name.strip():
+        return "must not be blank"
+    if not name.isprintable():  # fast: printable text has none of the forbidden categories
+        for char in name:
+            category = unicodedata.category(char)
+            if category in _FORBIDDEN_CATEGORIES:
+                return f"must not contain U+{ord(char):04X} (Unicode category {category})"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def normalised_name(name: str) -> str:
+    """``name`` as compared for sameness: NFKC, case-folded, whitespace runs as one space."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return " ".join(folded.split())
+
+
+def _check_name(field: str, name: str) -> None:
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValueError(f"`{field}` {problem} (got {name!r})")
+
+
+def _check_features(field: str, values: dict[str, float]) -> None:
+    """Each key from the safe pattern, each value within its feature's bounds (which also
+    refuses NaN and infinities)."""
+    for name, value in values.items():
+        bounds = FEATURE_BOUNDS.get(name)
+        if bounds is None:
+            if _FEATURE_KEY.search(name) is None:  # search, as msgspec checks a pattern
+                raise ValueError(
+                    f"`{field}` key {name!r} must be a letter then up to 63 letters, digits or _"
+                )
+            bounds = _DEFAULT_BOUNDS
+        low, high = bounds
+        if not low <= value <= high:
+            _check_finite(f"{field}.{name}", value)
+            raise ValueError(f"`{field}.{name}` {value!r} is outside [{low:g}, {high:g}]")
+
+
+@lru_cache(maxsize=256)
+def _season_in_order(season: str) -> bool:
+    years = _SEASON_YEARS.fullmatch(season)
+    return years is not None and int(years.group(2)) == int(years.group(1)) + 1
+
+
+def _check_season(season: str) -> None:
+    if not _season_in_order(season):
+        raise ValueError(f"`season` {season!r} must be two consecutive years, as 2009-2010")
+
+
+def _check_consistent(probabilities: Probabilities, predicted: Outcome, confidence: float) -> None:
+    """``predicted`` is a most probable outcome and ``confidence`` its probability."""
+    top = max(probabilities.H, probabilities.D, probabilities.A)
+    chosen = getattr(probabilities, predicted)
+    if chosen < top - CONSISTENCY_TOLERANCE:
+        raise ValueError(
+            f"`predicted` {predicted!r} (p={chosen!r}) is not the most probable outcome (p={top!r})"
+        )
+    if abs(confidence - top) > CONSISTENCY_TOLERANCE:
+        raise ValueError(f"`confidence` {confidence!r} is not the top probability {top!r}")
 
 
 def outcome_of(home_goals: int, away_goals: int) -> Outcome:
@@ -95,11 +294,15 @@ class Probabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class MatchFeatures(Record, frozen=True, kw_only=True):
-    """Pre-match features of one match, published before kickoff (topic: features)."""
+    """Pre-match features of one match, published before kickoff (topic: features).
+
+    The season is two consecutive years; home and away teams differ once case-folded, NFKC
+    normalised and with whitespace collapsed; every feature is within its bounds.
+    """
 
     match_id: Identifier
     league: Identifier
-    season: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{4}$")]
+    season: Season
     kickoff: AwareDatetime
     home_team: Name
     away_team: Name
@@ -107,21 +310,27 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
     # Known only at kickoff: carried for evaluation against the market, never a default input.
     odds_close: Odds | None = None
     # Named numeric features built from earlier matches only (ratings, form, rest days, ...).
-    features: dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], float] = {}
+    features: Features = {}
 
     def __post_init__(self) -> None:
         _check_kickoff(self.kickoff)
-        if self.home_team == self.away_team:
-            raise ValueError(f"`away_team` must differ from `home_team` ({self.home_team!r})")
-        # One sum is finite exactly when no term is NaN or infinite, unless finite terms
-        # overflow it: only then (rare) does the per-field loop run, to name the field.
-        if not math.isfinite(sum(self.features.values())):
-            for name, value in self.features.items():
-                _check_finite(f"features.{name}", value)
+        _check_season(self.season)
+        _check_name("home_team", self.home_team)
+        _check_name("away_team", self.away_team)
+        if normalised_name(self.home_team) == normalised_name(self.away_team):
+            raise ValueError(
+                f"`away_team` {self.away_team!r} must differ from `home_team` "
+                f"{self.home_team!r} (compared case-folded, NFKC, whitespace collapsed)"
+            )
+        _check_features("features", self.features)
 
 
 class MatchResult(Record, frozen=True, kw_only=True):
-    """Final score of one match, published after the final whistle (topic: results)."""
+    """Final score of one match, published after the final whistle (topic: results).
+
+    The outcome agrees with the score; half-time goals are given for both sides or neither, and
+    neither exceeds its full-time goals.
+    """
 
     match_id: Identifier
     league: Identifier
@@ -140,6 +349,11 @@ class MatchResult(Record, frozen=True, kw_only=True):
                 f"`outcome` {self.outcome!r} contradicts the score "
                 f"{self.home_goals}-{self.away_goals} (expected {expected!r})"
             )
+        if (self.half_time_home_goals is None) != (self.half_time_away_goals is None):
+            raise ValueError(
+                "`half_time_home_goals` and `half_time_away_goals` must be both given or both "
+                f"absent (got {self.half_time_home_goals!r} and {self.half_time_away_goals!r})"
+            )
         for side, half, full in (
             ("home", self.half_time_home_goals, self.home_goals),
             ("away", self.half_time_away_goals, self.away_goals),
@@ -149,7 +363,11 @@ class MatchResult(Record, frozen=True, kw_only=True):
 
 
 class Prediction(Record, frozen=True, kw_only=True):
-    """One model's prediction for one match (topic: predictions)."""
+    """One model's prediction for one match (topic: predictions).
+
+    ``predicted`` is a most probable outcome (any of tied ones) and ``confidence`` the top
+    probability (within 1e-9); ``model_version`` fits a PostgreSQL integer.
+    """
 
     prediction_id: Identifier
     match_id: Identifier
@@ -163,9 +381,16 @@ class Prediction(Record, frozen=True, kw_only=True):
     confidence: Probability
     created_at: AwareDatetime
 
+    def __post_init__(self) -> None:
+        _check_consistent(self.probabilities, self.predicted, self.confidence)
+
 
 class Evaluation(Record, frozen=True, kw_only=True):
-    """A prediction reconciled with its result (topic: evaluations)."""
+    """A prediction reconciled with its result (topic: evaluations).
+
+    As consistent as its prediction; ``outcome`` agrees with the score and ``hit`` says whether
+    ``predicted`` is that outcome.
+    """
 
     evaluation_id: Identifier
     prediction_id: Identifier
@@ -189,6 +414,20 @@ class Evaluation(Record, frozen=True, kw_only=True):
     supersedes: Identifier | None = None
     evaluated_at: AwareDatetime
 
+    def __post_init__(self) -> None:
+        _check_consistent(self.probabilities, self.predicted, self.confidence)
+        expected = outcome_of(self.home_goals, self.away_goals)
+        if self.outcome != expected:
+            raise ValueError(
+                f"`outcome` {self.outcome!r} contradicts the score "
+                f"{self.home_goals}-{self.away_goals} (expected {expected!r})"
+            )
+        if self.hit != (self.predicted == self.outcome):
+            raise ValueError(
+                f"`hit` {self.hit} contradicts predicted {self.predicted!r} and outcome "
+                f"{self.outcome!r}"
+            )
+
 
 class ModelSnapshot(Record, frozen=True, kw_only=True):
     """A model's new version, for hot-swapping scorers (topic: model snapshots, compacted)."""
@@ -198,11 +437,17 @@ class ModelSnapshot(Record, frozen=True, kw_only=True):
     parent_version: Version | None = None
     kind: Identifier
     status: Literal["champion", "challenger", "reference", "retired"]
-    learned: Annotated[int, msgspec.Meta(ge=0)] = 0
+    learned: Annotated[int, msgspec.Meta(ge=0, le=INT8_MAX)] = 0
     # Last evaluation the snapshot has learned from: a replay never teaches it twice.
     last_evaluation_id: Identifier | None = None
-    state_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    state_sha256: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
     created_at: AwareDatetime
+
+    def __post_init__(self) -> None:
+        if self.parent_version is not None and self.parent_version >= self.version:
+            raise ValueError(
+                f"`parent_version` {self.parent_version} must be less than version {self.version}"
+            )
 
 
 class ModelFeedItem(Record, frozen=True, kw_only=True):
@@ -210,7 +455,10 @@ class ModelFeedItem(Record, frozen=True, kw_only=True):
     learner and the decay monitor of each model see all of its evaluations in one partition."""
 
     evaluation: Evaluation
-    inputs: dict[str, float]
+    inputs: Inputs
+
+    def __post_init__(self) -> None:
+        _check_features("inputs", self.inputs)
 
 
 AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
@@ -227,7 +475,7 @@ class Alert(Record, frozen=True, kw_only=True):
     scope: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     metric: Identifier | None = None
     detector: Identifier
-    window: Annotated[int, msgspec.Meta(ge=0)] = 0
+    window: Annotated[int, msgspec.Meta(ge=0, le=INT4_MAX)] = 0
     baseline: float | None = None
     current: float | None = None
     threshold: float | None = None

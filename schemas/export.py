@@ -12,6 +12,7 @@ files is a diff of the contract.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,7 @@ def schema_of(name: str, record_type: type[Record]) -> dict[str, Any]:
     # The root object sits at the top of the document, so a (recursive) reference to it is "#".
     definitions = _replace_refs(definitions, root_ref, "#")
     root = _replace_refs(root, root_ref, "#")
-    docstring = (record_type.__doc__ or "").strip()
+    docstring = inspect.cleandoc(record_type.__doc__ or "")
     versions = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
     document: dict[str, Any] = {
         "$schema": DRAFT,

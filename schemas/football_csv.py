@@ -11,7 +11,13 @@ comparable and stable across machines. Same-kickoff grouping and match ids use t
 
 A bad row never crashes the reader: :func:`parse_file` (or :func:`parse_lines` for text already
 in memory) yields a :class:`RowError` in its place, and :func:`read_rows` (or
-:func:`collect_rows`) lets the caller ``stop`` at the first one or ``skip`` them all.
+:func:`collect_rows`) lets the caller ``stop`` at the first one or ``skip`` them all. Whatever
+the bytes (invalid UTF-8, a field beyond the csv module's limit, digits of other scripts), the
+result is a row error with file and line. A file that cannot be read at all (missing, UTF-16 or
+UTF-32, binary) is one :class:`FileError` at line 1, fatal even when rows are skipped. Numbers
+are ASCII only (``str.isdigit`` also takes ``"²"`` and Arabic-Indic digits; ``float`` takes
+``"2_0.64"``), a header naming a column twice is refused, and team names obey
+:func:`schemas.events.name_problem`, the rule of the events they become.
 
 >>> row = parse_line({
 ...     "Date": "2009-08-15 13:45:00", "country": "england", "league": "premier-league",
@@ -26,7 +32,6 @@ in memory) yields a :class:`RowError` in its place, and :func:`read_rows` (or
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 import unicodedata
@@ -36,9 +41,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple
 
-from schemas.events import EARLIEST_KICKOFF, Odds, Outcome, outcome_of
+from schemas.events import (
+    EARLIEST_KICKOFF,
+    Odds,
+    Outcome,
+    name_problem,
+    normalised_name,
+    outcome_of,
+)
 
 REQUIRED_COLUMNS = (
     "Date",
@@ -66,9 +78,22 @@ MAX_ODDS = 1000.0  # the same bound as ``schemas.events.DecimalOdds``
 MAX_NAME_LENGTH = 120  # the same bound as ``schemas.events.Name``
 MAX_ID_LENGTH = 200  # the same bound as ``schemas.events.Identifier``
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-_SEASON = re.compile(r"^(\d{4})-(\d{4})$")
+# ASCII digits only, and whole values (fullmatch): Python's \\d takes any script's digits.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_SEASON = re.compile(r"([0-9]{4})-([0-9]{4})")
+_GOALS = re.compile(r"[0-9]{1,2}")  # at most MAX_GOALS = 99
+# Decimal odds as the data writes them (1.17, 20.64, 3): float() would also take 2_0.64, 1e2,
+# " nan" or full-width digits.
+_ODDS = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,12})?")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+# Byte order marks of encodings that are not UTF-8; longest first (UTF-32-LE starts as UTF-16-LE).
+_OTHER_ENCODINGS = (
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 OnError = Literal["skip", "stop"]
 
@@ -83,6 +108,18 @@ class RowError(ValueError):
         self.field = field
         self.value = value
         self.rule = rule
+
+
+class FileError(RowError):
+    """A file that cannot be read at all: missing, unreadable, or not UTF-8 text.
+
+    Fatal even when bad rows are skipped (:func:`collect_rows` raises it): skipping it would
+    silently drop every match of a league. It is a :class:`RowError` at line 1, the header's
+    line, so callers that report a header problem as "the whole file is unusable" do so here.
+    """
+
+    def __init__(self, path: str, rule: str, line: int = 1) -> None:
+        super().__init__(path, line, "file", None, rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +191,8 @@ def read_rows(paths: Iterable[str | Path], *, on_error: OnError = "stop") -> Row
 def collect_rows(
     items: Iterable[FootballRow | RowError], *, on_error: OnError = "stop"
 ) -> RowsRead:
-    """Parsed rows sorted by kickoff (stable), raising the first error or skipping them all.
+    """Parsed rows sorted by kickoff (stable), raising the first error or skipping them all
+    (but a :class:`FileError` is always raised).
 
     A second row with an already seen match id is an error too: replays and learning treat the
     match id as the identity of a match, so a duplicate would count one match twice.
@@ -170,7 +208,7 @@ def collect_rows(
                 f"duplicate of {first.source}:{first.line}",
             )  # fmt: skip
         if isinstance(item, RowError):
-            if on_error == "stop":
+            if on_error == "stop" or isinstance(item, FileError):
                 raise item
             errors.append(item)
             continue
@@ -181,28 +219,104 @@ def collect_rows(
 
 
 def parse_file(path: str | Path) -> Iterator[FootballRow | RowError]:
-    """Each data row of one file in file order, parsed, or the :class:`RowError` saying why not."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        yield from parse_lines(handle, str(path))
+    """Each data row of one file in file order, parsed, or the :class:`RowError` saying why not.
+
+    Never raises: a file that cannot be opened or read, or is not UTF-8 text, is one
+    :class:`FileError`, and a line that is not valid UTF-8 is a row error of its own.
+    """
+    source = str(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; open may fail alone)
+    except OSError as error:
+        yield FileError(source, f"cannot open the file: {error.strerror or error}")
+        return
+    with handle:
+        bad_lines: dict[int, str] = {}
+        lines = _utf8_lines(handle, source, bad_lines)
+        try:
+            yield from _parse(lines, source, bad_lines)
+        except FileError as error:
+            yield error
+        except OSError as error:
+            yield FileError(source, f"cannot read the file: {error.strerror or error}")
 
 
 def parse_lines(lines: Iterable[str], source: str) -> Iterator[FootballRow | RowError]:
     """Each data row of CSV text (header first) parsed, or the :class:`RowError` saying why not.
 
-    Text without a header or without a required column yields a single error for line 1.
+    Text without a header, without a required column or with a column named twice yields a
+    single error for line 1.
     """
+    return _parse(lines, source, {})
+
+
+def _utf8_lines(handle: BinaryIO, source: str, bad_lines: dict[int, str]) -> Iterator[str]:
+    """The lines of a binary file as text; a line that is not UTF-8 is noted in ``bad_lines``
+    (and decoded with replacement characters, so the CSV reader stays in step)."""
+    for number, raw in enumerate(handle, start=1):
+        line = raw
+        if number == 1:
+            for mark, encoding in _OTHER_ENCODINGS:
+                if raw.startswith(mark):
+                    raise FileError(source, f"the file is {encoding} text; save it as UTF-8")
+            line = raw.removeprefix(_UTF8_BOM)
+            if b"\x00" in line:
+                raise FileError(
+                    source, "the header has NUL bytes: not UTF-8 text (UTF-16 or UTF-32?)"
+                )
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = line[error.start : error.end].hex(" ")
+            bad_lines[number] = f"not UTF-8: {error.reason} (bytes {bad} at byte {error.start})"
+            yield line.decode("utf-8", "replace")
+
+
+def _parse(
+    lines: Iterable[str], source: str, bad_lines: Mapping[int, str]
+) -> Iterator[FootballRow | RowError]:
     reader = csv.DictReader(lines)
-    header = reader.fieldnames
+    try:
+        header = reader.fieldnames
+    except csv.Error as error:
+        yield RowError(source, 1, "header", None, f"not readable as CSV: {error}")
+        return
     if not header:
         yield RowError(source, 1, "header", None, "file has no header row")
+        return
+    if 1 in bad_lines:
+        yield RowError(source, 1, "header", None, bad_lines[1])
+        return
+    repeated = [column for index, column in enumerate(header) if column in header[:index]]
+    if repeated:
+        # DictReader would keep the last one silently: which of the two is meant is unknown.
+        yield RowError(source, 1, repeated[0], None, "column is named twice in the header")
         return
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         yield RowError(source, 1, missing[0], None, "required column is missing")
         return
-    for record in reader:
+    last_line = reader.line_num
+    while True:
         try:
-            yield parse_line(record, source, reader.line_num)
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # e.g. a field beyond csv.field_size_limit()
+            # DictReader updates its own line_num only after a good row: ask its reader.
+            last_line = reader.reader.line_num
+            yield RowError(source, last_line, "row", None, f"not readable as CSV: {error}")
+            continue
+        first_line, last_line = last_line + 1, reader.line_num
+        if bad_lines:
+            problem = next(
+                (bad_lines[n] for n in range(first_line, last_line + 1) if n in bad_lines), None
+            )
+            if problem is not None:
+                yield RowError(source, last_line, "row", None, problem)
+                continue
+        try:
+            yield parse_line(record, source, last_line)
         except RowError as error:
             yield error
 
@@ -215,7 +329,9 @@ def parse_line(record: Mapping[str | None, object], source: str, line: int) -> F
     kickoff = fields.kickoff("Date")
     league = f"{fields.slug('country')}-{fields.slug('league')}"
     home_team, away_team = fields.name("HomeTeam"), fields.name("AwayTeam")
-    if slug(home_team) == slug(away_team):
+    if slug(home_team) == slug(away_team) or (
+        normalised_name(home_team) == normalised_name(away_team)
+    ):
         raise RowError(source, line, "AwayTeam", away_team, "must differ from HomeTeam")
     match_id = make_match_id(league, kickoff, home_team, away_team)
     if len(match_id) > MAX_ID_LENGTH:
@@ -265,7 +381,7 @@ class _Fields:
 
     def kickoff(self, field: str) -> datetime:
         value = self.text(field)
-        if not _DATE.match(value):
+        if not _DATE.fullmatch(value):
             raise self._fail(field, value, "expected a date as YYYY-MM-DD HH:MM:SS")
         try:
             kickoff = datetime.fromisoformat(value).replace(tzinfo=UTC)
@@ -288,11 +404,14 @@ class _Fields:
             raise self._fail(
                 field, value, f"must have 1 to {MAX_NAME_LENGTH} characters, a letter or a digit"
             )
+        problem = name_problem(value)  # e.g. NUL, which PostgreSQL would refuse later
+        if problem is not None:
+            raise self._fail(field, value, problem)
         return value
 
     def season(self, field: str) -> str:
         value = self.text(field)
-        found = _SEASON.match(value)
+        found = _SEASON.fullmatch(value)
         if not found or int(found.group(2)) != int(found.group(1)) + 1:
             raise self._fail(field, value, "expected consecutive years as YYYY-YYYY")
         return value
@@ -301,7 +420,7 @@ class _Fields:
         return self._goals(field, self.text(field))
 
     def _goals(self, field: str, value: str) -> int:
-        if not value.isdigit() or int(value) > MAX_GOALS:
+        if not _GOALS.fullmatch(value) or int(value) > MAX_GOALS:
             raise self._fail(field, value, f"goals must be a whole number from 0 to {MAX_GOALS}")
         return int(value)
 
@@ -320,12 +439,10 @@ class _Fields:
 
     def _price(self, field: str) -> float:
         value = self.text(field)
-        try:
-            price = float(value)
-        except ValueError as error:
-            raise self._fail(field, value, "odds must be a number") from error
-        if not math.isfinite(price):
-            raise self._fail(field, value, "odds must be a finite number")
+        if not _ODDS.fullmatch(value):
+            rule = "odds must be a number: ASCII digits, optionally a point and more (2.05)"
+            raise self._fail(field, value, rule)
+        price = float(value)
         if not 1.0 < price <= MAX_ODDS:
             raise self._fail(field, value, f"decimal odds must be > 1 and <= {MAX_ODDS:g}")
         return price

@@ -183,7 +183,7 @@ async def test_a_decoder_crash_is_one_undecodable_dead_letter(
     batch = rt.events((rt.topics.features, hostile), (rt.topics.features, encode(good)))
     await rt.drive("scorer", lambda events: score_batch(rt, active, events), batch)
     assert [letter.error.rule for letter in rt.dead_letters] == [
-        "undecodable: RecursionError('maximum recursion depth exceeded')"
+        "undecodable: RecursionError: maximum recursion depth exceeded"
     ]
     assert len(rt.on(rt.topics.predictions)) == 1
     assert rt.counters["faults:scorer"] == 0
