@@ -166,6 +166,77 @@ def not_utf8(rng: random.Random, record: Record) -> bytes:
     return raw[:cut] + b"\xff\xfe" + raw[cut:]
 
 
+def other_encoding(rng: random.Random, record: Record) -> bytes:
+    """The same event with a byte order mark, or in UTF-16 or UTF-32 (a producer on Windows)."""
+    text = encode(record).decode()
+    choice = rng.randrange(3)
+    if choice == 0:
+        return b"\xef\xbb\xbf" + text.encode()
+    family = rng.choice(["utf-16", "utf-32"])
+    return text.encode(rng.choice([family, f"{family}-le", f"{family}-be"]))
+
+
+def surrogate(rng: random.Random, record: Record) -> bytes:
+    """A lone UTF-16 surrogate in a string: escaped in the JSON, or as raw (invalid) bytes."""
+    doc = _doc(record)
+    field = rng.choice(["match_id", "league"] + (["home_team"] if "home_team" in doc else []))
+    if rng.random() < 0.5:
+        doc[field] = f"{doc[field][:3]}\ud800{doc[field][3:]}"
+        return json.dumps(doc, separators=(",", ":")).encode()  # ASCII: the escape stays
+    raw = encode(record)
+    cut = raw.index(b'"match_id":"') + len(b'"match_id":"') + 2
+    return raw[:cut] + b"\xed\xa0\x80" + raw[cut:]
+
+
+def deep_nesting(rng: random.Random, record: Record) -> bytes:
+    """An extra field nested far deeper than any event (up to 5,000 levels)."""
+    depth = rng.randint(17, 5000)
+    return encode(record)[:-1] + b',"x":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def huge_number(rng: random.Random, record: Record) -> bytes:
+    """A number of thousands of digits, or an exponent of ten digits."""
+    doc = _doc(record)
+    number = "9" * rng.randint(41, 5000) if rng.random() < 0.5 else "1e-1234567890"
+    field = "home_goals" if "outcome" in doc else "odds_open"
+    marker = "__number__"
+    if field == "odds_open":
+        doc["odds_open"]["draw"] = marker
+    else:
+        doc[field] = marker
+    return _dumps(doc).replace(f'"{marker}"'.encode(), number.encode())
+
+
+def trailing_data(rng: random.Random, record: Record) -> bytes:
+    return encode(record) + rng.choice([b'{"x":1}', b" garbage", b"\x00", b"[]"])
+
+
+def semantic(rng: random.Random, record: Record) -> bytes:
+    """Well-formed JSON of the right types that no real match has: an id with a trailing
+    newline, an invisible or blank team name, the same team twice, a season backwards, a
+    feature far outside its range, half-time goals for one side only."""
+    doc = _doc(record)
+    if "outcome" in doc:
+        if rng.random() < 0.5:
+            doc["match_id"] += "\n"
+        else:
+            doc["half_time_home_goals"], doc["half_time_away_goals"] = 0, None
+        return _dumps(doc)
+    choice = rng.randrange(5)
+    if choice == 0:
+        doc["match_id"] += "\n"
+    elif choice == 1:
+        doc["home_team"] = rng.choice(["Ful\u0000ham", "Ful\u202eham", "Ful\u200bham", "   "])
+    elif choice == 2:
+        doc["away_team"] = doc["home_team"].upper()
+    elif choice == 3:
+        first = int(doc["season"][:4])
+        doc["season"] = f"{first + 2}-{first}"
+    else:
+        doc["features"] = {**doc.get("features", {}), "elo_diff": 1e300, "pi_exp_gd": 1e300}
+    return _dumps(doc)
+
+
 Breaker = Callable[[random.Random, Record], bytes]
 BREAKERS: dict[str, Breaker] = {
     "random_bytes": random_bytes,
@@ -181,6 +252,12 @@ BREAKERS: dict[str, Breaker] = {
     "not_an_object": not_an_object,
     "unknown_field": unknown_field,
     "not_utf8": not_utf8,
+    "other_encoding": other_encoding,
+    "surrogate": surrogate,
+    "deep_nesting": deep_nesting,
+    "huge_number": huge_number,
+    "trailing_data": trailing_data,
+    "semantic": semantic,
 }
 EMPTY_KINDS = ("empty", "null")
 """A zero-byte value and a null value (a tombstone): nothing to decode at all."""
