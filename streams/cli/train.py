@@ -15,7 +15,7 @@ from agents import registry
 from models import catalog
 from models.batch import BatchModel
 from models.training import training_set
-from schemas.football_csv import read_rows
+from schemas.football_csv import RowError, read_rows
 from streams.db import connect
 from streams.settings import Settings
 
@@ -43,7 +43,12 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"tipstream train: no such file: {', '.join(missing)}")
         return 2
-    rows, outcomes = training_set(read_rows(args.data).rows, args.until)
+    try:
+        history = read_rows(args.data).rows
+    except RowError as error:
+        print(f"tipstream train: {error} (fix the row: a training set has no bad rows)")
+        return 1
+    rows, outcomes = training_set(history, args.until)
     if not rows:
         print(f"tipstream train: no match before {args.until} in the data")
         return 1

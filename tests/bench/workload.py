@@ -21,7 +21,7 @@ from models import catalog
 from models.timeline import timeline
 from schemas.codec import encode
 from schemas.events import MatchFeatures, MatchResult
-from schemas.football_csv import league_file, read_rows
+from schemas.football_csv import RowError, league_file, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = league_file("england-premier-league")
@@ -39,7 +39,11 @@ class Matches:
 
     @classmethod
     def load(cls, path: Path = DEFAULT_DATA) -> Matches:
-        events = timeline(read_rows([path]).rows)
+        try:
+            rows = read_rows([path]).rows
+        except RowError as error:
+            raise SystemExit(f"bench: {error}") from None
+        events = timeline(rows)
         by_id = {e.record.match_id: e.record for e in events if e.kind == "result"}
         features = [e.record for e in events if e.kind == "features"]
         assert all(isinstance(f, MatchFeatures) for f in features)

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from models.timeline import Filters, timeline
-from schemas.football_csv import default_data_files, read_rows
+from schemas.football_csv import RowError, default_data_files, read_rows
 from streams.log import configure_logging
 from streams.settings import Settings
 from tests.chaos.scenarios import Chaos, Outcome
@@ -82,7 +82,11 @@ async def main_async(args: argparse.Namespace) -> int:
     started = time.monotonic()
     base = Settings.from_env()
     data = args.data or next(p for p in default_data_files() if p.name == LEAGUE_FILE)
-    events = timeline(read_rows([data]).rows, Filters(start=args.start, end=args.end))
+    try:
+        rows = read_rows([data]).rows
+    except RowError as error:
+        raise SystemExit(f"chaos: {error}") from None
+    events = timeline(rows, Filters(start=args.start, end=args.end))
     run = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     workdir = REPO / ".local" / "chaos-runs" / run
     workdir.mkdir(parents=True, exist_ok=True)
