@@ -177,7 +177,7 @@ async def reconcile_batch(
 class TrustFacts:
     """What the registry and the learner say of a batch's predictions."""
 
-    versions: TrustedVersions
+    registered: set[tuple[str, int]]
     knew: set[tuple[str, str, int]]
 
     def issue(self, prediction: Prediction, ledger: MatchLedger) -> ValidationIssue | None:
@@ -189,7 +189,7 @@ class TrustFacts:
         return distrust(
             prediction,
             ledger,
-            registered=(prediction.model_id, prediction.model_version) in self.versions.known,
+            registered=(prediction.model_id, prediction.model_version) in self.registered,
             knew_result=(prediction.model_id, prediction.match_id, prediction.model_version)
             in self.knew,
         )
@@ -212,7 +212,9 @@ async def _trust_facts(
             p.model_id == record.model_id for p in ledgers[record.match_id].predictions.values()
         )
     ]
-    unknown = versions.missing({(p.model_id, p.model_version) for p in candidates})
+    pairs = {(p.model_id, p.model_version) for p in candidates}
+    unknown = versions.missing(pairs)
+    registered = pairs - unknown
     late = [(p.model_id, p.match_id, p.model_version) for p in candidates if made_after_kickoff(p)]
     knew: set[tuple[str, str, int]] = set()
     if unknown or late:
@@ -224,7 +226,8 @@ async def _trust_facts(
 
         found, knew = await runtime.retry_transient("prediction trust", look_up)
         versions.add(found)
-    return TrustFacts(versions, knew)
+        registered |= found
+    return TrustFacts(registered, knew)
 
 
 def _apply(
