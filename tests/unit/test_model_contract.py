@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from models import catalog
+from models import catalog, policy
 from models.base import Model
 from schemas.events import OUTCOMES, Outcome
 from tests.unit.synthetic_matches import stream
@@ -61,7 +61,7 @@ def test_catalog_lists_are_consistent() -> None:
     assert set(catalog.REFERENCE_MODEL_IDS) <= set(catalog.MODEL_IDS)
     assert set(ONLINE) == set(catalog.ONLINE_MODEL_IDS)
     assert not any(catalog.create(i).learns_online for i in catalog.REFERENCE_MODEL_IDS)
-    assert str(catalog.DEFAULT_POLICY) == catalog.DEFAULT_POLICY
+    assert str(policy.parse(catalog.DEFAULT_POLICY)) == catalog.DEFAULT_POLICY
 
 
 def test_unknown_id_and_kind_are_refused() -> None:
