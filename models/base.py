@@ -12,6 +12,10 @@ scorer, the learner and the registry never ask which kind they hold:
 - ``snapshot()`` / ``restore(data)``: the whole state as bytes, restored to a model that predicts
   identically. Bytes are msgpack written by this module; the registry signs them
   (``models.serialization``) and verifies before restoring.
+- ``state_is_finite()``: false if any number in the state is NaN or infinite. A learn step that
+  would make it so is refused: ``learn_one`` puts the state back as it was and raises
+  :class:`NonFiniteState`. Before registering a version, the learner calls
+  :func:`check_finite`, which raises :class:`NonFiniteState` for a model whose state is not.
 
 >>> from models.market import MarketModel
 >>> model = MarketModel.opening()
@@ -24,8 +28,10 @@ scorer, the learner and the registry never ask which kind they hold:
 from __future__ import annotations
 
 import math
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any, Protocol, Self, runtime_checkable
 
 import msgspec
@@ -79,6 +85,69 @@ class Model(Protocol):
         """A model equal to the one that wrote ``data``."""
         ...
 
+    def state_is_finite(self) -> bool:
+        """False if any number of the state is NaN or infinite (never register such a version)."""
+        ...
+
+
+class NonFiniteState(ValueError):
+    """A model's state holds (or a learn step would give it) NaN or infinity.
+
+    A ``ValueError``, as a refused example is elsewhere: raised by ``learn_one`` after it has
+    put the state back as it was, and by :func:`check_finite` for a version not to register.
+    """
+
+
+def all_finite(value: object) -> bool:
+    """True if every float reachable from ``value`` is finite.
+
+    Walks floats, numpy arrays and scalars, dicts (keys and values), lists, tuples, sets and the
+    attributes of plain objects (River's and scikit-learn's state are such objects); ignores
+    strings, bytes, classes, functions and modules. Each object is visited once.
+    """
+    stack, visited = [value], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, np.ndarray):
+            if item.dtype.kind in "fc" and not np.isfinite(item).all():
+                return False
+            if item.dtype.kind == "O":
+                stack.extend(item.ravel().tolist())
+        elif isinstance(item, np.generic):
+            if item.dtype.kind in "fc" and not np.isfinite(item):
+                return False
+        elif isinstance(item, (int, str, bytes, type, ModuleType, FunctionType,
+                               BuiltinFunctionType, MethodType)) or item is None:  # fmt: skip
+            continue
+        elif id(item) not in visited:
+            visited.add(id(item))
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                stack.extend(item)
+            else:
+                stack.extend(getattr(item, "__dict__", {}).values())
+                for cls in type(item).__mro__:
+                    slots = cls.__dict__.get("__slots__", ())
+                    slots = (slots,) if isinstance(slots, str) else slots
+                    stack.extend(getattr(item, name) for name in slots if hasattr(item, name))
+    return True
+
+
+def check_finite(model: Model) -> None:
+    """Raise :class:`NonFiniteState` if ``model``'s state is not finite: the learner's check
+    before it registers (or checkpoints) a version, so a broken state is never stored."""
+    if not model.state_is_finite():
+        parts = model.non_finite_parts() if isinstance(model, BaseModel) else []
+        where = f" (in {', '.join(parts)})" if parts else ""
+        raise NonFiniteState(
+            f"model {model.model_id} version {model.version}: state holds NaN or infinity{where}"
+        )
+
 
 class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Envelope of every model's state: enough to rebuild it without knowing the catalog."""
@@ -126,6 +195,9 @@ class BaseModel(ABC):
 
     kind: str = ""
     learns_online: bool = False
+    guarded: tuple[str, ...] = ()
+    """Attributes a learn step changes: copied before it, put back if it fails or leaves them
+    non-finite (so a refused step leaves the model exactly as it was)."""
 
     def __init__(self, model_id: str, inputs: Sequence[str]) -> None:
         self.model_id = model_id
@@ -151,8 +223,54 @@ class BaseModel(ABC):
         return distributions(self._proba(self.matrix(xs)))
 
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
-        """No-op: this model does not learn online (``learns_online`` is false)."""
+        """Learn one example, all or nothing; a no-op where ``learns_online`` is false.
+
+        The ``guarded`` state is copied first and checked after (together ~0.1 to 0.4 ms a
+        step on this shared 2-core machine, the step itself costing 0.05 to 0.2 ms: the price
+        of never keeping a broken state); if the step raises, or leaves that state non-finite,
+        the copy is put back and the error propagates: :class:`NonFiniteState` for a
+        non-finite result or an arithmetic error (numpy overflow or invalid values are raised
+        as such during the step, as is an overflow in River's ``math.exp``), the original
+        error otherwise.
+        """
         check_example(y, weight)
+        if not self.learns_online or weight == 0.0:
+            return
+        # A pickle, not a deepcopy: 3.5x faster on River's state (173 against 616 us here; the
+        # seed's 625 words dominate a deepcopy). Our own in-memory bytes, read only to undo.
+        before = pickle.dumps([getattr(self, name) for name in self.guarded])
+        refused = f"model {self.model_id}: this example would make the state non-finite; refused"
+        try:
+            try:
+                with np.errstate(over="raise", invalid="raise", divide="raise"):
+                    self._learn(self.matrix([x])[0], y, weight)
+            except ArithmeticError as error:  # numpy's FloatingPointError, River's math errors
+                raise NonFiniteState(f"{refused} ({error})") from error
+            if not self._learned_finite():
+                raise NonFiniteState(refused)
+        except Exception:
+            for name, value in zip(self.guarded, pickle.loads(before), strict=True):  # noqa: S301
+                setattr(self, name, value)
+            raise
+
+    def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
+        """One learn step on ``row`` (inputs in ``inputs`` order, NaN = missing); ``y`` and
+        ``weight`` (> 0) are checked. Only models that learn online implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn online")
+
+    def _learned_finite(self) -> bool:
+        """Whether what a learn step changes (``guarded``) is finite; a model may check it
+        faster than the generic walk, never less."""
+        return all_finite([getattr(self, name) for name in self.guarded])
+
+    def non_finite_parts(self) -> list[str]:
+        """Names of the attributes holding NaN or infinity (none for a healthy model)."""
+        return [name for name, value in vars(self).items() if not all_finite(value)]
+
+    def state_is_finite(self) -> bool:
+        """True if no number of the state is NaN or infinite (one walk of the whole state:
+        ~0.1 ms for the linear models, a few ms for a forest)."""
+        return all_finite(vars(self))
 
     @abstractmethod
     def _proba(self, matrix: FloatArray) -> FloatArray:

@@ -76,7 +76,7 @@ def test_river_softmax_predicts_what_river_itself_predicts() -> None:
         model.learn_one(x, y)
     probe = [x for x, _ in stream(40, seed=4)]
     probe += [{k: v for k, v in x.items() if k not in ("elo_diff", "open_p_D")} for x in probe]
-    rows = model.matrix(probe)
+    rows = model.robust(model.matrix(probe))
     river = [model.regression.predict_proba_one(model._features(row)) for row in rows]
     expected = np.array([[p[outcome] for outcome in OUTCOMES] for p in river])
     np.testing.assert_allclose(model.predict_proba_many(probe), expected, atol=1e-12)
