@@ -196,13 +196,20 @@ class BaseModel(ABC):
     kind: str = ""
     learns_online: bool = False
     guarded: tuple[str, ...] = ()
-    """Attributes a learn step changes: copied before it, put back if it fails or leaves them
+    """Attributes a learn step changes: copied, and put back if a step fails or leaves them
     non-finite (so a refused step leaves the model exactly as it was)."""
+    guard_every: int = 64
+    """Learn steps between two copies of ``guarded``; the steps since the copy are learned again
+    after putting it back. 1 for a model whose step also changes state outside ``guarded``
+    (learning those steps again would learn them twice)."""
 
     def __init__(self, model_id: str, inputs: Sequence[str]) -> None:
         self.model_id = model_id
         self.inputs: tuple[str, ...] = tuple(inputs)
         self.version = 0
+        # learn_one's undo: a copy of the guarded state and the steps learned since.
+        self._guard_copy: bytes | None = None
+        self._guard_steps: list[tuple[Mapping[str, float], Outcome, float]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r}, version={self.version})"
@@ -225,33 +232,43 @@ class BaseModel(ABC):
     def learn_one(self, x: Mapping[str, float], y: Outcome, weight: float = 1.0) -> None:
         """Learn one example, all or nothing; a no-op where ``learns_online`` is false.
 
-        The ``guarded`` state is copied first and checked after (together ~0.1 to 0.4 ms a
-        step on this shared 2-core machine, the step itself costing 0.05 to 0.2 ms: the price
-        of never keeping a broken state); if the step raises, or leaves that state non-finite,
-        the copy is put back and the error propagates: :class:`NonFiniteState` for a
-        non-finite result or an arithmetic error (numpy overflow or invalid values are raised
-        as such during the step, as is an overflow in River's ``math.exp``), the original
-        error otherwise.
+        If the step raises, or leaves the ``guarded`` state non-finite, the model is put back
+        exactly as it was before the step and the error propagates: :class:`NonFiniteState`
+        for a non-finite result or an arithmetic error (numpy overflow or invalid values are
+        raised as such during the step, as is an overflow in River's ``math.exp``), the
+        original error otherwise. Putting back costs little on the good path: the guarded
+        state is copied once every ``guard_every`` steps (a pickle of River's state takes
+        ~170 us, ~3 us a step spread over 64) and the steps since the copy are kept; a refused
+        step restores the copy and learns the kept steps again (they are deterministic: any
+        random state is guarded too).
         """
         check_example(y, weight)
         if not self.learns_online or weight == 0.0:
             return
-        # A pickle, not a deepcopy: 3.5x faster on River's state (173 against 616 us here; the
-        # seed's 625 words dominate a deepcopy). Our own in-memory bytes, read only to undo.
-        before = pickle.dumps([getattr(self, name) for name in self.guarded])
+        if self._guard_copy is None or len(self._guard_steps) >= self.guard_every:
+            # A pickle, not a deepcopy: 3.5x faster on River's state (173 against 616 us here;
+            # the seed's 625 words dominate a deepcopy). Our own in-memory bytes, read to undo.
+            self._guard_copy = pickle.dumps([getattr(self, name) for name in self.guarded])
+            self._guard_steps = []
+        try:
+            self._guarded_step(x, y, weight)
+        except Exception:
+            for name, value in zip(self.guarded, pickle.loads(self._guard_copy), strict=True):  # noqa: S301
+                setattr(self, name, value)
+            for step in self._guard_steps:
+                self._guarded_step(*step)
+            raise
+        self._guard_steps.append((dict(x), y, weight))
+
+    def _guarded_step(self, x: Mapping[str, float], y: Outcome, weight: float) -> None:
         refused = f"model {self.model_id}: this example would make the state non-finite; refused"
         try:
-            try:
-                with np.errstate(over="raise", invalid="raise", divide="raise"):
-                    self._learn(self.matrix([x])[0], y, weight)
-            except ArithmeticError as error:  # numpy's FloatingPointError, River's math errors
-                raise NonFiniteState(f"{refused} ({error})") from error
-            if not self._learned_finite():
-                raise NonFiniteState(refused)
-        except Exception:
-            for name, value in zip(self.guarded, pickle.loads(before), strict=True):  # noqa: S301
-                setattr(self, name, value)
-            raise
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                self._learn(self.matrix([x])[0], y, weight)
+        except ArithmeticError as error:  # numpy's FloatingPointError, River's math errors
+            raise NonFiniteState(f"{refused} ({error})") from error
+        if not self._learned_finite():
+            raise NonFiniteState(refused)
 
     def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
         """One learn step on ``row`` (inputs in ``inputs`` order, NaN = missing); ``y`` and

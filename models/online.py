@@ -604,6 +604,9 @@ class AdaptiveForest(BaseModel):
     kind = "arf"
     learns_online = True
     guarded = ("rng", "clip", "moments")
+    # The trees learn outside ``guarded`` (copying them costs ~9 ms): copy the rest every step,
+    # so a refused step is undone without learning earlier steps again.
+    guard_every = 1
 
     def __init__(self, model_id: str, inputs: Sequence[str], *, seed: int = 0) -> None:
         super().__init__(model_id, inputs)
