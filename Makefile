@@ -39,6 +39,11 @@ cluster:  ## three-broker KRaft cluster (RF 3, min.insync.replicas 2) on 19092-1
 cluster-down:  ## stop the three-broker cluster
 	infra/kafka-cluster.sh stop
 
+# Local development and test targets sign model state with the public development key unless
+# TIPSTREAM_REGISTRY_KEY is set (a set key always wins). Nothing else has a default key:
+# `tipstream worker`, `train` and `models` refuse to start without one (docs/RELIABILITY.md).
+worker test test-unit test-integration demo bench chaos: export TIPSTREAM_DEV_MODE ?= 1
+
 migrate: setup services  ## apply database migrations
 	$(BIN)/tipstream db migrate
 

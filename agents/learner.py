@@ -28,9 +28,9 @@ from agents import learner_store, probes, registry
 from agents.learner_rules import Learning, apply_learning, record_position
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
-from models import catalog
+from agents.state_faults import FaultReporter
 from models.policy import parse as parse_policy
-from models.serialization import sha256_hex, sign, verify
+from models.serialization import sha256_hex, sign
 from schemas.events import DeadLetter, ModelFeedItem, ModelSnapshot
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,7 @@ class Learner:
         self.runtime = runtime
         self.states: dict[str, Learning | None] = {}
         self.lock = asyncio.Lock()
+        self.faults = FaultReporter(AGENT)
 
     async def state_for(self, model_id: str) -> Learning | None:
         """The model's learning state, from its checkpoint or its latest version; None if the
@@ -54,9 +55,16 @@ class Learner:
             return await self._load(conn, model_id)
 
     async def _load(self, conn: Any, model_id: str) -> Learning | None:
+        keys = self.runtime.registry_keys
         try:
-            entry = await registry.load_model(conn, model_id, key=self.runtime.registry_key)
+            entry = await registry.load_model(conn, model_id, keys=keys)
         except registry.RegistryError:
+            self.states[model_id] = None
+            return None
+        except registry.StateRefused as error:
+            # Not learned here until a restart or rebalance: continuing from an older version
+            # would fork the lineage. The scorer serves the newest good version meanwhile.
+            await self.faults.report(self.runtime, conn, [error.refused])
             self.states[model_id] = None
             return None
         if not entry.model.learns_online or entry.status in ("retired", "reference"):
@@ -72,14 +80,18 @@ class Learner:
         )
         checkpoint = await learner_store.load_checkpoint(conn, model_id)
         if checkpoint is not None and checkpoint["version"] >= entry.version:
-            model = catalog.restore(
-                entry.kind, verify(bytes(checkpoint["state"]), self.runtime.registry_key)
-            )
-            model.version = checkpoint["version"]
-            state.entry.model, state.entry.version = model, checkpoint["version"]
-            state.learned = checkpoint["learned"]
-            state.learned_since_version = checkpoint["learned_since_version"]
-            state.positions = json.loads(checkpoint["positions"])
+            context = registry.checkpoint_context(model_id, entry.kind, checkpoint["version"])
+            try:
+                model = registry.restore_state(bytes(checkpoint["state"]), keys, context)
+            except registry.StateRefused as error:
+                # The version is verified: learn on from it (what the checkpoint had learned
+                # since is lost; its evaluation ids stay recorded, so it is not learned twice).
+                await self.faults.report(self.runtime, conn, [error.refused])
+            else:
+                state.entry.model, state.entry.version = model, checkpoint["version"]
+                state.learned = checkpoint["learned"]
+                state.learned_since_version = checkpoint["learned_since_version"]
+                state.positions = json.loads(checkpoint["positions"])
         self.states[model_id] = state
         log.info(
             "learner took model",
@@ -213,7 +225,11 @@ async def checkpoint(
             s.learned,
             s.learned_since_version,
             s.positions,
-            sign(s.entry.model.snapshot(), runtime.registry_key),
+            sign(
+                s.entry.model.snapshot(),
+                runtime.registry_keys,
+                registry.checkpoint_context(s.entry.model_id, s.entry.kind, s.entry.version),
+            ),
         )
         for s in states
     ]
@@ -237,12 +253,18 @@ async def store_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> l
                 await registry.save_version(
                     conn,
                     model,
-                    key=runtime.registry_key,
+                    keys=runtime.registry_keys,
                     learned=state.learned,
                     last_evaluation_id=state.last_evaluation_id,
                     positions=state.positions,
                 )
-                await learner_store.mark_versioned(conn, state.entry.model_id, version)
+                context = registry.checkpoint_context(model.model_id, model.kind, version)
+                await learner_store.mark_versioned(
+                    conn,
+                    model.model_id,
+                    version,
+                    sign(model.snapshot(), runtime.registry_keys, context),
+                )
     except BaseException:
         for state in states:
             state.entry.model.version = state.entry.version

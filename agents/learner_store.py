@@ -77,11 +77,13 @@ async def write_checkpoints(
     )
 
 
-async def mark_versioned(conn: Any, model_id: str, version: int) -> None:
-    """The checkpoint's state is now stored as ``version``: nothing learned since."""
+async def mark_versioned(conn: Any, model_id: str, version: int, state: bytes) -> None:
+    """The checkpoint's state is now stored as ``version``: nothing learned since. ``state`` is
+    that state signed for the checkpoint at ``version`` (a signature binds the version)."""
     await conn.execute(
-        """UPDATE learner_checkpoints SET version = $2, learned_since_version = 0
+        """UPDATE learner_checkpoints SET version = $2, learned_since_version = 0, state = $3
            WHERE model_id = $1""",
         model_id,
         version,
+        state,
     )

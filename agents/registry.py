@@ -2,8 +2,10 @@
 status, metrics and signed serialized state. Learner, scorer, champion/challenger and the
 operator commands all go through these functions; none writes SQL of its own on these tables.
 
-State bytes are HMAC-signed with the deployment's registry key before they are stored and
-verified before they are restored, so the registry never unpickles bytes it did not write.
+State bytes are HMAC-signed with the deployment's registry key *for their row* (model id, kind,
+version: ``models.serialization``) before they are stored, and verified before they are
+restored, so the registry never unpickles bytes it did not write for that row. A row that fails
+is skipped and reported (:class:`ActiveSet`), never raised out of a scorer's load.
 Status lives in ``models`` (one row per model, at most one champion); every version in
 ``model_versions``; every change of champion in ``champion_history`` for rollback.
 """
@@ -17,7 +19,18 @@ from typing import Any
 
 from models import catalog
 from models.base import Model
-from models.serialization import sha256_hex, sign, verify
+from models.serialization import (
+    LEGACY_MAGIC,
+    MAGIC,
+    IntegrityError,
+    Keyring,
+    StateContext,
+    sha256_hex,
+    sign,
+    signed_key_id,
+    verify,
+    verify_legacy,
+)
 from schemas.events import ModelSnapshot
 
 STATUSES = ("champion", "challenger", "reference", "retired")
@@ -47,7 +60,7 @@ async def register(
     model: Model,
     *,
     status: str,
-    key: bytes,
+    keys: Keyring,
     policy: str | None = None,
     metrics: dict[str, float] | None = None,
 ) -> int:
@@ -67,24 +80,36 @@ async def register(
             status,
             policy,
         )
-        version = await save_version(conn, model, key=key, metrics=metrics)
+        version = await save_version(conn, model, keys=keys, metrics=metrics)
         if status == "champion":
             await _record_champion(conn, model.model_id, "registered as champion")
     return version
+
+
+def version_context(model_id: str, kind: str, version: int) -> StateContext:
+    """What a ``model_versions`` row's state is signed for."""
+    return StateContext("version", model_id, kind, version)
+
+
+def checkpoint_context(model_id: str, kind: str, version: int) -> StateContext:
+    """What a ``learner_checkpoints`` row's state is signed for (its ``version`` column)."""
+    return StateContext("checkpoint", model_id, kind, version)
 
 
 async def save_version(
     conn: Any,
     model: Model,
     *,
-    key: bytes,
+    keys: Keyring,
     metrics: dict[str, float] | None = None,
     learned: int = 0,
     last_evaluation_id: str | None = None,
     positions: dict[str, int] | None = None,
 ) -> int:
-    """Store the model's current state as its version ``model.version`` (idempotent on it)."""
+    """Store the model's current state as its version ``model.version`` (idempotent on it),
+    signed for that model, kind and version."""
     state = model.snapshot()
+    context = version_context(model.model_id, model.kind, model.version)
     await conn.execute(
         """INSERT INTO model_versions (model_id, version, parent_version, kind, metrics, learned,
                                        last_evaluation_id, positions, state, state_sha256)
@@ -98,42 +123,127 @@ async def save_version(
         learned,
         last_evaluation_id,
         json.dumps(positions or {}),
-        sign(state, key),
+        sign(state, keys, context),
         sha256_hex(state),
     )
     return model.version
 
 
-async def load_active(conn: Any, *, key: bytes) -> list[RegisteredModel]:
-    """Every model not retired, at its latest version, restored from verified state."""
+@dataclass(frozen=True, slots=True)
+class RefusedState:
+    """A stored state that was not restored: which row, why, and its bytes (for the dead
+    letter that keeps the evidence)."""
+
+    purpose: str  # "version" (model_versions) or "checkpoint" (learner_checkpoints)
+    model_id: str
+    kind: str
+    version: int
+    reason: str
+    state: bytes = field(repr=False)
+
+
+class StateRefused(IntegrityError):
+    """A model's stored state failed verification or could not be restored."""
+
+    def __init__(self, refused: RefusedState) -> None:
+        super().__init__(refused.reason)
+        self.refused = refused
+
+
+@dataclass
+class ActiveSet:
+    """What :func:`load_active` restored, and what it refused (skipped, never raised)."""
+
+    models: list[RegisteredModel]
+    refused: list[RefusedState]
+
+
+FALLBACK_VERSIONS = 5
+"""Older versions tried, newest first, when a model's latest state is refused: the scorer keeps
+scoring with the newest version that verifies rather than drop the model."""
+
+_MODEL_COLUMNS = """m.model_id, m.status, m.policy, v.version, v.kind,
+                    v.state, v.learned, v.positions, v.created_at"""
+
+
+async def load_active(conn: Any, *, keys: Keyring) -> ActiveSet:
+    """Every model not retired, at its newest version whose state verifies and restores.
+
+    One unverifiable row must not stop every worker (a crash loop under ``restart:
+    unless-stopped``): it is skipped and returned in ``refused``; the model is served at its
+    newest good version among the :data:`FALLBACK_VERSIONS` before it, or not at all.
+    """
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (m.model_id)
-                  m.model_id, m.kind, m.status, m.policy, v.version, v.state, v.learned,
-                  v.positions, v.created_at
+        f"""SELECT DISTINCT ON (m.model_id) {_MODEL_COLUMNS}
            FROM models m JOIN model_versions v USING (model_id)
            WHERE m.status <> 'retired'
            ORDER BY m.model_id, v.version DESC"""
     )
-    return [_restore(row, key) for row in rows]
+    active = ActiveSet([], [])
+    for row in rows:
+        for _ in range(FALLBACK_VERSIONS + 1):
+            try:
+                active.models.append(_restore(row, keys))
+                break
+            except StateRefused as error:
+                active.refused.append(error.refused)
+            row = await conn.fetchrow(
+                f"""SELECT {_MODEL_COLUMNS} FROM models m JOIN model_versions v USING (model_id)
+                   WHERE m.model_id = $1 AND v.version < $2
+                   ORDER BY v.version DESC LIMIT 1""",
+                row["model_id"],
+                row["version"],
+            )
+            if row is None:
+                break
+    return active
 
 
-async def load_model(conn: Any, model_id: str, *, key: bytes) -> RegisteredModel:
-    """One model at its latest version."""
+async def load_model(conn: Any, model_id: str, *, keys: Keyring) -> RegisteredModel:
+    """One model at its latest version; :class:`StateRefused` if that state does not verify
+    (no fallback: the learner must not continue a lineage from an older version)."""
     row = await conn.fetchrow(
-        """SELECT m.model_id, m.kind, m.status, m.policy, v.version, v.state, v.learned,
-                  v.positions, v.created_at
+        f"""SELECT {_MODEL_COLUMNS}
            FROM models m JOIN model_versions v USING (model_id)
            WHERE m.model_id = $1 ORDER BY v.version DESC LIMIT 1""",
         model_id,
     )
     if row is None:
         raise RegistryError(f"no model {model_id!r} in the registry")
-    return _restore(row, key)
+    return _restore(row, keys)
 
 
-def _restore(row: Any, key: bytes) -> RegisteredModel:
-    model = catalog.restore(row["kind"], verify(bytes(row["state"]), key))
-    model.version = row["version"]
+def restore_state(
+    blob: bytes, keys: Keyring, context: StateContext, *, positions: Any = None
+) -> Model:
+    """The model a stored, signed state describes; :class:`StateRefused` for any failure.
+
+    Any: a state that verifies but does not restore (a format this code no longer reads) is
+    refused like a tampered one, so one row can never raise out of a load.
+    """
+    try:
+        model = catalog.restore(context.kind, verify(blob, keys, context))
+        if model.model_id != context.model_id or model.kind != context.kind:
+            raise IntegrityError(f"state is of {model.model_id!r} ({model.kind})")
+    except Exception as error:
+        reason = str(error) if isinstance(error, IntegrityError) else f"restore failed: {error!r}"
+        raise StateRefused(
+            RefusedState(
+                context.purpose,
+                context.model_id,
+                context.kind,
+                context.version,
+                reason[:500],
+                blob,
+            )
+        ) from error
+    model.version = context.version
+    return model
+
+
+def _restore(row: Any, keys: Keyring) -> RegisteredModel:
+    context = version_context(row["model_id"], row["kind"], row["version"])
+    model = restore_state(bytes(row["state"]), keys, context)
     positions = row["positions"]
     return RegisteredModel(
         model_id=row["model_id"],
@@ -254,3 +364,75 @@ async def next_version(conn: Any, model_id: str) -> int:
         "SELECT max(version) FROM model_versions WHERE model_id = $1", model_id
     )
     return 0 if current is None else int(current) + 1
+
+
+@dataclass
+class ResignReport:
+    """What ``tipstream models resign`` did: rows re-signed, rows already signed with the
+    current key (left alone), and rows refused (left alone too, listed with the reason)."""
+
+    resigned: int = 0
+    current: int = 0
+    refused: list[RefusedState] = field(default_factory=list)
+
+
+async def resign(
+    conn: Any, keys: Keyring, *, everything: bool = False, legacy_key: bytes | None = None
+) -> ResignReport:
+    """Re-sign every stored version and checkpoint with the keyring's signing key.
+
+    Each row is verified with the accepted keys first (with ``legacy_key``, a first-format blob
+    is also accepted once, verified with that key): nothing unverified is ever re-signed.
+    Rows already signed with the current key are skipped unless ``everything``. One row at a
+    time, so memory stays bounded; a checkpoint is replaced only if it is still the bytes that
+    were read (``state = $old``), so a running learner's newer checkpoint is never overwritten.
+    """
+    report = ResignReport()
+    versions = await conn.fetch("SELECT model_id, version FROM model_versions ORDER BY 1, 2")
+    checkpoints = await conn.fetch("SELECT model_id FROM learner_checkpoints ORDER BY 1")
+    targets = [("version", r["model_id"], r["version"]) for r in versions]
+    targets += [("checkpoint", r["model_id"], None) for r in checkpoints]
+    for purpose, model_id, version in targets:
+        if purpose == "version":
+            row = await conn.fetchrow(
+                "SELECT kind, version, state FROM model_versions "
+                "WHERE model_id = $1 AND version = $2",
+                model_id,
+                version,
+            )
+            context_of = version_context
+        else:
+            row = await conn.fetchrow(
+                "SELECT m.kind, c.version, c.state FROM learner_checkpoints c "
+                "JOIN models m USING (model_id) WHERE c.model_id = $1",
+                model_id,
+            )
+            context_of = checkpoint_context
+        if row is None:
+            continue
+        context = context_of(model_id, row["kind"], row["version"])
+        blob = bytes(row["state"])
+        try:
+            if legacy_key is not None and blob.startswith(LEGACY_MAGIC):
+                payload = verify_legacy(blob, legacy_key)
+            else:
+                payload = verify(blob, keys, context)
+        except IntegrityError as error:
+            report.refused.append(
+                RefusedState(purpose, model_id, row["kind"], row["version"], str(error), blob)
+            )
+            continue
+        if not everything and blob.startswith(MAGIC) and signed_key_id(blob) == keys.key_id:
+            report.current += 1
+            continue
+        table = "model_versions" if purpose == "version" else "learner_checkpoints"
+        status = await conn.execute(
+            f"UPDATE {table} SET state = $1 WHERE model_id = $2 AND version = $3 AND state = $4",
+            sign(payload, keys, context),
+            model_id,
+            row["version"],
+            blob,
+        )
+        if status.endswith(" 1"):
+            report.resigned += 1
+    return report

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
+from models.serialization import Keyring
 from schemas.events import DeadLetter, Record
 
 R = TypeVar("R", bound=Record)
@@ -86,7 +87,7 @@ class AgentRuntime(Protocol):
     @property
     def counters(self) -> Counter[str]: ...
     @property
-    def registry_key(self) -> bytes: ...
+    def registry_keys(self) -> Keyring: ...
     @property
     def shutdown_hooks(self) -> list[Callable[[], Awaitable[None]]]: ...
 

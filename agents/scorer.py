@@ -1,8 +1,9 @@
 """Scorer agent: match features in, one prediction per active model out (shadow scoring).
 
-State: the active models, loaded from the registry at start. A snapshot event (a new version,
-a promotion, a rollback) makes every worker reload that model; the swap happens between two
-batches, so no event is dropped or scored twice.
+State: the active models, loaded from the registry at start (a row whose signed state does not
+verify is skipped and reported, never a crash: ``agents.state_faults``). A snapshot event (a
+new version, a promotion, a rollback) makes every worker reload that model; the swap happens
+between two batches, so no event is dropped or scored twice.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from agents.loop import run_batches
 from agents.registry import RegisteredModel
 from agents.runtime import AgentRuntime
 from agents.scorer_rules import predict_many
+from agents.state_faults import FaultReporter
 from schemas.events import DeadLetter, MatchFeatures
 
 log = structlog.get_logger(__name__)
@@ -34,14 +36,23 @@ class ActiveModels:
 
     def __init__(self) -> None:
         self.models: tuple[RegisteredModel, ...] = ()
+        self.faults = FaultReporter(AGENT)
         self.signature: tuple[tuple[str, str, int], ...] = ()
         # Set after the first load: scoring waits for it rather than score with no model.
         self.loaded = asyncio.Event()
 
     async def reload(self, runtime: AgentRuntime) -> bool:
-        """Read the registry; swap in the new set if anything changed. True when swapped."""
+        """Read the registry; swap in the new set if anything changed. True when swapped.
+
+        A model whose stored state is refused is scored at its newest version that verifies,
+        or not at all; the others are scored as ever, and the refused row is reported once
+        (a fault alert and a dead letter, ``agents.state_faults``).
+        """
         async with runtime.connection() as conn:
-            loaded = await registry.load_active(conn, key=runtime.registry_key)
+            active = await registry.load_active(conn, keys=runtime.registry_keys)
+            if active.refused:
+                await self.faults.report(runtime, conn, active.refused)
+        loaded = active.models
         # Champion first, then challengers, then references: consumers read them in this order.
         order = {"champion": 0, "challenger": 1, "reference": 2}
         loaded.sort(key=lambda m: (order.get(m.status, 3), m.model_id))

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from agents.dead_letters import dead_letter_owners, decode_or_letter, owned
 from agents.loop import Handler, handle_batch
 from agents.runtime import AgentSettings, Output, TopicNames
+from models.serialization import Keyring
 from schemas.codec import encode
 from schemas.events import DeadLetter, Record
 
@@ -38,6 +39,8 @@ T = TypeVar("T")
 
 TEST_REGISTRY_KEY = b"tipstream-test-key-0123456789abcdef"
 """A 35-byte signing key for model state in tests (never a deployment's)."""
+TEST_REGISTRY_KEYS = Keyring.single(TEST_REGISTRY_KEY)
+"""The keyring of :data:`TEST_REGISTRY_KEY` (id derived from the key)."""
 RETRIES_AT_MOST = 100
 """A transient failure that persists this long is a broken test, not an outage."""
 
@@ -183,7 +186,7 @@ class InMemoryRuntime:
 
     settings: AgentSettings
     topics: TopicNames
-    registry_key: bytes = TEST_REGISTRY_KEY
+    registry_keys: Keyring = TEST_REGISTRY_KEYS
     db: MemoryDatabase = field(default_factory=MemoryDatabase)
     counters: Counter[str] = field(default_factory=Counter)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

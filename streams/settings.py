@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from models.serialization import MIN_KEY_BYTES, Keyring, check_key, key_id_for
+
 ENV_PREFIX = "TIPSTREAM_"
+DEV_REGISTRY_KEY = b"tipstream-development-key-public-never-use-in-production"
+"""The key ``TIPSTREAM_DEV_MODE=1`` signs with: public, so state it signed proves nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +30,14 @@ class Settings:
     partitions: int = 4
     log_format: str = "auto"  # json | console | auto (console on a terminal)
     log_level: str = "info"
-    # Secret for signing serialized model state; the registry refuses unsigned bytes.
-    registry_key: str = "tipstream-dev-key-change-me"
+    # Secret (>= 32 bytes) signing stored model state; required unless dev_mode (see
+    # registry_keys). The id defaults to the first 8 hex digits of the key's SHA-256.
+    registry_key: str = ""
+    registry_key_id: str = ""
+    # Rotation: more keys accepted when verifying, as comma-separated id=key pairs.
+    registry_verify_keys: str = ""
+    # Development only (make test/demo/bench/chaos): a public key when registry_key is unset.
+    dev_mode: bool = False
     app_id: str = "tipstream"
     web_port: int = 6066
     # Acked offsets are committed this often; a restart replays at most this much.
@@ -73,10 +83,53 @@ class Settings:
         """The ``TIPSTREAM_*`` variables that make a subprocess read exactly these settings."""
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
+    def registry_keys(self) -> Keyring:
+        """The keys that sign and verify model state; ``ValueError`` naming the setting when
+        no usable key is set (outside ``dev_mode``, no key is a refusal, never a default)."""
+        key = self.registry_key.encode()
+        if not key:
+            if not self.dev_mode:
+                raise ValueError(
+                    f"{ENV_PREFIX}REGISTRY_KEY is not set: it signs stored model state and must "
+                    f"be a secret of at least {MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`); "
+                    f"for local development only, set {ENV_PREFIX}DEV_MODE=1"
+                )
+            key = DEV_REGISTRY_KEY
+        try:
+            check_key(key, f"{ENV_PREFIX}REGISTRY_KEY")
+            return Keyring(
+                self.registry_key_id or key_id_for(key),
+                key,
+                _verify_keys(self.registry_verify_keys),
+            )
+        except ValueError as error:
+            raise ValueError(f"registry keys: {error}") from error
+
+    @property
+    def uses_dev_key(self) -> bool:
+        """True when model state is signed with the public development key."""
+        return self.dev_mode and not self.registry_key
+
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` list for aiokafka, from the Faust-style ``kafka://`` URL."""
         return ",".join(part.split("://", 1)[-1] for part in self.kafka_url.split(";"))
+
+
+def _verify_keys(raw: str) -> dict[str, bytes]:
+    """``id=key,id=key`` as a mapping; a key may contain ``=`` but not ``,``."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key_id, sep, key = item.partition("=")
+        if not sep or not key_id:
+            raise ValueError(
+                f"{ENV_PREFIX}REGISTRY_VERIFY_KEYS takes comma-separated id=key pairs, "
+                f"got an entry without an id"
+            )
+        if key_id in keys:
+            raise ValueError(f"{ENV_PREFIX}REGISTRY_VERIFY_KEYS names key {key_id!r} twice")
+        keys[key_id] = key.encode()
+    return keys
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

@@ -16,12 +16,22 @@ from pathlib import Path
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.testing import TEST_REGISTRY_KEY
 from streams.db import create_database, drop_database, migrate_url
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker.app import prepare
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def base_settings() -> Settings:
+    """The environment's settings; with no registry key and no development mode (pytest run
+    without make), the test key: a harness always signs with an explicit key."""
+    settings = Settings.from_env()
+    if not settings.registry_key and not settings.dev_mode:
+        settings = settings.replace(registry_key=TEST_REGISTRY_KEY.decode())
+    return settings
 
 
 def free_port() -> int:

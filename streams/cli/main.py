@@ -7,8 +7,12 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from streams.log import configure_logging
+from streams.log import configure_logging, get_logger
 from streams.settings import ENV_VARS, Settings
+
+KEYED_COMMANDS = frozenset({"worker", "train", "models"})
+"""Commands that sign or restore model state: they refuse to start without a registry key."""
+SECRET_SETTINGS = frozenset({"registry_key", "registry_verify_keys"})
 
 Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
 
@@ -83,7 +87,7 @@ def _register_settings(subparsers: argparse._SubParsersAction) -> None:  # type:
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
     for name in ENV_VARS:
         field = name.removeprefix("TIPSTREAM_").lower()
-        value = "<secret>" if field == "registry_key" else getattr(settings, field)
+        value = "<secret>" if field in SECRET_SETTINGS else getattr(settings, field)
         print(f"{name}={value}")
     return 0
 
@@ -125,7 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"tipstream: {error}", file=sys.stderr)
         return 2
+    if args.command in KEYED_COMMANDS:
+        try:
+            settings.registry_keys()
+        except ValueError as error:
+            print(f"tipstream {args.command}: {error}", file=sys.stderr)
+            return 2
     configure_logging(settings.log_format, settings.log_level)
+    if args.command in KEYED_COMMANDS and settings.uses_dev_key:
+        get_logger(__name__).warning(
+            "TIPSTREAM_DEV_MODE: model state is signed with the public development key; "
+            "set TIPSTREAM_REGISTRY_KEY for anything but local development"
+        )
     code: int = args.func(args, settings)
     return code
 

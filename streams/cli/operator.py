@@ -1,4 +1,5 @@
-"""Operator commands: ``tipstream models list|show|promote|rollback`` and ``tipstream reconcile``.
+"""Operator commands: ``tipstream models list|show|promote|rollback|resign`` and
+``tipstream reconcile``.
 
 Promote and rollback change the registry and announce the change on the snapshot topic, so
 running scorers swap champions without a restart.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -36,6 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     promote.add_argument("model_id")
     promote.add_argument("--reason", default="manual promotion")
     commands.add_parser("rollback", help="restore the previous champion")
+    resign = commands.add_parser(
+        "resign",
+        help="re-sign every stored version and checkpoint with TIPSTREAM_REGISTRY_KEY "
+        "(after verifying each with the accepted keys): the step of a key rotation",
+    )
+    resign.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="also re-sign rows already signed with the current key",
+    )
+    resign.add_argument(
+        "--legacy-key-env",
+        metavar="VAR",
+        help="migrate first-format rows (before key ids), verified with the key in the "
+        "environment variable VAR (never on the command line, where `ps` shows it)",
+    )
     models.set_defaults(func=_models)
 
     reconcile = subparsers.add_parser(
@@ -69,6 +88,8 @@ async def _with_conn(settings: Settings, action: Callable[[Any], Awaitable[T]]) 
 
 async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
     command = args.models_command
+    if command == "resign":
+        return await _resign(args, settings)
     if command == "list":
         rows = await _with_conn(settings, registry.list_models)
         print(f"{'model':24} {'kind':16} {'status':11} {'version':>7} {'learned':>8}  created")
@@ -105,6 +126,30 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
     before_after = await _with_conn(settings, change)
     print(f"champion: {' -> '.join(before_after)}")
     return 0
+
+
+async def _resign(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-sign stored state; exit 1 when some rows were refused (listed, left unchanged)."""
+    legacy: bytes | None = None
+    if args.legacy_key_env:
+        legacy = os.environ.get(args.legacy_key_env, "").encode()
+        if not legacy:
+            print(f"tipstream models resign: {args.legacy_key_env} is not set or empty")
+            return 2
+    keys = settings.registry_keys()
+    report = await _with_conn(
+        settings,
+        lambda c: registry.resign(c, keys, everything=args.everything, legacy_key=legacy),
+    )
+    print(
+        f"re-signed with key {keys.key_id}: {report.resigned}; already current: "
+        f"{report.current}; refused: {len(report.refused)}"
+    )
+    for refused in report.refused:
+        print(
+            f"  refused {refused.purpose} {refused.model_id} v{refused.version}: {refused.reason}"
+        )
+    return 1 if report.refused else 0
 
 
 async def _announce(settings: Settings, snapshots: list[Any]) -> None:

@@ -66,7 +66,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
                     conn,
                     model,
                     status=args.status,
-                    key=settings.registry_key.encode(),
+                    keys=settings.registry_keys(),
                     metrics=metrics,
                 )
         finally:

@@ -93,7 +93,7 @@ async def seed_registry(conn: Any, settings: Settings) -> list[str]:
     has never seen (a model trained before the first start, e.g. by `tipstream train`, stays)."""
     known = {row["model_id"] for row in await conn.fetch("SELECT model_id FROM models")}
     has_champion = await registry.champion_id(conn) is not None
-    key = settings.registry_key.encode()
+    keys = settings.registry_keys()
     plan = [(settings.champion_model, "champion")]
     plan += [(m, "challenger") for m in settings.challenger_models.split(",") if m]
     plan += [(m, "reference") for m in catalog.REFERENCE_MODEL_IDS]
@@ -105,7 +105,7 @@ async def seed_registry(conn: Any, settings: Settings) -> list[str]:
         policy = settings.learning_policy if model.learns_online else None
         if status == "champion" and has_champion:
             status = "challenger"
-        await registry.register(conn, model, status=status, key=key, policy=policy)
+        await registry.register(conn, model, status=status, keys=keys, policy=policy)
         seeded.append(model_id)
     if seeded:
         log.info("registry seeded", models=seeded)

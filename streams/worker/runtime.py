@@ -74,7 +74,7 @@ class Runtime:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.counters: Counter[str] = Counter()
-        self.registry_key = settings.registry_key.encode()
+        self.registry_keys = settings.registry_keys()
         # Faust can drain a partition before seeking it after a rebalance (re-delivery, holes)
         # and commit past a hole: streams/worker/faust_fixes.py corrects both;
         # streams/worker/watchdog.py re-reads a partition that stalls anyway (safety net).

@@ -24,6 +24,7 @@ from tests.bench.workload import (
     keyed,
     predictions_for,
 )
+from tests.deployment import base_settings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,7 +223,7 @@ def _argv(args: argparse.Namespace, name: str, module: str, *rest: str) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    base = Settings.from_env()
+    base = base_settings()
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     result = asyncio.run(run(args, base))
     if args.json:

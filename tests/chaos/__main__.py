@@ -23,9 +23,8 @@ from pathlib import Path
 from models.timeline import Filters, timeline
 from schemas.football_csv import RowError, default_data_files, read_rows
 from streams.log import configure_logging
-from streams.settings import Settings
 from tests.chaos.scenarios import Chaos, Outcome
-from tests.deployment import REPO
+from tests.deployment import REPO, base_settings
 
 LEAGUE_FILE = "england-premier-league.csv"
 
@@ -80,7 +79,7 @@ def summary(outcomes: list[Outcome]) -> str:
 
 async def main_async(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    base = Settings.from_env()
+    base = base_settings()
     data = args.data or next(p for p in default_data_files() if p.name == LEAGUE_FILE)
     try:
         rows = read_rows([data]).rows

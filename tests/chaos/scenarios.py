@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
+from agents.registry import checkpoint_context
 from models import catalog
 from models.policy import parse as parse_policy
 from models.serialization import verify
@@ -449,7 +450,7 @@ async def model_mismatches(deployment: Deployment) -> dict[str, int]:
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = await conn.fetch(
-            "SELECT c.model_id, c.state, m.kind, m.policy FROM learner_checkpoints c "
+            "SELECT c.model_id, c.version, c.state, m.kind, m.policy FROM learner_checkpoints c "
             "JOIN models m USING (model_id)"
         )
     finally:
@@ -458,8 +459,9 @@ async def model_mismatches(deployment: Deployment) -> dict[str, int]:
     inputs = list({item.evaluation.match_id: item.inputs for _, _, item in feed}.values())
     out = {}
     for row in rows:
+        context = checkpoint_context(row["model_id"], row["kind"], row["version"])
         online = catalog.restore(
-            row["kind"], verify(bytes(row["state"]), settings.registry_key.encode())
+            row["kind"], verify(bytes(row["state"]), settings.registry_keys(), context)
         )
         once = catalog.create(row["model_id"])
         policy = parse_policy(row["policy"] or settings.learning_policy)

@@ -28,12 +28,12 @@ from schemas.events import Record
 from streams.db import create_database, drop_database, migrate_url
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.deployment import environment, free_port
+from tests.deployment import base_settings, environment, free_port
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = Settings.from_env()
+BASE = base_settings()
 TEMPLATE_DB = f"tipstream_template_{os.getpid()}"
 
 

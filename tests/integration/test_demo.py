@@ -16,6 +16,7 @@ import pytest
 from schemas.football_csv import league_file
 from streams.cli.demo import delete_old_topics
 from streams.db import drop_database
+from tests.deployment import environment
 from tests.integration.conftest import BASE, REPO, database_url
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,8 @@ async def test_small_demo_summary_agrees_with_the_database(
          "--leagues", "england-premier-league", "--from", "2015-08-01", "--to", "2015-09-30",
          "--workers", "1", "--database", demo_database,
          "--prefix", prefix, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        cwd=REPO, env=environment(BASE), capture_output=True, text=True, timeout=240,
+        check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     found = SUMMARY.match(done.stdout.strip().splitlines()[-1])

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
 import asyncpg
 import pytest
 
 from agents import registry
+from agents.testing import TEST_REGISTRY_KEYS
 from models import catalog
-from models.serialization import IntegrityError
+from models.serialization import LEGACY_MAGIC, Keyring, sign, signed_key_id
+from schemas.codec import decode
+from schemas.events import DeadLetter
+from streams.settings import Settings
+from streams.topics import Topics
+from streams.worker.app import seed_registry
+from tests.deployment import environment
+from tests.integration.conftest import REPO, Worker, read_topic, wait_for
+from tests.integration.test_pipeline import events_between, publish_events
 
 pytestmark = pytest.mark.integration
-KEY = b"test-registry-key"
+KEY = TEST_REGISTRY_KEYS
+OLD = Keyring("old-key", b"o" * 32)
 
 
 async def seed(conn: asyncpg.Connection) -> None:
     await registry.register(
-        conn, catalog.create("online-logreg"), status="champion", key=KEY, policy="all"
+        conn, catalog.create("online-logreg"), status="champion", keys=KEY, policy="all"
     )
     await registry.register(
-        conn, catalog.create("online-rating"), status="challenger", key=KEY, policy="all"
+        conn, catalog.create("online-rating"), status="challenger", keys=KEY, policy="all"
     )
-    await registry.register(conn, catalog.create("market-open"), status="reference", key=KEY)
+    await registry.register(conn, catalog.create("market-open"), status="reference", keys=KEY)
 
 
 async def test_versions_round_trip_and_latest_wins(db: asyncpg.Pool) -> None:
@@ -38,25 +55,148 @@ async def test_versions_round_trip_and_latest_wins(db: asyncpg.Pool) -> None:
         for _ in range(30):
             model.learn_one(x, "H")
         model.version = 1
-        await registry.save_version(conn, model, key=KEY, learned=30)
-        loaded = await registry.load_model(conn, "online-logreg", key=KEY)
+        await registry.save_version(conn, model, keys=KEY, learned=30)
+        loaded = await registry.load_model(conn, "online-logreg", keys=KEY)
     assert loaded.version == 1
     assert loaded.learned == 30
     assert loaded.model.predict_proba_one(x) == model.predict_proba_one(x)
 
 
 async def test_tampered_or_foreign_state_is_refused(db: asyncpg.Pool) -> None:
-    """State bytes changed in the database, or signed with another key, are never restored."""
+    """State bytes changed in the database, signed with another key, or copied from another
+    model's row are never restored: load_model raises StateRefused, load_active skips the row
+    (reporting it in ``refused``) and restores every other model."""
     async with db.acquire() as conn:
         await seed(conn)
-        with pytest.raises(IntegrityError):
-            await registry.load_active(conn, key=b"another-deployment-key")
+        foreign = await registry.load_active(conn, keys=Keyring.single(b"another-key" * 3))
+        assert foreign.models == []
+        assert len(foreign.refused) == 3
         await conn.execute(
-            "UPDATE model_versions SET state = overlay(state placing '\\xff'::bytea from 40) "
+            "UPDATE model_versions SET state = state || '\\x00'::bytea "
             "WHERE model_id = 'online-logreg'"
         )
-        with pytest.raises(IntegrityError):
-            await registry.load_model(conn, "online-logreg", key=KEY)
+        with pytest.raises(registry.StateRefused, match="does not match"):
+            await registry.load_model(conn, "online-logreg", keys=KEY)
+        # A validly signed state of online-rating, copied into market-open's row.
+        await conn.execute(
+            "UPDATE model_versions SET state = (SELECT state FROM model_versions "
+            "WHERE model_id = 'online-rating') WHERE model_id = 'market-open'"
+        )
+        active = await registry.load_active(conn, keys=KEY)
+    assert [m.model_id for m in active.models] == ["online-rating"]
+    assert sorted((r.model_id, r.version) for r in active.refused) == [
+        ("market-open", 0),
+        ("online-logreg", 0),
+    ]
+
+
+async def test_a_refused_latest_version_is_served_at_the_previous_one(db: asyncpg.Pool) -> None:
+    """With v1 tampered, load_active serves the model at v0 and reports v1."""
+    async with db.acquire() as conn:
+        await seed(conn)
+        model = catalog.create("online-rating")
+        model.version = 1
+        await registry.save_version(conn, model, keys=KEY)
+        await conn.execute(
+            "UPDATE model_versions SET state = state || '\\x00'::bytea "
+            "WHERE model_id = 'online-rating' AND version = 1"
+        )
+        active = await registry.load_active(conn, keys=KEY)
+    assert ("online-rating", 0) in [(m.model_id, m.version) for m in active.models]
+    assert [(r.model_id, r.version) for r in active.refused] == [("online-rating", 1)]
+
+
+async def test_resign_rotates_every_version_and_checkpoint_to_the_new_key(
+    db: asyncpg.Pool,
+) -> None:
+    """Rows signed with the old key verify while it is accepted; resign re-signs every version
+    and checkpoint with the new key (verified first), leaves current and unverifiable rows
+    alone, and afterwards the old key is no longer needed. First-format rows migrate only with
+    the legacy key."""
+    rotated = Keyring("new-key", b"n" * 32, {"old-key": OLD.key})
+    new_only = Keyring("new-key", b"n" * 32)
+    async with db.acquire() as conn:
+        await seed_with(conn, OLD)
+        model = catalog.create("online-logreg")
+        context = registry.checkpoint_context("online-logreg", model.kind, 0)
+        await conn.execute(
+            "INSERT INTO learner_checkpoints (model_id, version, learned, learned_since_version, "
+            "positions, state) VALUES ('online-logreg', 0, 0, 0, '{}', $1)",
+            sign(model.snapshot(), OLD, context),
+        )
+        legacy_key = b"tipstream-dev-key-change-me"
+        state = catalog.create("market-close").snapshot()
+        tag = hmac.new(legacy_key, LEGACY_MAGIC + state, hashlib.sha256).digest()
+        await registry.register(conn, catalog.create("market-close"), status="reference", keys=OLD)
+        await conn.execute(
+            "UPDATE model_versions SET state = $1 WHERE model_id = 'market-close'",
+            LEGACY_MAGIC + tag + state,
+        )
+        assert len((await registry.load_active(conn, keys=rotated)).models) == 3
+
+        report = await registry.resign(conn, rotated)
+        assert (report.resigned, report.current) == (4, 0)
+        assert [(r.model_id, r.purpose) for r in report.refused] == [("market-close", "version")]
+        again = await registry.resign(conn, rotated, legacy_key=legacy_key)
+        assert (again.resigned, again.current, again.refused) == (1, 4, [])
+        everything = await registry.resign(conn, rotated, everything=True)
+        assert (everything.resigned, everything.current) == (5, 0)
+
+        active = await registry.load_active(conn, keys=new_only)
+        states = await conn.fetch(
+            "SELECT state FROM model_versions UNION ALL SELECT state FROM learner_checkpoints"
+        )
+    assert len(active.models) == 4
+    assert active.refused == []
+    assert {signed_key_id(bytes(row["state"])) for row in states} == {"new-key"}
+
+
+async def seed_with(conn: asyncpg.Connection, keys: Keyring) -> None:
+    for model_id, status in (
+        ("online-logreg", "champion"),
+        ("online-rating", "challenger"),
+        ("market-open", "reference"),
+    ):
+        await registry.register(conn, catalog.create(model_id), status=status, keys=keys)
+
+
+async def test_a_worker_keeps_scoring_the_other_models_past_a_tampered_row(
+    settings: Settings, db: asyncpg.Pool, start_worker: Callable[..., Worker], producer: Any
+) -> None:
+    """A worker whose registry holds a tampered champion row starts, stays up, and scores
+    every match with every other model; the row is reported as a fault alert and a dead
+    letter instead of crashing the app (before: load_active raised, the app stopped)."""
+    async with db.acquire() as conn:
+        await seed_registry(conn, settings)
+        await conn.execute(
+            "UPDATE model_versions SET state = state || '\\x00'::bytea "
+            "WHERE model_id = 'online-logreg'"
+        )
+    worker = start_worker()
+    events = events_between("2009-08-01", "2009-08-31")
+    matches = sum(1 for e in events if e.kind == "features")
+    await publish_events(producer, settings, events)
+    others = 3  # online-rating, market-open, market-close
+
+    async def predictions() -> bool:
+        async with db.acquire() as conn:
+            rows = await conn.fetch("SELECT model_id, count(*) AS n FROM predictions GROUP BY 1")
+        return {r["model_id"]: r["n"] for r in rows} == dict.fromkeys(
+            ("online-rating", "market-open", "market-close"), matches
+        )
+
+    await wait_for(predictions, timeout=180, what=f"{matches * others} predictions")
+    assert worker.process is not None
+    assert worker.process.poll() is None, worker.log_text()[-3000:]
+    async with db.acquire() as conn:
+        faults = await conn.fetch("SELECT model_id, message FROM alerts WHERE kind = 'fault'")
+    assert [f["model_id"] for f in faults] == ["online-logreg"]
+    assert "refused" in faults[0]["message"]
+    letters = [
+        decode(m.value, DeadLetter)
+        for m in await read_topic(Topics.from_settings(settings).dead_letters, expect=1)
+    ]
+    assert [(d.source_topic, d.agent) for d in letters] == [("db:model_versions", "scorer")]
 
 
 async def test_promote_rollback_rules(db: asyncpg.Pool) -> None:
@@ -75,3 +215,40 @@ async def test_promote_rollback_rules(db: asyncpg.Pool) -> None:
         assert await conn.fetchval("SELECT count(*) FROM models WHERE status = 'champion'") == 1
         assert await registry.rollback(conn) == "online-logreg"
         assert await registry.champion_id(conn) == "online-logreg"
+
+
+async def test_models_resign_command_reports_its_counts(
+    settings: Settings, db: asyncpg.Pool
+) -> None:
+    """`tipstream models resign` re-signs what another key signed and reports the counts; a row
+    that does not verify makes it exit 1 and is named."""
+    async with db.acquire() as conn:
+        await seed_with(conn, OLD)
+    rotated = settings.replace(registry_verify_keys=f"{OLD.key_id}={OLD.key.decode()}")
+    key_id = settings.registry_keys().key_id
+    first = run_cli(rotated, "models", "resign")
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert f"re-signed with key {key_id}: 3; already current: 0; refused: 0" in out
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE model_versions SET state = state || '\\x00'::bytea "
+            "WHERE model_id = 'online-rating'"
+        )
+    done = run_cli(settings, "models", "resign", "--all")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "refused: 1" in done.stdout
+    assert "refused version online-rating v0" in done.stdout
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tipstream`` with ``settings``, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        cwd=REPO,
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

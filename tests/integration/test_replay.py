@@ -361,7 +361,7 @@ async def test_from_db_redrives_stored_matches_through_a_new_model(
             conn,
             catalog.create("online-logreg-noodds"),
             status="challenger",
-            key=settings.registry_key.encode(),
+            keys=settings.registry_keys(),
             policy="errors",
         )
     finally:

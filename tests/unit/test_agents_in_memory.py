@@ -9,7 +9,7 @@ import pytest
 
 from agents import dead_letters, learner
 from agents.learner_rules import Learning
-from agents.registry import RegisteredModel
+from agents.registry import RegisteredModel, version_context
 from agents.scorer import ActiveModels, score_batch
 from agents.scorer_rules import predict
 from agents.testing import InMemoryRuntime
@@ -118,7 +118,9 @@ async def test_the_learner_learns_once_and_checkpoints_with_the_evaluation_ids()
         "status": "champion",
         "policy": "all",
         "version": 0,
-        "state": sign(model.snapshot(), rt.registry_key),
+        "state": sign(
+            model.snapshot(), rt.registry_keys, version_context("online-logreg", model.kind, 0)
+        ),
         "learned": 0,
         "positions": "{}",
         "created_at": None,

@@ -27,12 +27,15 @@ REQUIRED_SETTINGS = {
     "TIPSTREAM_LOG_FORMAT",
     "TIPSTREAM_REGISTRY_KEY",
 }
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
 def interpolate(value: Any) -> str:
-    """A compose value as compose would see it with an empty shell environment."""
-    return _INTERPOLATION.sub(lambda match: match.group(2) or "", str(value))
+    """A compose value as compose would see it with an empty shell environment (a required
+    variable, ``${VAR:?message}``, as empty: compose itself would refuse to start)."""
+    return _INTERPOLATION.sub(
+        lambda match: (match.group(3) or "") if match.group(2) == "-" else "", str(value)
+    )
 
 
 def environment(service: str) -> dict[str, str]:
@@ -158,7 +161,16 @@ def test_container_environment_names_are_exactly_settings_the_project_reads(
     settings = Settings.from_env(env)
     assert settings.partitions == int(ENV_VARS["TIPSTREAM_PARTITIONS"])
     assert settings.log_format in {"json", "console", "auto"}
-    assert settings.registry_key
+    assert not settings.dev_mode
+
+
+@pytest.mark.parametrize("service", PROJECT_CONTAINERS)
+def test_containers_get_no_fallback_registry_key(service: str) -> None:
+    """The registry key is a required variable in compose (``${VAR:?...}``): no public
+    default to fall back on, and no development mode in the containers."""
+    raw = SERVICES[service]["environment"]["TIPSTREAM_REGISTRY_KEY"]
+    assert re.fullmatch(r"\$\{TIPSTREAM_REGISTRY_KEY:\?[^}]+\}", raw)
+    assert "TIPSTREAM_DEV_MODE" not in environment(service)
 
 
 def test_compose_database_credentials_agree_with_the_worker_url() -> None:
