@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import msgspec
@@ -42,6 +43,8 @@ def test_the_default_model_restored_from_numbers_predicts_and_learns_identically
     twin = catalog.create("online-logreg")
     assert isinstance(twin, RiverSoftmax)
     twin.rng, twin.scaler, twin.regression = import_softmax(decode_softmax(data))
+    # The input clipping state is plain numbers already (RiverSoftmax._state): carried over.
+    twin.clip = copy.deepcopy(model.clip)
     probe = [x for x, _ in examples(50, seed=2)]
     assert (twin.predict_proba_many(probe) == model.predict_proba_many(probe)).all()
     for x, y in examples(200, seed=3):
