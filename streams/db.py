@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
-from streams.log import get_logger
+from streams.log import get_logger, redact
 
 log = get_logger(__name__)
+
+SERVICE_PATIENCE_S = 20.0
+"""How long :func:`connect` retries by default: a worker (or ``db migrate``) may start next to
+a database that is still starting."""
+CONNECT_PATIENCE: ContextVar[float] = ContextVar("connect_patience", default=SERVICE_PATIENCE_S)
+"""Seconds :func:`connect` keeps retrying in this context; a one-shot command sets a few
+seconds so an operator learns at once that the database is down."""
+QUIET_BELOW_S = 5.0
+"""Retries within a patience shorter than this are logged at debug only: the command's own
+one-line error says what happened, a line per 200 ms retry would only bury it."""
 
 # Any two processes migrating at once serialise on this advisory lock (an arbitrary constant).
 _MIGRATION_LOCK = 724_190_331
@@ -39,22 +51,44 @@ def bundled_migrations() -> list[Migration]:
     ]
 
 
-async def connect(database_url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
-    """A connection pool; retries for a while because the database may still be starting."""
+async def connect(
+    database_url: str, *, min_size: int = 1, max_size: int = 4, patience: float | None = None
+) -> asyncpg.Pool:
+    """A connection pool; retries for ``patience`` seconds (default: :data:`CONNECT_PATIENCE`)
+    because the database may still be starting, logging each retry, then raises the last
+    error."""
+    budget = CONNECT_PATIENCE.get() if patience is None else patience
+    report = log.warning if budget >= QUIET_BELOW_S else log.debug
+    deadline = time.monotonic() + budget
     delay = 0.2
-    for attempt in range(8):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
-                database_url, min_size=min_size, max_size=max_size, command_timeout=60
+                database_url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                # One attempt must not outlast the whole budget (asyncpg's default is 60 s).
+                timeout=max(1.0, min(60.0, budget)),
             )
             return pool
         except (OSError, asyncpg.CannotConnectNowError) as error:
-            if attempt == 7:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise
-            log.warning("database not reachable yet", error=str(error), retry_in_s=delay)
-            await asyncio.sleep(delay)
+            wait = min(delay, left)
+            report(
+                "database not reachable yet",
+                url=redact(database_url),
+                error=str(error) or type(error).__name__,
+                attempt=attempt,
+                retry_in_s=round(wait, 2),
+                giving_up_in_s=round(left, 1),
+            )
+            await asyncio.sleep(wait)
             delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
 
 
 async def create_database(

@@ -2,22 +2,38 @@
 
 Every threshold, window and address lives here with its default, so the README's table and the
 code cannot disagree (``ENV_VARS`` is the table). Settings are immutable: a worker reads them
-once at start.
+once at start, and they are validated when built (:meth:`Settings.__post_init__`): a NaN or
+out-of-range value is refused at start, naming the variable, instead of quietly disabling
+what it configures (``nan`` as a decay threshold never fires).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
+from models.policy import parse as parse_policy
 from models.serialization import MIN_KEY_BYTES, Keyring, check_key, key_id_for
+from streams.log import redact
 
 ENV_PREFIX = "TIPSTREAM_"
 DEV_REGISTRY_KEY = b"tipstream-development-key-public-never-use-in-production"
 """The key ``TIPSTREAM_DEV_MODE=1`` signs with: public, so state it signed proves nothing."""
+
+LOG_FORMATS = ("json", "console", "auto")
+"""Accepted values of ``TIPSTREAM_LOG_FORMAT``."""
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""Accepted values of ``TIPSTREAM_LOG_LEVEL`` (any case)."""
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""Accepted values of ``TIPSTREAM_EVENT_LOOP``."""
+DRIFT_DETECTORS = ("adwin", "page-hinkley")
+"""Accepted values of ``TIPSTREAM_DRIFT_DETECTOR``: the names ``agents.monitor_rules.make_detector``
+knows (a unit test keeps the two in step; importing it here would load River in every command)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,14 @@ class Settings:
     auto_promote: bool = False
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{ENV_PREFIX}{name.upper()} must be {rule}, got {redact(repr(value))}"
+            for name, value, rule in _violations(self)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +134,19 @@ class Settings:
         """True when model state is signed with the public development key."""
         return self.dev_mode and not self.registry_key
 
+    def masked_url(self) -> str:
+        """The database URL with its password masked: the form to print or log."""
+        return redact(self.database_url)
+
+    def database_address(self) -> str:
+        """``host:port`` of the database (what an operator checks when it is unreachable)."""
+        parts = urlsplit(self.database_url)
+        try:
+            port = parts.port or 5432
+        except ValueError:  # not a number: asyncpg refuses it too, the address is still useful
+            return parts.netloc.rpartition("@")[2] or "localhost"
+        return f"{parts.hostname or 'localhost'}:{port}"
+
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` list for aiokafka, from the Faust-style ``kafka://`` URL."""
@@ -147,8 +184,53 @@ def _parse(name: str, raw: str, default: Any) -> Any:
         ) from error
 
 
-EVENT_LOOPS = ("uvloop", "asyncio")
-"""Accepted values of ``TIPSTREAM_EVENT_LOOP``."""
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _policy_ok(text: str) -> bool:
+    try:
+        parse_policy(text)
+    except ValueError:
+        return False
+    return True
+
+
+_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("partitions", lambda v: v >= 1, "at least 1"),
+    ("web_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
+    ("commit_interval", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
+    ("snapshot_every", lambda v: v >= 1, "at least 1"),
+    ("snapshot_seconds", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
+    ("decay_window", lambda v: v >= 10, "at least 10 evaluations"),
+    ("decay_threshold", lambda v: _finite(v) and 0 < v < 1, "a number with 0 < value < 1"),
+    ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
+    ("log_format", lambda v: v in LOG_FORMATS, f"one of {', '.join(LOG_FORMATS)}"),
+    ("log_level", lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+    ("event_loop", lambda v: v in EVENT_LOOPS, f"one of {', '.join(EVENT_LOOPS)}"),
+    ("drift_detector", lambda v: v in DRIFT_DETECTORS, f"one of {', '.join(DRIFT_DETECTORS)}"),
+    (
+        "learning_policy",
+        _policy_ok,
+        "a learning policy: errors, errors:<confidence in [0, 1)>, all or weighted",
+    ),
+)
+"""(field, check, rule as the error message says it) for every constrained setting."""
+
+
+def _violations(settings: Settings) -> list[tuple[str, Any, str]]:
+    """The settings that break their rule: (field, value, rule)."""
+    broken = []
+    for name, check, rule in _RULES:
+        value = getattr(settings, name)
+        try:
+            ok = check(value)
+        except (TypeError, AttributeError):  # a wrong type passed in code, not the environment
+            ok = False
+        if not ok:
+            broken.append((name, value, rule))
+    return broken
 
 
 def use_event_loop(settings: Settings) -> None:

@@ -25,18 +25,41 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.football_csv import default_data_files
+from streams.cli.main import guarded
+from streams.cli.replay import at_least, league_list, positive_number
 from streams.db import connect, create_database, migrate_url
-from streams.log import configure_logging, get_logger
+from streams.log import configure_logging, get_logger, redact
 from streams.settings import Settings
 
 log = get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DATABASE = "tipstream_demo"
+DEMO_DATABASE_NAME = re.compile(r"^tipstream_demo(_[a-z0-9_]+)?$")
+"""The only database names the demo drops and recreates (``DROP DATABASE ... WITH (FORCE)``):
+its own, so a typo can never drop the service's database or anyone else's."""
 COMMIT_INTERVAL_S = 0.1
 """The demo workers' offset commit interval. ``replay --sync`` waits for committed offsets
 about 180 times per season of the five leagues, three hops each: at the default 1 s that is
 ~9 minutes a season, at 0.1 s well under one."""
+
+
+def demo_database_problem(name: str, base: Settings) -> str | None:
+    """Why the demo must not drop and recreate database ``name``, or None when it may: only a
+    demo database (``tipstream_demo`` or ``tipstream_demo_<suffix>``), never the one of
+    ``TIPSTREAM_DATABASE_URL``."""
+    if not DEMO_DATABASE_NAME.match(name):
+        return (
+            f"--database {name!r} is not a demo database: the demo drops and recreates it, so "
+            f"it must be {DEMO_DATABASE} or {DEMO_DATABASE}_<suffix> "
+            "(lower-case letters, digits, underscores)"
+        )
+    if name == base.database_url.rsplit("/", 1)[-1].split("?", 1)[0]:
+        return (
+            f"--database {name!r} is the database of TIPSTREAM_DATABASE_URL "
+            f"({redact(base.database_url)}); the demo never drops it"
+        )
+    return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,8 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=date(2024, 6, 30),
         help="last kickoff of the replay window",
     )
-    parser.add_argument("--leagues", default="", help="comma-separated league ids (default all)")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--leagues", type=league_list, default=frozenset(), help="comma-separated league ids"
+    )
+    parser.add_argument("--workers", type=at_least(1), default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "demo")
     parser.add_argument(
         "--database",
@@ -80,9 +105,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="topic prefix family; earlier runs' topics of it are deleted",
     )
     parser.add_argument(
-        "--timeout", type=float, default=900.0, help="longest wait for reconciliation, in seconds"
+        "--timeout",
+        type=positive_number,
+        default=900.0,
+        help="longest wait for reconciliation, in seconds",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="on a failure, print the traceback too"
+    )
+    args = parser.parse_args(argv)
+    if args.start > args.end:
+        parser.error(f"--from {args.start} is after --to {args.end}")
+    return args
 
 
 def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
@@ -98,6 +132,9 @@ def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
 
 async def fresh_database(base: Settings, settings: Settings, name: str) -> None:
     """Drop and recreate the demo database, migrated: every run starts from nothing."""
+    problem = demo_database_problem(name, base)
+    if problem is not None:  # main checks first; this guards any other caller
+        raise ValueError(problem)
     await create_database(base.database_url, name, replace=True)
     await migrate_url(settings.database_url)
 
@@ -198,15 +235,28 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    base = Settings.from_env()
+    try:
+        base = Settings.from_env()
+    except ValueError as error:
+        print(f"demo: {redact(str(error))}", file=sys.stderr)
+        return 2
+    problem = demo_database_problem(args.database, base)
+    if problem is not None:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 2
     configure_logging("console" if sys.stderr.isatty() else "json", "info")
+    return guarded(lambda: run(args, base), base, verbose=args.verbose)
+
+
+def run(args: argparse.Namespace, base: Settings) -> int:
+    """The demo itself, once its arguments and database name are accepted."""
     settings = demo_settings(base, args.database, args.prefix)
     started = time.monotonic()
     asyncio.run(fresh_database(base, settings, args.database))
     asyncio.run(delete_old_topics(settings, args.prefix))
     data = [str(p) for p in args.data]
     window = ["--from", args.start.isoformat(), "--to", args.end.isoformat()]
-    leagues = ["--leagues", args.leagues] if args.leagues else []
+    leagues = ["--leagues", ",".join(sorted(args.leagues))] if args.leagues else []
     print(f"demo: training the batch model on matches before {args.start}", flush=True)
     tipstream(settings, "train", "--data", *data, "--until", args.start.isoformat())
     tipstream(settings, "topics", "create")
@@ -238,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: finished in {elapsed:.0f} s; report in {folder}")
     print(
         f"demo: Kafka and PostgreSQL keep running; explore with TIPSTREAM_TOPIC_PREFIX="
-        f"{settings.topic_prefix} TIPSTREAM_DATABASE_URL={settings.database_url} "
+        f"{settings.topic_prefix} TIPSTREAM_DATABASE_URL={settings.masked_url()} "
         f".venv/bin/tipstream models list (or reconcile); stop them with "
         f"`make services-down`"
     )

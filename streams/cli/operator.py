@@ -2,7 +2,9 @@
 ``tipstream reconcile``.
 
 Promote and rollback change the registry and announce the change on the snapshot topic, so
-running scorers swap champions without a restart.
+running scorers swap champions without a restart. The registry is the truth: when the change is
+committed but the announcement fails, the command says so (exit code 3) instead of a
+traceback that reads as if nothing happened; scorers poll the registry and catch up anyway.
 """
 
 from __future__ import annotations
@@ -20,11 +22,20 @@ from aiokafka import AIOKafkaProducer
 from agents import registry
 from schemas.codec import encode
 from streams.cli import reports
+from streams.cli.failures import describe_failure
 from streams.db import connect
 from streams.settings import Settings
 from streams.topics import Topics
 
 T = TypeVar("T")
+
+ANNOUNCE_TIMEOUT_S = 10.0
+"""Longest wait for the broker to take the announcement (aiokafka's default is 40 s a request)."""
+ANNOUNCE_FAILED_EXIT = 3
+"""Exit code of a promote/rollback committed in the registry but not announced on Kafka."""
+REGISTRY_POLL_S = 10.0
+"""How often a scorer re-reads the registry (``agents.scorer.REGISTRY_POLL_S``, kept in step
+by a unit test; importing the scorer here would load Faust for every command)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -120,10 +131,24 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
             await registry.rollback(conn)
         after = await registry.champion_id(conn)
         changed = [m for m in (before, after) if m is not None]
-        await _announce(settings, [await registry.status_snapshot(conn, m) for m in changed])
+        # Committed: from here on a failure must not read as if nothing happened.
+        try:
+            await _announce(settings, [await registry.status_snapshot(conn, m) for m in changed])
+        except Exception as error:  # reported below with what did happen
+            raise _NotAnnounced(changed, error) from error
         return changed
 
-    before_after = await _with_conn(settings, change)
+    try:
+        before_after = await _with_conn(settings, change)
+    except _NotAnnounced as failure:
+        cause = describe_failure(failure.error, settings) or _brief(failure.error)
+        print(
+            f"champion: {' -> '.join(failure.changed)} (changed in the registry; announcement "
+            f"on the snapshot topic failed: {cause}; running scorers pick it up within "
+            f"{REGISTRY_POLL_S:.0f} s by polling)",
+            flush=True,
+        )
+        return ANNOUNCE_FAILED_EXIT
     print(f"champion: {' -> '.join(before_after)}")
     return 0
 
@@ -152,18 +177,39 @@ async def _resign(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.refused else 0
 
 
+class _NotAnnounced(Exception):
+    """A registry change that is committed but was not announced on the snapshot topic."""
+
+    def __init__(self, changed: list[str], error: BaseException) -> None:
+        super().__init__(f"changed {changed}, not announced: {error!r}")
+        self.changed, self.error = changed, error
+
+
+def _brief(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {ANNOUNCE_TIMEOUT_S:.0f} s"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 async def _announce(settings: Settings, snapshots: list[Any]) -> None:
-    """Publish status snapshots so every running scorer reloads now."""
+    """Publish status snapshots so every running scorer reloads now (bounded: the registry
+    already holds the change, so a broker that hangs must not hold the operator)."""
     topics = Topics.from_settings(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        request_timeout_ms=int(ANNOUNCE_TIMEOUT_S * 1000),
+    )
     try:
-        for snapshot in snapshots:
-            await producer.send_and_wait(
-                topics.snapshots, encode(snapshot), key=snapshot.model_id.encode()
-            )
+        async with asyncio.timeout(ANNOUNCE_TIMEOUT_S):
+            await producer.start()
+            for snapshot in snapshots:
+                await producer.send_and_wait(
+                    topics.snapshots, encode(snapshot), key=snapshot.model_id.encode()
+                )
     finally:
-        await producer.stop()
+        await producer.stop()  # also after a failed start: no "unclosed producer" warning
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -43,6 +45,74 @@ CHUNK = 500
 PostgreSQL round trip per 500 events costs nothing next to publishing them)."""
 PROGRESS_LOG_S = 10.0
 """Seconds between two progress log lines when there is no terminal for a bar."""
+USAGE_EXIT = 2
+"""Exit code of a command line the parser (or the data it names) refuses, as argparse's."""
+_LEAGUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+"""A league id as the CSV reader builds it: ``<country slug>-<league slug>``."""
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (a rate of -5 or nan would pace nothing or forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"  # what argparse names in its message
+    return parse
+
+
+def league_list(text: str) -> frozenset[str]:
+    """argparse type: comma-separated league ids (``england-premier-league,spain-laliga``);
+    whether each exists is checked against the data once it is read."""
+    leagues = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [league for league in leagues if not _LEAGUE_ID.match(league)]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"not a league id: {', '.join(map(repr, bad))} (e.g. england-premier-league)"
+        )
+    return frozenset(leagues)
+
+
+def unknown_leagues(wanted: Collection[str], known: Collection[str]) -> str | None:
+    """The refusal of ``--leagues`` naming leagues the data does not have, with those it has;
+    None when every wanted league is known. (An unknown id would replay nothing, silently.)"""
+    missing = sorted(set(wanted) - set(known))
+    if not missing:
+        return None
+    return (
+        f"tipstream replay: unknown league {', '.join(missing)}; the data has "
+        f"{', '.join(sorted(known)) or 'no leagues'}"
+    )
+
+
+def window_problem(start: date | None, end: date | None) -> str | None:
+    """The refusal of a ``--from`` after ``--to`` (an empty window), or None."""
+    if start is not None and end is not None and start > end:
+        return f"tipstream replay: --from {start} is after --to {end}"
+    return None
+
+
+def refuse(message: str) -> None:
+    """Stop with a usage error: the message on stderr, exit code 2."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(USAGE_EXIT)
 
 
 @dataclass
@@ -123,6 +193,7 @@ async def read_database(
     finally:
         await pool.close()
     events: list[TimedEvent] = []
+    leagues: set[str] = set()
     for kind, match_id, payload in stored:
         counts.rows += 1
         table = "match_features" if kind == "features" else "results"
@@ -137,11 +208,15 @@ async def read_database(
             reject(f"{origin}: {error}", on_error, counts)
             continue
         counts.valid += 1
+        leagues.add(record.league)
         if filters.keep(record.league, record.kickoff):
             at = record.kickoff + (RESULT_DELAY if kind == "result" else timedelta(0))
             events.append(
                 TimedEvent(at, "result" if kind == "result" else "features", record, origin)
             )
+    problem = unknown_leagues(filters.leagues, leagues)
+    if problem is not None:
+        refuse(problem)
     events.sort(key=lambda event: event.sort_key)
     return events
 
@@ -416,12 +491,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="re-publish the features and results stored in PostgreSQL",
     )
-    parser.add_argument("--leagues", default="", help="comma-separated league ids to keep")
+    parser.add_argument(
+        "--leagues",
+        type=league_list,
+        default=frozenset(),
+        help="comma-separated league ids to keep (each must be in the data)",
+    )
     parser.add_argument("--from", dest="start", type=date.fromisoformat, help="first kickoff date")
     parser.add_argument("--to", dest="end", type=date.fromisoformat, help="last kickoff date")
     pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, help="events per second")
-    pace.add_argument("--speed", type=float, help="times real time (event time compression)")
+    pace.add_argument("--rate", type=positive_number, help="events per second (> 0)")
+    pace.add_argument(
+        "--speed", type=positive_number, help="times real time (event time compression, > 0)"
+    )
     parser.add_argument(
         "--sync",
         action="store_true",
@@ -430,7 +512,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument(
         "--sync-timeout",
-        type=float,
+        type=positive_number,
         default=300.0,
         help="longest wait for the workers at one sync point, in seconds",
     )
@@ -444,7 +526,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=at_least(1),
         default=CHUNK,
         metavar="N",
         help=f"events per acknowledged chunk and checkpoint (default {CHUNK})",
@@ -460,10 +542,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    problem = window_problem(args.start, args.end)
+    if problem is not None:
+        refuse(problem)
     counts = ReplayCounts()
-    filters = Filters(
-        leagues=frozenset(x for x in args.leagues.split(",") if x), start=args.start, end=args.end
-    )
+    filters = Filters(leagues=args.leagues, start=args.start, end=args.end)
     try:
         code = asyncio.run(run(args, settings, filters, counts))
     finally:
@@ -481,7 +564,11 @@ async def run(
         missing = [str(p) for p in args.data if not p.is_file()]
         if missing:
             raise SystemExit(f"tipstream replay: no such file: {', '.join(missing)}")
-        events = timeline(read_csv(args.data, args.on_error, counts), filters)
+        rows = read_csv(args.data, args.on_error, counts)
+        problem = unknown_leagues(filters.leagues, {row.league for row in rows})
+        if problem is not None:
+            refuse(problem)
+        events = timeline(rows, filters)
     events, payloads = encode_all(events, args.on_error, counts)
     matches = len({event.key for event in events})
     if args.dry_run:
@@ -502,7 +589,7 @@ async def run(
     if drain is not None:
         await drain.start()
     bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
-    plan = Plan(replay, events, payloads, start, max(1, args.checkpoint_every))
+    plan = Plan(replay, events, payloads, start, args.checkpoint_every)
     try:
         await publish(
             settings,

@@ -46,6 +46,15 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         web_port=settings.web_port,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
+        # The web port serves our /status/ and /metrics/ only. Faust's own pages would show
+        # the reconciler's ledgers (/table/), the cluster's workers (/router/), every sensor
+        # and the assignment (/, /assignment/), the service graph (/graph/): off, whatever
+        # Faust's defaults or `debug` say. Nothing routes table keys across workers.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
     )
     runtime = Runtime(settings, app)
     active = scorer.ActiveModels()
