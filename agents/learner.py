@@ -24,14 +24,16 @@ from typing import Any
 import faust
 import structlog
 
-from agents import learner_store, probes, registry
+from agents import alert_store, learner_store, probes, registry
+from agents.dead_letters import dead_letter
 from agents.learner_rules import Learning, apply_learning, record_position
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
 from agents.state_faults import FaultReporter
+from models.base import NonFiniteState
 from models.policy import parse as parse_policy
 from models.serialization import sha256_hex, sign
-from schemas.events import DeadLetter, ModelFeedItem, ModelSnapshot
+from schemas.events import Alert, DeadLetter, ModelFeedItem, ModelSnapshot, ValidationIssue
 
 log = structlog.get_logger(__name__)
 AGENT = "learner"
@@ -157,7 +159,7 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
     letters: list[DeadLetter] = []
     async with learner.lock:
         changed: dict[str, Learning] = {}
-        fresh: list[tuple[Learning, ModelFeedItem]] = []
+        fresh: list[tuple[Learning, ModelFeedItem, Any]] = []
         for event in events:
             item = runtime.decode(event.message, ModelFeedItem, AGENT)
             if isinstance(item, DeadLetter):
@@ -171,20 +173,28 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             message = event.message
             record_position(state, message.topic, message.partition, message.offset)
             changed[state.entry.model_id] = state
-            fresh.append((state, item))
-        keys = [(s.entry.model_id, item.evaluation.evaluation_id) for s, item in fresh]
+            fresh.append((state, item, event))
+        keys = [(s.entry.model_id, item.evaluation.evaluation_id) for s, item, _ in fresh]
         known = (
             await runtime.retry_transient("learned evaluations", partial(learned, runtime, keys))
             if keys
             else set()
         )
         learned_now: list[learner_store.Learned] = []
-        for (state, item), key in zip(fresh, keys, strict=True):
+        for (state, item, event), key in zip(fresh, keys, strict=True):
             if key in known:
                 runtime.counters["learn_skipped_duplicate"] += 1
                 continue
             known.add(key)
-            if apply_learning(state, item):
+            try:
+                learned_it = apply_learning(state, item)
+            except NonFiniteState as error:
+                # The model refused the step and is as it was: keep the example, say why.
+                runtime.counters["learn_refused"] += 1
+                issue = ValidationIssue(field="inputs", value=None, rule=str(error)[:500])
+                letters.append(dead_letter(event.message, issue, AGENT))
+                continue
+            if learned_it:
                 runtime.counters["learned"] += 1
                 evaluation = item.evaluation
                 learned_now.append(
@@ -192,7 +202,13 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
                 )
         if changed:
             probes.reach("learner.learned")  # learned in memory, not yet checkpointed
-            states = list(changed.values())
+            broken = {
+                s.entry.model_id for s in changed.values() if not s.entry.model.state_is_finite()
+            }
+            if broken:
+                await _refuse_broken(learner, broken)
+                learned_now = [item for item in learned_now if item.model_id not in broken]
+            states = [s for s in changed.values() if s.entry.model_id not in broken]
             await runtime.retry_transient(
                 "learner checkpoint", lambda: checkpoint(runtime, states, learned_now)
             )
@@ -203,6 +219,45 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
     await runtime.publish_dead_letters(letters)
     if changed:
         probes.reach("learner.checkpointed")  # checkpointed, not yet acked
+
+
+async def _refuse_broken(learner: Learner, model_ids: set[str]) -> None:
+    """Models whose state is no longer finite are never checkpointed nor versioned: forget them
+    (the next item reloads the last stored state) and raise one fault alert each. The batch's
+    examples for them are not learned; the alert says so."""
+    runtime = learner.runtime
+    now = datetime.now(UTC)
+    alerts = []
+    for model_id in sorted(model_ids):
+        state = learner.states.pop(model_id, None)
+        # Deterministic: the same batch learned again after a crash gives the same alert.
+        at = f"{state.entry.version}:{state.learned}" if state is not None else "unknown"
+        runtime.counters["learn_broken_state"] += 1
+        alerts.append(
+            Alert(
+                alert_id=f"fault:non-finite-state:{model_id}:{at}",
+                kind="fault",
+                state="firing",
+                model_id=model_id,
+                source=AGENT,
+                scope="learner",
+                detector="non-finite-state",
+                message=(
+                    f"{model_id}: the learned state is no longer finite; it was not stored, the "
+                    "learner goes back to the last stored version and this batch's results for "
+                    "the model are not learned"
+                ),
+                created_at=now,
+            )
+        )
+        log.error("model state not finite, not stored", model_id=model_id)
+
+    async def store() -> None:
+        async with runtime.connection() as conn:
+            await alert_store.write(conn, alerts)
+
+    await runtime.retry_transient("fault alert", store)
+    await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)
 
 
 async def learned(runtime: AgentRuntime, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -14,10 +14,20 @@ from agents.scorer import ActiveModels, score_batch
 from agents.scorer_rules import predict
 from agents.testing import InMemoryRuntime
 from models import catalog
+from models.base import NonFiniteState
+from models.online import RiverSoftmax
 from models.policy import parse as parse_policy
 from models.serialization import sign
 from schemas.codec import encode
-from schemas.events import Evaluation, MatchFeatures, ModelFeedItem, ModelSnapshot, Odds, Prediction
+from schemas.events import (
+    Alert,
+    Evaluation,
+    MatchFeatures,
+    ModelFeedItem,
+    ModelSnapshot,
+    Odds,
+    Prediction,
+)
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -107,10 +117,8 @@ async def test_a_commit_that_fails_once_leaves_the_version_lineage_gap_free() ->
     )
 
 
-async def test_the_learner_learns_once_and_checkpoints_with_the_evaluation_ids() -> None:
-    """A feed batch is learned and checkpointed with the ids it learned; the same batch again
-    (the registry says those ids were learned) is skipped: nothing is learned twice."""
-    rt = runtime()
+def registered_learner(rt: InMemoryRuntime) -> learner.Learner:
+    """A learner whose registry holds online-logreg v0 (signed with the runtime's keys)."""
     model = entry(0).model
     row = {
         "model_id": "online-logreg",
@@ -126,7 +134,14 @@ async def test_the_learner_learns_once_and_checkpoints_with_the_evaluation_ids()
         "created_at": None,
     }
     rt.db.answer("FROM models m JOIN model_versions v", [row])
-    agent = learner.Learner(rt)
+    return learner.Learner(rt)
+
+
+async def test_the_learner_learns_once_and_checkpoints_with_the_evaluation_ids() -> None:
+    """A feed batch is learned and checkpointed with the ids it learned; the same batch again
+    (the registry says those ids were learned) is skipped: nothing is learned twice."""
+    rt = runtime()
+    agent = registered_learner(rt)
     f = features()
     prediction = predict(f, [entry(0)], now=NOW)[0]
     item = feed_item(f, prediction)
@@ -189,3 +204,51 @@ async def test_a_decoder_crash_is_one_undecodable_dead_letter(
     ]
     assert len(rt.on(rt.topics.predictions)) == 1
     assert rt.counters["faults:scorer"] == 0
+
+
+async def test_a_refused_learn_step_is_dead_lettered_and_the_model_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An example the model refuses (it would make its state non-finite) becomes a dead letter
+    with the reason; nothing is learned from it and the batch is not retried."""
+    rt = runtime()
+    agent = registered_learner(rt)
+    f = features()
+    item = feed_item(f, predict(f, [entry(0)], now=NOW)[0])
+
+    def refuse(self: object, x: object, y: object, weight: float = 1.0) -> None:
+        raise NonFiniteState("model online-logreg: this example would make the state non-finite")
+
+    monkeypatch.setattr(RiverSoftmax, "learn_one", refuse)
+    batch = rt.events((rt.topics.model_feed, item))
+    await rt.drive("learner", lambda events: learner.learn_batch(agent, events), batch)
+    assert rt.counters["learned"] == 0
+    assert [d.error.field for d in rt.dead_letters] == ["inputs"]
+    assert "non-finite" in rt.dead_letters[0].error.rule
+    assert rt.db.rows("learned_evaluations") == []
+    assert rt.counters["faults:learner"] == 0
+
+
+async def test_a_state_that_turned_non_finite_is_never_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If a model's state is not finite after a batch, it is neither checkpointed nor
+    versioned: the learner forgets it (the next item reloads the stored state) and raises
+    one fault alert, stored and published."""
+    rt = runtime()
+    rt.settings = Settings(dev_mode=True, snapshot_every=1)
+    agent = registered_learner(rt)
+    f = features()
+    item = feed_item(f, predict(f, [entry(0)], now=NOW)[0])
+    monkeypatch.setattr(RiverSoftmax, "state_is_finite", lambda self: False)
+    batch = rt.events((rt.topics.model_feed, item))
+    await rt.drive("learner", lambda events: learner.learn_batch(agent, events), batch)
+    assert rt.db.rows("learner_checkpoints") == []
+    assert rt.db.rows("model_versions") == []
+    assert rt.on(rt.topics.snapshots) == []
+    alerts = [a for a in rt.on(rt.topics.alerts) if isinstance(a, Alert)]
+    assert [(a.kind, a.model_id, a.detector) for a in alerts] == [
+        ("fault", "online-logreg", "non-finite-state")
+    ]
+    assert len(rt.db.rows("alerts")) == 1
+    assert "online-logreg" not in agent.states
