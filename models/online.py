@@ -38,6 +38,7 @@ from models.base import (
     check_example,
     floats,
 )
+from models.river_state import decode_softmax, encode_softmax, export_softmax, import_softmax
 from schemas.events import OUTCOMES, Outcome
 
 Z_CLIP = 6.0
@@ -450,13 +451,19 @@ class RiverSoftmax(BaseModel):
         return bool(np.isfinite(np.array(numbers, dtype=np.float64)).all()) and self.clip.finite()
 
     def _state(self) -> dict[str, Any]:
+        # Plain typed numbers (models.river_state), not a pickle: restoring them runs no code.
+        numbers = encode_softmax(export_softmax(self.rng, self.scaler, self.regression))
         return {"prior": len(self.inputs) - self.standardised, "clip": self.clip.state(),
-                "pickle": pickle.dumps((self.rng, self.scaler, self.regression))}  # fmt: skip
+                "numbers": numbers}  # fmt: skip
 
     @classmethod
     def _from_state(cls, model_id: str, inputs: tuple[str, ...], state: dict[str, Any]) -> Self:
-        # Only signed state reaches a restore (models.serialization), so this is our own pickle.
-        rng, scaler, regression = pickle.loads(state["pickle"])  # noqa: S301
+        if "numbers" in state:
+            rng, scaler, regression = import_softmax(decode_softmax(state["numbers"]))
+        else:
+            # A state written before the numbers format: a pickle, and only signed state reaches
+            # a restore (models.serialization), so it is one this service wrote.
+            rng, scaler, regression = pickle.loads(state["pickle"])  # noqa: S301
         split = len(inputs) - state["prior"]
         model = cls(model_id, inputs[:split], prior=inputs[split:])
         model.rng, model.scaler, model.regression = rng, scaler, regression

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 
 import msgspec
@@ -79,3 +80,20 @@ def test_configurations_it_cannot_rebuild_exactly_are_refused() -> None:
     adam = linear_model.SoftmaxRegression(optimizer=optim.Adam(0.1))
     with pytest.raises(ValueError, match="StandardScaler"):
         export_softmax(rng, preprocessing.StandardScaler(window_size=10), adam)
+
+
+def test_the_default_model_stores_numbers_and_still_reads_its_old_pickles() -> None:
+    """A RiverSoftmax snapshot holds typed numbers, no pickle; a state written in the older
+    pickle format still restores to the same predictions."""
+    model = catalog.create("online-logreg")
+    assert isinstance(model, RiverSoftmax)
+    for x, y in examples(120, seed=4):
+        model.learn_one(x, y)
+    state = model._state()
+    assert "pickle" not in state
+    assert isinstance(state["numbers"], bytes)
+    old = {k: v for k, v in state.items() if k != "numbers"}
+    old["pickle"] = pickle.dumps((model.rng, model.scaler, model.regression))
+    restored = RiverSoftmax._from_state(model.model_id, model.inputs, old)
+    probe = [x for x, _ in examples(20, seed=5)]
+    assert (restored.predict_proba_many(probe) == model.predict_proba_many(probe)).all()
