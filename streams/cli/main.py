@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         settings.log_format, settings.log_level, quiet_connect_errors=one_shot and not args.verbose
     )
-    if args.command in KEYED_COMMANDS and settings.uses_dev_key:
+    # Said where it matters, by the long-running worker; one-shot commands keep their output
+    # to the one line an operator (or a script) reads.
+    if args.command == "worker" and settings.uses_dev_key:
         get_logger(__name__).warning(
             "TIPSTREAM_DEV_MODE: model state is signed with the public development key; "
             "set TIPSTREAM_REGISTRY_KEY for anything but local development"
