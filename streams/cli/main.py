@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from streams.kafka import check_security
 from streams.log import configure_logging
 from streams.settings import ENV_VARS, Settings
 
@@ -122,9 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        check_security(settings)
     except ValueError as error:
         print(f"tipstream: {error}", file=sys.stderr)
         return 2
+    settings.check_isolation()
     configure_logging(settings.log_format, settings.log_level)
     code: int = args.func(args, settings)
     return code

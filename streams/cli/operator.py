@@ -19,6 +19,7 @@ from agents import registry
 from schemas.codec import encode
 from streams.cli import reports
 from streams.db import connect
+from streams.kafka import client_options
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -110,7 +111,7 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
 async def _announce(settings: Settings, snapshots: list[Any]) -> None:
     """Publish status snapshots so every running scorer reloads now."""
     topics = Topics.from_settings(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for snapshot in snapshots:
