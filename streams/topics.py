@@ -180,7 +180,7 @@ def differences(
     return found
 
 
-async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Existing]:
+async def describe_existing(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Existing]:
     """Partition count, replication factor and configs of existing topics."""
     if not names:
         return {}
@@ -239,7 +239,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
             for t in existing
             if t.startswith(f"{settings.group_id}-") and t.endswith("-changelog")
         )
-        described = await _describe(admin, [*ours, *changelogs])
+        described = await describe_existing(admin, [*ours, *changelogs])
         found: list[Difference] = []
         for name, state in described.items():
             spec = ours.get(name)
