@@ -39,7 +39,8 @@ class Settings:
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     kafka_sasl_username: str = ""
-    kafka_sasl_password: str = ""
+    # Kept out of the repr (logs, tracebacks) and out of `tipstream settings`.
+    kafka_sasl_password: str = dataclasses.field(default="", repr=False)
     # TLS: the CA that signed the brokers' certificates (empty: the system's), and a client
     # certificate and key for mutual TLS (empty: none).
     kafka_ssl_cafile: str = ""

@@ -84,7 +84,8 @@ def _register_settings(subparsers: argparse._SubParsersAction) -> None:  # type:
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
     for name in ENV_VARS:
         field = name.removeprefix("TIPSTREAM_").lower()
-        value = "<secret>" if field == "registry_key" else getattr(settings, field)
+        secret = field in {"registry_key", "kafka_sasl_password"}
+        value = "<secret>" if secret else getattr(settings, field)
         print(f"{name}={value}")
     return 0
 
