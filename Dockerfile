@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    TIPSTREAM_LOG_FORMAT=json
+    TIPSTREAM_LOG_FORMAT=json \
+    TIPSTREAM_WEB_HOST=0.0.0.0
 
 # A fixed numeric uid, so an orchestrator can verify "not root" without reading /etc/passwd.
 RUN groupadd --system --gid 10001 tipstream \
@@ -40,6 +41,11 @@ RUN pip install . \
 WORKDIR /home/tipstream
 USER 10001:10001
 
-# No HEALTHCHECK: the worker's liveness is its Kafka consumer-group membership, which a process
-# probe cannot see; compose orders start-up on the broker's and the database's health instead.
+# The web endpoints bind 0.0.0.0 in the image (TIPSTREAM_WEB_HOST above), so Prometheus and the
+# orchestrator reach /metrics/, /health and /ready. The HEALTHCHECK is liveness: the process and its
+# event loop answer /health (readiness, /ready, is what docker-compose.yml and a Kubernetes
+# readinessProbe use). python, not curl: the slim image has no curl.
+EXPOSE 6066
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('TIPSTREAM_WEB_PORT', '6066'), timeout=4)"]
 CMD ["tipstream", "worker"]

@@ -61,6 +61,8 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
         # Batches mutate many keys: let the producer route each changelog record by its key,
         # which lands it in the same partition number as the match's input events.
         use_partitioner=True,
+        # Its replicas are the app's topic_replication_factor; a write needs this many in sync.
+        extra_topic_configs={"min.insync.replicas": str(runtime.settings.min_insync_replicas)},
     )
     inputs = app.topic(
         topics.features,

@@ -54,7 +54,27 @@ class Settings:
     registry_verify_keys: str = ""
     # Development only (make test/demo/bench/chaos): a public key when registry_key is unset.
     dev_mode: bool = False
-    app_id: str = "tipstream"
+    # The Faust app id: consumer group and prefix of Faust's internal (changelog) topics.
+    # Empty: derived from the topic prefix (see ``group_id``); set, it must agree with it.
+    app_id: str = ""
+    # Kafka in production: replicas and min.insync.replicas of every topic the service creates
+    # (its own and Faust's changelogs); the defaults fit a single development broker.
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL, for Faust, aiokafka and the admin client alike.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    # Kept out of the repr (logs, tracebacks) and out of `tipstream settings`.
+    kafka_sasl_password: str = dataclasses.field(default="", repr=False)
+    # TLS: the CA that signed the brokers' certificates (empty: the system's), and a client
+    # certificate and key for mutual TLS (empty: none).
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # The worker's web endpoints (/status/, /metrics/, /health, /ready): loopback unless told
+    # otherwise; the container image binds 0.0.0.0.
+    web_host: str = "127.0.0.1"
     web_port: int = 6066
     # Acked offsets are committed this often; a restart replays at most this much.
     commit_interval: float = 1.0
@@ -148,6 +168,25 @@ class Settings:
         return f"{parts.hostname or 'localhost'}:{port}"
 
     @property
+    def group_id(self) -> str:
+        """The Faust app id in use: ``TIPSTREAM_APP_ID`` if set, else the one derived from the
+        topic prefix, so two deployments with different prefixes never share a consumer group
+        or a changelog."""
+        return self.app_id or derived_app_id(self.topic_prefix)
+
+    def check_isolation(self) -> None:
+        """Refuse an app id that disagrees with the topic prefix: with it a deployment would
+        share a consumer group (and restore ledgers) with another, or two groups would each
+        consume this deployment's topics."""
+        derived = derived_app_id(self.topic_prefix)
+        if self.app_id and self.app_id != derived:
+            raise SystemExit(
+                f"tipstream: {ENV_PREFIX}APP_ID={self.app_id!r} does not match "
+                f"{ENV_PREFIX}TOPIC_PREFIX={self.topic_prefix!r} (its app id is {derived!r}); "
+                f"unset {ENV_PREFIX}APP_ID, or set it to {derived!r}"
+            )
+
+    @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` list for aiokafka, from the Faust-style ``kafka://`` URL."""
         return ",".join(part.split("://", 1)[-1] for part in self.kafka_url.split(";"))
@@ -167,6 +206,15 @@ def _verify_keys(raw: str) -> dict[str, bytes]:
             raise ValueError(f"{ENV_PREFIX}REGISTRY_VERIFY_KEYS names key {key_id!r} twice")
         keys[key_id] = key.encode()
     return keys
+
+
+DEFAULT_PREFIX = "tipstream"
+
+
+def derived_app_id(prefix: str) -> str:
+    """The app id of a topic prefix: ``tipstream`` for the default prefix (today's consumer
+    group and changelogs stay), ``tipstream-<prefix>`` for any other."""
+    return DEFAULT_PREFIX if prefix == DEFAULT_PREFIX else f"{DEFAULT_PREFIX}-{prefix}"
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

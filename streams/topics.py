@@ -10,8 +10,10 @@ import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka import client_options, topic_configs
 from streams.log import get_logger
 from streams.settings import Settings
 
@@ -105,14 +107,119 @@ class Topics:
         return self.name(DEAD_LETTERS)
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic that does not exist yet; return the names created.
+class TopicMismatchError(RuntimeError):
+    """An existing topic the service cannot run on as configured (wrong partitions or policy)."""
 
-    Topics are created explicitly rather than left to broker auto-creation so partition counts
-    are right from the first event (co-partitioned joins depend on it).
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One way an existing topic differs from what the settings ask for."""
+
+    topic: str
+    what: str
+    actual: str
+    wanted: str
+    refuses: bool  # True: the worker refuses to start; False: a warning
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.what} is {self.actual}, the settings want {self.wanted}"
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """What the cluster says about one topic."""
+
+    partitions: int
+    replicas: int
+    configs: dict[str, str]
+
+
+def differences(
+    settings: Settings,
+    name: str,
+    existing: Existing,
+    *,
+    partitions: int | None,
+    compacted: bool | None,
+) -> list[Difference]:
+    """How an existing topic differs from the settings. Partitions and cleanup policy refuse a
+    start (``None``: not checked, for Faust's changelogs): a co-partitioned join or a compacted
+    snapshot log would silently go wrong. Fewer replicas or a lower ``min.insync.replicas`` than
+    asked only warn: the topic still works (less safely) and is fixed by a partition
+    reassignment or a config change, without stopping anything."""
+    found: list[Difference] = []
+    if partitions is not None and existing.partitions != partitions:
+        found.append(
+            Difference(name, "partitions", str(existing.partitions), str(partitions), True)
+        )
+    policy = existing.configs.get("cleanup.policy", "delete")
+    wanted_policy = "compact" if compacted else "delete"
+    if compacted is not None and set(policy.split(",")) != {wanted_policy}:
+        found.append(Difference(name, "cleanup.policy", policy, wanted_policy, True))
+    if existing.replicas < settings.replication_factor:
+        found.append(
+            Difference(
+                name,
+                "replication factor",
+                str(existing.replicas),
+                f"{settings.replication_factor} (TIPSTREAM_REPLICATION_FACTOR)",
+                False,
+            )
+        )
+    isr = existing.configs.get("min.insync.replicas")
+    if isr is not None and int(isr) < settings.min_insync_replicas:
+        found.append(
+            Difference(
+                name,
+                "min.insync.replicas",
+                isr,
+                f"{settings.min_insync_replicas} (TIPSTREAM_MIN_INSYNC_REPLICAS)",
+                False,
+            )
+        )
+    return found
+
+
+async def describe_existing(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Existing]:
+    """Partition count, replication factor and configs of existing topics."""
+    if not names:
+        return {}
+    metadata = await admin.describe_topics(names)
+    shape = {
+        t["topic"]: (len(t["partitions"]), min(len(p["replicas"]) for p in t["partitions"]))
+        for t in metadata
+        if t["partitions"]
+    }
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    )
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            entries = resource["config_entries"]
+            configs[resource["resource_name"]] = {
+                entry.get("config_names", entry.get("config_name")): entry["config_value"]
+                for entry in entries
+            }
+    return {
+        name: Existing(shape[name][0], shape[name][1], configs.get(name, {}))
+        for name in names
+        if name in shape
+    }
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every topic that does not exist yet, check the others against the settings;
+    return the names created.
+
+    Topics are created explicitly rather than left to broker auto-creation so partition
+    counts, replication and ``min.insync.replicas`` are right from the first event
+    (co-partitioned joins depend on the first). An existing topic that differs is named with
+    both values: a warning, or :class:`TopicMismatchError` for what the service cannot run on.
+    Faust's changelogs (``<app id>-...-changelog``) are checked too; Faust creates them.
     """
     topics = Topics.from_settings(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -120,19 +227,51 @@ async def ensure_topics(settings: Settings) -> list[str]:
             NewTopic(
                 name=topics.name(spec),
                 num_partitions=topics.partitions_of(spec),
-                replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                replication_factor=settings.replication_factor,
+                topic_configs=topic_configs(settings, compacted=spec.compacted),
             )
             for spec in ALL_TOPICS
             if topics.name(spec) not in existing
         ]
+        ours = {topics.name(spec): spec for spec in ALL_TOPICS if topics.name(spec) in existing}
+        changelogs = sorted(
+            t
+            for t in existing
+            if t.startswith(f"{settings.group_id}-") and t.endswith("-changelog")
+        )
+        described = await describe_existing(admin, [*ours, *changelogs])
+        found: list[Difference] = []
+        for name, state in described.items():
+            spec = ours.get(name)
+            found += differences(
+                settings,
+                name,
+                state,
+                partitions=topics.partitions_of(spec) if spec else None,
+                compacted=spec.compacted if spec else None,
+            )
+        for difference in found:
+            if not difference.refuses:
+                log.warning("topic differs from the settings", difference=str(difference))
+        refused = [str(d) for d in found if d.refuses]
+        if refused:
+            raise TopicMismatchError(
+                "existing topics differ from the settings: "
+                + "; ".join(refused)
+                + " (recreate them, or use another TIPSTREAM_TOPIC_PREFIX)"
+            )
         if not wanted:
             return []
         # Another worker may create them between our list and create: that is the goal.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
         created = [topic.name for topic in wanted]
-        log.info("topics created", topics=created)
+        log.info(
+            "topics created",
+            topics=created,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
+        )
         return created
     finally:
         await admin.close()

@@ -73,7 +73,7 @@ async def remove(settings: Settings, server: Settings, prefixes: Iterable[str] =
     e.g. Faust's internal topics); never fails: it runs in clean-ups."""
     with contextlib.suppress(OSError, asyncpg.PostgresError):
         await drop_database(server.database_url, settings.database_url.rsplit("/", 1)[1])
-    starts = (f"{settings.topic_prefix}.", settings.app_id, *prefixes)
+    starts = (f"{settings.topic_prefix}.", settings.group_id, *prefixes)
     with contextlib.suppress(Exception):  # cleanup only: a leftover topic is harmless
         client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await client.start()

@@ -28,6 +28,7 @@ from schemas.football_csv import default_data_files
 from streams.cli.main import guarded
 from streams.cli.replay import at_least, league_list, positive_number
 from streams.db import connect, create_database, migrate_url
+from streams.kafka import client_options
 from streams.log import configure_logging, get_logger, redact
 from streams.settings import Settings
 
@@ -142,7 +143,7 @@ async def fresh_database(base: Settings, settings: Settings, name: str) -> None:
 async def delete_old_topics(settings: Settings, prefix: str) -> list[str]:
     """Topics of earlier runs of this demo: their database is gone, so they only take space."""
     pattern = re.compile(rf"^(tipstream-)?{re.escape(prefix)}-\d{{14}}[.-]")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         old = [t for t in await admin.list_topics() if pattern.match(t)]

@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 
 from streams.cli.failures import describe_failure
 from streams.db import CONNECT_PATIENCE, SERVICE_PATIENCE_S
+from streams.kafka import check_security
 from streams.log import configure_logging, get_logger, redact
 from streams.settings import ENV_VARS, Settings
 
 KEYED_COMMANDS = frozenset({"worker", "train", "models"})
 """Commands that sign or restore model state: they refuse to start without a registry key."""
-SECRET_SETTINGS = frozenset({"registry_key", "registry_verify_keys"})
+SECRET_SETTINGS = frozenset({"registry_key", "registry_verify_keys", "kafka_sasl_password"})
 
 Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
 
@@ -158,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        check_security(settings)
     except ValueError as error:
         print(f"tipstream: {redact(str(error))}", file=sys.stderr)
         return UNREACHABLE_EXIT
+    settings.check_isolation()
     if args.command in KEYED_COMMANDS:
         try:
             settings.registry_keys()

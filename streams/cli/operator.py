@@ -24,6 +24,7 @@ from schemas.codec import encode
 from streams.cli import reports
 from streams.cli.failures import describe_failure
 from streams.db import connect
+from streams.kafka import client_options
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -197,7 +198,7 @@ async def _announce(settings: Settings, snapshots: list[Any]) -> None:
     already holds the change, so a broker that hangs must not hold the operator)."""
     topics = Topics.from_settings(settings)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         request_timeout_ms=int(ANNOUNCE_TIMEOUT_S * 1000),
     )

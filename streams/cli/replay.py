@@ -34,6 +34,7 @@ from schemas.codec import InvalidEvent, decode, encode
 from schemas.events import MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow, RowError, parse_file
 from streams.db import connect
+from streams.kafka import client_options
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
@@ -291,14 +292,14 @@ class Drain:
 
     def __init__(self, settings: Settings, timeout: float) -> None:
         topics = Topics.from_settings(settings)
-        self.group = settings.app_id
+        self.group = settings.group_id
         self.timeout = timeout
         # Every hop between a result and the next prediction: features -> predictions ->
         # reconciler -> model-feed -> learner.
         self.topics = [topics.features, topics.results, topics.predictions, topics.model_feed]
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.admin = AIOKafkaAdminClient(**client_options(settings))
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+            **client_options(settings), group_id=None, enable_auto_commit=False
         )
         self.waits = 0
         self.partitions: list[TopicPartition] = []
@@ -411,7 +412,7 @@ async def publish(
     topics = Topics.from_settings(settings)
     barriers = sync_points(plan.events) if drain is not None else set()
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

@@ -11,6 +11,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from streams.db import connect
+from streams.kafka import client_options
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -146,7 +147,7 @@ async def _ids_on(settings: Settings, topic: str, id_field: str) -> set[str]:
     """Every distinct id on a topic, read from the beginning to the current end."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

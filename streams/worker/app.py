@@ -16,9 +16,10 @@ import faust
 from agents import champion, learner, monitor, reconciler, registry, scorer
 from models import catalog
 from streams.db import bundled_migrations, connect
+from streams.kafka import faust_credentials
 from streams.log import get_logger
 from streams.settings import Settings, use_event_loop
-from streams.topics import ensure_topics
+from streams.topics import TopicMismatchError, ensure_topics
 from streams.worker import web
 from streams.worker.runtime import Runtime
 
@@ -28,14 +29,15 @@ log = get_logger(__name__)
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """The Faust app with all agents, and the runtime they share."""
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=settings.kafka_url,
         # Tables live in memory and are rebuilt from their changelog topics on start.
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
+        broker_credentials=faust_credentials(settings),
         # Our topics are created by ensure_topics with their partition counts; internal
         # (changelog) topics Faust declares itself.
         topic_allow_declare=True,
@@ -44,8 +46,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_commit_interval=settings.commit_interval,
         web_enabled=True,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
         # The web port serves our /status/ and /metrics/ only. Faust's own pages would show
         # the reconciler's ledgers (/table/), the cluster's workers (/router/), every sensor
         # and the assignment (/, /assignment/), the service graph (/graph/): off, whatever
@@ -123,8 +125,12 @@ async def seed_registry(conn: Any, settings: Settings) -> list[str]:
 
 def run_worker(settings: Settings) -> int:
     """Run one worker until it is stopped."""
+    settings.check_isolation()
     use_event_loop(settings)
-    asyncio.run(prepare(settings))
+    try:
+        asyncio.run(prepare(settings))
+    except TopicMismatchError as error:
+        raise SystemExit(f"tipstream: {error}") from error
     app, _ = create_app(settings)
     execute(app, settings)
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.kafka import client_options
 from streams.settings import Settings
 
 OUTPUT_BATCH_BYTES = 256 * 1024
@@ -86,9 +87,12 @@ class OutputProducer:
         # the runtime is created before the worker's loop runs.
         self._make = partial(
             AIOKafkaProducer,
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=f"{settings.app_id}-outputs",
+            **client_options(settings),
+            client_id=f"{settings.group_id}-outputs",
             acks=conf.producer_acks,
+            # A batch retried after a broker failure (its leader moved) is written once: the
+            # broker drops the copy by producer id and sequence (acks=all, which -1 is).
+            enable_idempotence=True,
             linger_ms=int(conf.producer_linger * 1000),
             max_batch_size=OUTPUT_BATCH_BYTES,
             max_request_size=max(conf.producer_max_request_size, 2 * OUTPUT_BATCH_BYTES),

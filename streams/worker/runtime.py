@@ -19,6 +19,7 @@ from agents.dead_letters import dead_letter_owners, decode_or_letter, original_k
 from agents.runtime import Output
 from schemas.codec import encode
 from schemas.events import DeadLetter, Record
+from streams.kafka import client_options
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
@@ -181,7 +182,7 @@ class Runtime:
         (each worker needs every snapshot notice, not a share of them)."""
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_options(self.settings),
             group_id=None,
             auto_offset_reset="latest",
             enable_auto_commit=False,

@@ -139,7 +139,7 @@ async def _phases(
     await phases.create_topic(settings, relay.relay_topic(settings))
     floor = Process(
         _argv(args, "relay", "tests.bench.worker", relay.AGENT),
-        settings.replace(app_id=f"{settings.app_id}-relay"),  # its own consumer group
+        settings.replace(app_id=f"{settings.group_id}-relay"),  # its own consumer group
         deployment.workdir / "relay.log",
     )
     async with running(floor):

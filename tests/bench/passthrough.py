@@ -27,7 +27,7 @@ async def passthrough(settings: Settings, source: str, sink: str, count: int) ->
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=f"{settings.app_id}-passthrough",
+        group_id=f"{settings.group_id}-passthrough",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -252,7 +252,7 @@ class Deployment:
         await admin.start()
         await consumer.start()
         try:
-            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+            committed = await admin.list_consumer_group_offsets(self.settings.group_id)
             partitions = [
                 TopicPartition(t, p) for t in topics for p in range(self.topics.partitions)
             ]

@@ -13,7 +13,7 @@ from schemas.codec import decode
 from schemas.events import MatchResult
 from streams.db import bundled_migrations, create_database, drop_database, migrate
 from streams.settings import Settings
-from streams.topics import ALL_TOPICS, Topics, ensure_topics
+from streams.topics import ALL_TOPICS, TopicMismatchError, Topics, ensure_topics
 from tests.integration.conftest import BASE, publish, read_topic
 
 pytestmark = pytest.mark.integration
@@ -54,6 +54,20 @@ async def test_topics_are_created_with_their_partitions() -> None:
     partitions = {d["topic"]: len(d["partitions"]) for d in described}
     for spec in ALL_TOPICS:
         assert partitions[topics.name(spec)] == topics.partitions_of(spec)
+
+
+async def test_existing_topics_that_differ_from_the_settings_are_refused() -> None:
+    """Topics made with 2 partitions refuse a deployment that wants 3, naming each topic and
+    both counts; a deployment asking for more replicas than a topic has still starts (a
+    warning: a reassignment fixes it without downtime)."""
+    settings = BASE.replace(topic_prefix=f"test-{uuid.uuid4().hex[:8]}", partitions=2)
+    await ensure_topics(settings)
+    topics = Topics.from_settings(settings)
+    with pytest.raises(TopicMismatchError) as refused:
+        await ensure_topics(settings.replace(partitions=3))
+    assert f"{topics.features}: partitions is 2, the settings want 3" in str(refused.value)
+    assert topics.snapshots not in str(refused.value)  # always 1 partition
+    assert await ensure_topics(settings.replace(replication_factor=2)) == []
 
 
 async def test_migrations_apply_on_empty_then_again(fresh_database: str) -> None:

@@ -251,3 +251,24 @@ def test_dockerfile_installs_the_project_from_pyproject() -> None:
     [cmd] = [args for keyword, args in instructions if keyword == "CMD"]
     assert json.loads(cmd) == ["tipstream", "worker"]
     assert "tipstream" in pyproject["project"]["scripts"]
+
+
+def test_worker_web_endpoints_are_reachable_from_outside_the_container() -> None:
+    """The settings default binds loopback (safe on a laptop); the image and the compose worker
+    bind 0.0.0.0, so Prometheus and the orchestrator can reach the web port."""
+    assert ENV_VARS["TIPSTREAM_WEB_HOST"] == "127.0.0.1"
+    assert environment("worker")["TIPSTREAM_WEB_HOST"] == "0.0.0.0"
+    env_lines = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "ENV")
+    assert "TIPSTREAM_WEB_HOST=0.0.0.0" in env_lines.split()
+
+
+def test_worker_healthchecks_probe_the_web_endpoints() -> None:
+    """The image's HEALTHCHECK asks /health (liveness) on the configured web port; the compose
+    worker's healthcheck asks /ready (readiness) on the default port it runs with."""
+    [check] = [args for keyword, args in dockerfile_instructions() if keyword == "HEALTHCHECK"]
+    assert "/health" in check
+    assert "TIPSTREAM_WEB_PORT" in check
+    command = " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    port = environment("worker").get("TIPSTREAM_WEB_PORT", ENV_VARS["TIPSTREAM_WEB_PORT"])
+    assert f"127.0.0.1:{port}/ready" in command
+    assert SERVICES["worker"]["healthcheck"]["test"][0] == "CMD"
