@@ -423,6 +423,7 @@ def _learn(
     ):
         games.append(game)
         del games[:-FORM_WINDOW]
+    assert league.season is not None  # entered by apply_result
     for team in (home, away):
         team.last_kickoff = kickoff
         team.last_season = league.season
