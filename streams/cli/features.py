@@ -49,10 +49,12 @@ async def read_book(settings: Settings, league: str, *, timeout: float = 30.0) -
     )
     await consumer.start()
     try:
+        if topic not in await consumer.topics():
+            return None
+        # Metadata of a topic is kept only once asked for (a subscription would ask too).
+        consumer._client.add_topic(topic)
+        await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not assigned:
             return None
