@@ -22,12 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import structlog
 
 from agents.dead_letters import dead_letter
 from agents.features_rules import LeagueBook, apply_input, decode_book, encode_book, league_input
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime, Output
 from schemas.events import DeadLetter, Fixture, LeagueInput, MatchResult
+
+log = structlog.get_logger(__name__)
 
 AGENT = "features"
 ROUTER = "league-router"
@@ -110,6 +113,10 @@ async def features_batch(
         runtime.counters[f"features:{outcome.kind}"] += 1
         if outcome.issue is not None:
             letters.append(dead_letter(event.message, outcome.issue, AGENT))
+        if outcome.note is not None:
+            log.warning(
+                "result not learned", league=league, match_id=item.match_id, why=outcome.note
+            )
         if outcome.features is not None:
             outputs.append((topics.features, outcome.features.match_id, outcome.features))
         if outcome.changed:

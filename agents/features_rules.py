@@ -21,8 +21,12 @@ latest final whistle, which bounds the book (and the table record). What that me
 - **A corrected result** (same match, another score) of an open match replaces the first score;
   every later feature is computed from the checkpoint with only the corrected score learned, so
   the ratings are exactly as if only it had been played. A correction of a settled match is
-  refused to dead letters (the ratings keep the first score; the reconciler still re-evaluates
-  the predictions, it reads the results itself). The same result again is a duplicate: nothing.
+  not learned (the ratings keep the first score: the documented approximation, for matches
+  more than four weeks old), counted and logged with the reason; it is not dead-lettered, since
+  the reconciler, which owns the results topic, accepts it and re-evaluates the predictions.
+  The same for a result older than the kept history, and for a result whose final whistle is
+  still ahead of the wall clock (never learned: it cannot be true yet). The same result again
+  is a duplicate: nothing.
 - **A result without its fixture** waits in ``open`` (it needs the teams); it counts from the
   moment its fixture arrives. Facts never completed by the time they settle are dropped.
 """
@@ -104,6 +108,9 @@ class Outcome:
     issue: ValidationIssue | None = None
     changed: bool = False
     kind: str = "unchanged"
+    # Why a valid fact was not learned (a result is never dead-lettered here: the reconciler,
+    # its owner, accepts it; the agent counts and logs it instead).
+    note: str | None = None
 
 
 UNCHANGED = Outcome()
@@ -111,6 +118,10 @@ UNCHANGED = Outcome()
 
 def _refuse(field: str, value: object, rule: str) -> Outcome:
     return Outcome(issue=ValidationIssue(field=field, value=str(value), rule=rule), kind="refused")
+
+
+def _ignore(kind: str, note: str) -> Outcome:
+    return Outcome(kind=kind, note=note)
 
 
 def league_input(fact: Fixture | MatchResult) -> LeagueInput:
@@ -159,9 +170,8 @@ def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outco
     """Record a result (a correction replaces the open score); then settle what is old."""
     whistle, _ = result_key(result.kickoff, result.match_id)
     if whistle > now + CLOCK_SLACK:
-        return _refuse(
-            "kickoff",
-            result.kickoff.isoformat(),
+        return _ignore(
+            "early_result",
             f"a result cannot be known before its final whistle ({whistle.isoformat()}, "
             f"kickoff + {RESULT_DELAY.total_seconds() // 60:.0f} min); it is {now.isoformat()}",
         )
@@ -169,26 +179,25 @@ def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outco
     if settled is not None:
         if (settled.home_goals, settled.away_goals) == (result.home_goals, result.away_goals):
             return Outcome(kind="duplicate")
-        return _refuse(
-            "home_goals",
-            f"{result.home_goals}-{result.away_goals}",
-            f"corrects a match the league's state learned as {settled.home_goals}-"
+        return _ignore(
+            "late_correction",
+            f"{result.home_goals}-{result.away_goals} corrects a match the league's state "
+            f"learned as {settled.home_goals}-"
             f"{settled.away_goals} more than {HISTORY.days} days before its latest result; "
             "the ratings keep the first score",
         )
     if book.settled_until is not None and whistle <= book.settled_until:
-        return _refuse(
-            "kickoff",
-            result.kickoff.isoformat(),
+        return _ignore(
+            "late_result",
             f"the result of a match older than the league's kept history (settled up to "
             f"{book.settled_until.isoformat()}); the ratings do not include it",
         )
     entry = book.open.get(result.match_id)
     if entry is not None and entry.fixture is not None and entry.fixture.kickoff != result.kickoff:
-        return _refuse(
-            "kickoff",
-            result.kickoff.isoformat(),
-            f"disagrees with the match's fixture (kickoff {entry.fixture.kickoff.isoformat()})",
+        return _ignore(
+            "result_kickoff_mismatch",
+            f"result kickoff {result.kickoff.isoformat()} disagrees with the match's fixture "
+            f"(kickoff {entry.fixture.kickoff.isoformat()})",
         )
     if entry is None:
         entry = book.open[result.match_id] = OpenMatch()

@@ -193,8 +193,8 @@ def test_a_corrected_result_leaves_the_ratings_as_if_only_it_was_played() -> Non
 
 
 def test_a_correction_of_a_settled_match_is_refused_and_a_duplicate_ignored() -> None:
-    """Past the kept history a correction is dead-lettered (the ratings keep the first score);
-    the same result again is a duplicate, and neither changes the book."""
+    """Past the kept history a correction is not learned, with the reason (the ratings keep the
+    first score); the same result again is a duplicate, and neither changes the book."""
     rows = _between("2014-01-01", "2014-05-01")
     book = LeagueBook.new(EPL)
     feed(book, in_event_time(rows))
@@ -203,19 +203,25 @@ def test_a_correction_of_a_settled_match_is_refused_and_a_duplicate_ignored() ->
     before = encode_book(book)
     assert add_result(book, old, now=NOW).kind == "duplicate"
     refused = add_result(book, _corrected(old), now=NOW)
-    assert refused.issue is not None
-    assert "ratings keep the first score" in refused.issue.rule
+    assert refused.issue is None
+    assert refused.kind == "late_correction"
+    assert refused.note is not None
+    assert "ratings keep the first score" in refused.note
     assert encode_book(book) == before
 
 
 def test_a_result_before_its_final_whistle_is_refused() -> None:
-    """A result whose final whistle is still ahead of the wall clock cannot be true."""
+    """A result whose final whistle is still ahead of the wall clock cannot be true: not
+    learned, with the reason."""
     row = _epl()[0]
     early = NOW - RESULT_DELAY + timedelta(minutes=30)
     result = msgspec.structs.replace(result_event(row), kickoff=early)
-    outcome = add_result(LeagueBook.new(EPL), result, now=NOW)
-    assert outcome.issue is not None
-    assert "before its final whistle" in outcome.issue.rule
+    book = LeagueBook.new(EPL)
+    outcome = add_result(book, result, now=NOW)
+    assert not outcome.changed
+    assert outcome.note is not None
+    assert "before its final whistle" in outcome.note
+    assert book.open == {}
 
 
 def test_the_book_stays_bounded() -> None:
