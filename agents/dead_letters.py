@@ -89,10 +89,13 @@ class _SharedTopics(Protocol):
     def features(self) -> str: ...
     @property
     def model_feed(self) -> str: ...
+    @property
+    def results(self) -> str: ...
 
 
 def dead_letter_owners(topics: _SharedTopics) -> dict[str, str]:
     """Which agent dead-letters the invalid events of a topic that two agents read (the scorer
-    and the reconciler read the features, the learner and the decay monitor the model feed):
-    one owner each, or an invalid event would be on the dead-letter topic twice."""
-    return {topics.features: "scorer", topics.model_feed: "learner"}
+    and the reconciler read the features, the learner and the decay monitor the model feed,
+    the reconciler and the league router the results): one owner each, or an invalid event
+    would be on the dead-letter topic twice."""
+    return {topics.features: "scorer", topics.model_feed: "learner", topics.results: "reconciler"}

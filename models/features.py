@@ -36,16 +36,18 @@ default. Team state is per league: the same name in two leagues is two teams.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import TypeVar
 
+import msgspec
+
 from models.metrics import normalised_implied
-from schemas.events import MatchFeatures, MatchResult
+from schemas.events import Fixture, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -113,11 +115,19 @@ DEFAULT_HOME_FORM = (1.61, 1.5, 1.2)
 DEFAULT_AWAY_FORM = (1.16, 1.2, 1.5)
 
 T = TypeVar("T")
-_Game = tuple[float, float, float]  # points, goals for, goals against
+Game = tuple[float, float, float]  # points, goals for, goals against
+ResultKey = tuple[datetime, str]  # final whistle, match id: the order results are learned in
 
 
-@dataclass(slots=True)
-class _Team:
+def result_key(kickoff: datetime, match_id: str) -> ResultKey:
+    """Where a match's result sits in the order every league state learns results: by final
+    whistle (:data:`RESULT_DELAY` after kickoff), ties by match id. It depends on the match
+    alone (not on other matches' kickoffs, nor on other leagues), so a state built by a stream
+    that sees one league and the offline builder that sees all of them learn alike."""
+    return kickoff + RESULT_DELAY, match_id
+
+
+class TeamState(msgspec.Struct, kw_only=True):
     """What one team's earlier results say about it, within one league."""
 
     elo: float
@@ -127,9 +137,10 @@ class _Team:
     log_defence: float
     last_season: str
     last_kickoff: datetime | None = None
-    form: deque[_Game] = field(default_factory=lambda: deque(maxlen=FORM_WINDOW))
-    home_form: deque[_Game] = field(default_factory=lambda: deque(maxlen=FORM_WINDOW))
-    away_form: deque[_Game] = field(default_factory=lambda: deque(maxlen=FORM_WINDOW))
+    # The last FORM_WINDOW games, oldest first.
+    form: list[Game] = []
+    home_form: list[Game] = []
+    away_form: list[Game] = []
 
     def new_season(self) -> None:
         """Pull ratings towards average: squads change over the summer."""
@@ -141,27 +152,49 @@ class _Team:
         self.log_defence *= keep
 
 
-def _average_team(season: str) -> _Team:
-    return _Team(ELO_BASE, 0.0, 0.0, 0.0, 0.0, season)
+def _average_team(season: str) -> TeamState:
+    return TeamState(
+        elo=ELO_BASE, pi_home=0.0, pi_away=0.0, log_attack=0.0, log_defence=0.0, last_season=season
+    )
 
 
-def _promoted_team(season: str) -> _Team:
+def _promoted_team(season: str) -> TeamState:
     strength = PROMOTED_LOG_STRENGTH
-    return _Team(PROMOTED_ELO, PROMOTED_PI, PROMOTED_PI, -strength, strength, season)
+    return TeamState(
+        elo=PROMOTED_ELO,
+        pi_home=PROMOTED_PI,
+        pi_away=PROMOTED_PI,
+        log_attack=-strength,
+        log_defence=strength,
+        last_season=season,
+    )
 
 
-@dataclass(slots=True)
-class _League:
-    """Teams of one league and its venue goal means."""
+class LeagueState(msgspec.Struct, kw_only=True):
+    """Team state of one league, the one implementation of the feature rules.
 
-    season: str
+    :meth:`apply_result` learns one result, in :func:`result_key` order (it refuses any other);
+    :meth:`features_for` reads the state and never changes it. The offline builder
+    (:func:`build_events`) and the features agent (``agents.features_rules``) call exactly
+    these two, in the same order, so their features are equal by construction. A msgspec
+    struct: it is stored as JSON in the agent's table (floats round-trip exactly).
+    """
+
+    league: str
+    season: str | None = None
     previous_season: str | None = None
-    teams: dict[str, _Team] = field(default_factory=dict)
+    teams: dict[str, TeamState] = {}
     home_goals: float = LEAGUE_HOME_GOALS
     away_goals: float = LEAGUE_AWAY_GOALS
+    applied: int = 0
+    # The key of the last result learned: a result must come after it.
+    last_result: ResultKey | None = None
 
     def enter_season(self, season: str) -> None:
         """Start a later season once: regress the teams that played the one that ended."""
+        if self.season is None:
+            self.season = season
+            return
         if season <= self.season:
             return
         for team in self.teams.values():
@@ -169,18 +202,95 @@ class _League:
                 team.new_season()
         self.previous_season, self.season = self.season, season
 
-    def team(self, name: str) -> _Team:
-        """A team's state; a fresh one if it did not play this season or the previous one."""
+    def team(self, name: str) -> TeamState:
+        """A team's state, stored; a fresh one if it played neither this season nor the last."""
+        team = self._current(name)
+        if team is None:
+            team = self.teams[name] = self._fresh()
+        return team
+
+    def _current(self, name: str) -> TeamState | None:
         team = self.teams.get(name)
         if team is None or team.last_season not in (self.season, self.previous_season):
-            first_season = self.previous_season is None
-            team = (_average_team if first_season else _promoted_team)(self.season)
-            self.teams[name] = team
+            return None
         return team
+
+    def _fresh(self) -> TeamState:
+        assert self.season is not None
+        first_season = self.previous_season is None
+        return (_average_team if first_season else _promoted_team)(self.season)
+
+    def copy(self) -> LeagueState:
+        """An independent copy (the agent computes a fixture's features on one)."""
+        return _STATE_DECODER.decode(_COPY_ENCODER.encode(self))
+
+    def apply_result(self, fixture: Fixture, result: MatchResult) -> None:
+        """Learn a match's result (its teams and season come from its fixture).
+
+        Raises ``ValueError`` if the result is not after every result learned so far in
+        :func:`result_key` order, or does not belong to the fixture: the state never depends
+        on the order results arrive in.
+        """
+        if fixture.match_id != result.match_id or fixture.league != self.league:
+            raise ValueError(f"result {result.match_id!r} does not belong to {fixture.match_id!r}")
+        key = result_key(fixture.kickoff, fixture.match_id)
+        if self.last_result is not None and key <= self.last_result:
+            raise ValueError(
+                f"result {result.match_id!r} (final whistle {key[0].isoformat()}) is not after "
+                f"the last result learned ({self.last_result[1]!r})"
+            )
+        self.enter_season(fixture.season)
+        home, away = self.team(fixture.home_team), self.team(fixture.away_team)
+        _learn(self, home, away, fixture.kickoff, result.home_goals, result.away_goals)
+        self.last_result = key
+        self.applied += 1
+
+    def features_for(self, fixture: Fixture) -> MatchFeatures:
+        """The match's features from the results learned so far (the state is not changed).
+
+        The caller has learned exactly the results whose final whistle is at or before the
+        kickoff; a fixture of a season not started yet reads the teams as that season will
+        start them (regressed, promoted teams fresh).
+        """
+        view = self
+        if self.season is None or fixture.season > self.season:
+            view = self.copy()
+            view.enter_season(fixture.season)
+        home = view._current(fixture.home_team) or view._fresh()
+        away = view._current(fixture.away_team) or view._fresh()
+        return MatchFeatures(
+            match_id=fixture.match_id,
+            league=fixture.league,
+            season=fixture.season,
+            kickoff=fixture.kickoff,
+            home_team=fixture.home_team,
+            away_team=fixture.away_team,
+            odds_open=fixture.odds_open,
+            odds_close=fixture.odds_close,
+            features=_features(fixture, home, away, view),
+        )
+
+
+_COPY_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(LeagueState)
+
+
+def fixture_of(row: FootballRow) -> Fixture:
+    """The fixture event of a CSV row (what a producer publishes before kickoff)."""
+    return Fixture(
+        match_id=row.match_id,
+        league=row.league,
+        season=row.season,
+        kickoff=row.kickoff,
+        home_team=row.home_team,
+        away_team=row.away_team,
+        odds_open=row.odds_open,
+        odds_close=row.odds_close,
+    )
 
 
 class FeatureBuilder:
-    """Team ratings and form per league, read before a match and updated after it.
+    """League states of every league, read before a match and updated after it.
 
     >>> from schemas.football_csv import parse_line
     >>> row = parse_line({
@@ -197,30 +307,20 @@ class FeatureBuilder:
     """
 
     def __init__(self) -> None:
-        self._leagues: dict[str, _League] = {}
+        self.leagues: dict[str, LeagueState] = {}
         self._pending: dict[str, FootballRow] = {}
         self._learned: set[str] = set()
 
     def features_for(self, row: FootballRow) -> MatchFeatures:
         """The match's features from state left by earlier results only."""
-        home, away, league = self._sides(row)
         self._pending[row.match_id] = row
-        return MatchFeatures(
-            match_id=row.match_id,
-            league=row.league,
-            season=row.season,
-            kickoff=row.kickoff,
-            home_team=row.home_team,
-            away_team=row.away_team,
-            odds_open=row.odds_open,
-            odds_close=row.odds_close,
-            features=_features(row, home, away, league),
-        )
+        return self._league(row.league).features_for(fixture_of(row))
 
     def learn_result(self, result: FootballRow | MatchResult) -> bool:
         """Update ratings and form after a match; False (and no change) if already learned.
 
         A ``MatchResult`` carries no team names, so it needs ``features_for`` of its match first.
+        Results of a league must come in :func:`result_key` order.
         """
         if result.match_id in self._learned:
             return False
@@ -229,23 +329,24 @@ class FeatureBuilder:
             row = result
         elif row is None:
             raise ValueError(f"no features were built for match {result.match_id!r}")
-        home, away, league = self._sides(row)
-        _learn(league, home, away, row.kickoff, result.home_goals, result.away_goals)
+        event = result if isinstance(result, MatchResult) else result_event(row)
+        self._league(row.league).apply_result(fixture_of(row), event)
         self._learned.add(result.match_id)
         return True
 
-    def _sides(self, row: FootballRow) -> tuple[_Team, _Team, _League]:
-        league = self._leagues.get(row.league)
-        if league is None:
-            league = self._leagues[row.league] = _League(row.season)
-        league.enter_season(row.season)
-        return league.team(row.home_team), league.team(row.away_team), league
+    def _league(self, league: str) -> LeagueState:
+        state = self.leagues.get(league)
+        if state is None:
+            state = self.leagues[league] = LeagueState(league=league)
+        return state
 
 
-def _features(row: FootballRow, home: _Team, away: _Team, league: _League) -> dict[str, float]:
+def _features(
+    fixture: Fixture, home: TeamState, away: TeamState, league: LeagueState
+) -> dict[str, float]:
     elo_p_home = _elo_expected(home.elo, away.elo)
     goals_home, goals_away = _expected_goals(league, home, away)
-    implied = normalised_implied(row.odds_open)
+    implied = normalised_implied(fixture.odds_open)
     values = [
         home.elo,
         away.elo,
@@ -260,8 +361,8 @@ def _features(row: FootballRow, home: _Team, away: _Team, league: _League) -> di
         *_form(away.form, DEFAULT_FORM),
         *_form(home.home_form, DEFAULT_HOME_FORM),
         *_form(away.away_form, DEFAULT_AWAY_FORM),
-        _rest_days(home, row.kickoff),
-        _rest_days(away, row.kickoff),
+        _rest_days(home, fixture.kickoff),
+        _rest_days(away, fixture.kickoff),
         implied.probabilities["H"],
         implied.probabilities["D"],
         implied.probabilities["A"],
@@ -274,7 +375,7 @@ def _elo_expected(home_elo: float, away_elo: float) -> float:
     return 1.0 / (1.0 + math.pow(10.0, (away_elo - home_elo - ELO_HOME_ADVANTAGE) / 400.0))
 
 
-def _expected_goals(league: _League, home: _Team, away: _Team) -> tuple[float, float]:
+def _expected_goals(league: LeagueState, home: TeamState, away: TeamState) -> tuple[float, float]:
     return (
         league.home_goals * math.exp(home.log_attack + away.log_defence),
         league.away_goals * math.exp(away.log_attack + home.log_defence),
@@ -285,7 +386,7 @@ def _pi_goal_difference(rating: float) -> float:
     return math.copysign(math.pow(10.0, abs(rating) / PI_SCALE) - 1.0, rating)
 
 
-def _form(games: deque[_Game], default: _Game) -> _Game:
+def _form(games: list[Game], default: Game) -> Game:
     if not games:
         return default
     n = len(games)
@@ -293,14 +394,19 @@ def _form(games: deque[_Game], default: _Game) -> _Game:
     return sum(points) / n, sum(goals_for) / n, sum(goals_against) / n
 
 
-def _rest_days(team: _Team, kickoff: datetime) -> float:
+def _rest_days(team: TeamState, kickoff: datetime) -> float:
     if team.last_kickoff is None:
         return REST_CAP_DAYS
     return min((kickoff - team.last_kickoff).total_seconds() / 86400.0, REST_CAP_DAYS)
 
 
 def _learn(
-    league: _League, home: _Team, away: _Team, kickoff: datetime, home_goals: int, away_goals: int
+    league: LeagueState,
+    home: TeamState,
+    away: TeamState,
+    kickoff: datetime,
+    home_goals: int,
+    away_goals: int,
 ) -> None:
     _learn_elo(home, away, home_goals, away_goals)
     _learn_pi(home, away, home_goals - away_goals)
@@ -309,16 +415,21 @@ def _learn(
     away_points = 3.0 if away_goals > home_goals else 1.0 if home_goals == away_goals else 0.0
     home_game = (home_points, float(home_goals), float(away_goals))
     away_game = (away_points, float(away_goals), float(home_goals))
-    home.form.append(home_game)
-    home.home_form.append(home_game)
-    away.form.append(away_game)
-    away.away_form.append(away_game)
+    for games, game in (
+        (home.form, home_game),
+        (home.home_form, home_game),
+        (away.form, away_game),
+        (away.away_form, away_game),
+    ):
+        games.append(game)
+        del games[:-FORM_WINDOW]
+    assert league.season is not None  # entered by apply_result
     for team in (home, away):
         team.last_kickoff = kickoff
         team.last_season = league.season
 
 
-def _learn_elo(home: _Team, away: _Team, home_goals: int, away_goals: int) -> None:
+def _learn_elo(home: TeamState, away: TeamState, home_goals: int, away_goals: int) -> None:
     margin = abs(home_goals - away_goals)
     # World Football Elo: a 3-goal win counts 1.75 times a 1-goal win.
     multiplier = 1.0 if margin <= 1 else 1.5 if margin == 2 else (11.0 + margin) / 8.0
@@ -328,7 +439,7 @@ def _learn_elo(home: _Team, away: _Team, home_goals: int, away_goals: int) -> No
     away.elo -= delta
 
 
-def _learn_pi(home: _Team, away: _Team, goal_difference: int) -> None:
+def _learn_pi(home: TeamState, away: TeamState, goal_difference: int) -> None:
     expected = _pi_goal_difference(home.pi_home) - _pi_goal_difference(away.pi_away)
     error = goal_difference - expected
     step = math.copysign(PI_SCALE * math.log10(1.0 + abs(error)), error) * PI_LEARNING_RATE
@@ -339,7 +450,7 @@ def _learn_pi(home: _Team, away: _Team, goal_difference: int) -> None:
 
 
 def _learn_goals(
-    league: _League, home: _Team, away: _Team, home_goals: int, away_goals: int
+    league: LeagueState, home: TeamState, away: TeamState, home_goals: int, away_goals: int
 ) -> None:
     # One gradient step of the Poisson log-likelihood in the log-rates: observed minus expected.
     expected_home, expected_away = _expected_goals(league, home, away)
@@ -372,17 +483,21 @@ def build_events(
 ) -> Iterator[tuple[MatchFeatures, MatchResult]]:
     """Features and result of every row in kickoff order (stable for equal kickoffs).
 
-    A result is learned only once its final whistle (:data:`RESULT_DELAY` after kickoff) is
-    before the next kickoff, so matches at the same or overlapping times never see each other;
-    results known at the same moment are learned in match id order, so the state does not
-    depend on the order of the input rows.
+    Before each match, every result whose final whistle (:data:`RESULT_DELAY` after kickoff)
+    is at or before its kickoff is learned, in :func:`result_key` order (final whistle, then
+    match id): matches at the same or overlapping times never see each other, and the state
+    depends neither on the order of the input rows nor on other leagues. The features agent
+    learns in the same order (``agents.features_rules``), so both produce the same features.
     """
     builder = FeatureBuilder() if builder is None else builder
-    for finished, starting in prequential_steps(sorted(rows, key=_kickoff), _kickoff):
-        for row in sorted(finished, key=_match_id):
-            builder.learn_result(row)
-        events = [(builder.features_for(row), result_event(row)) for row in starting]
-        yield from events
+    running: list[tuple[ResultKey, int, FootballRow]] = []
+    for seq, row in enumerate(sorted(rows, key=_kickoff)):
+        while running and running[0][0][0] <= row.kickoff:
+            builder.learn_result(heapq.heappop(running)[2])
+        yield builder.features_for(row), result_event(row)
+        heapq.heappush(running, (result_key(row.kickoff, row.match_id), seq, row))
+    while running:
+        builder.learn_result(heapq.heappop(running)[2])
 
 
 def prequential_steps(
@@ -409,10 +524,6 @@ def prequential_steps(
 
 def _kickoff(row: FootballRow) -> datetime:
     return row.kickoff
-
-
-def _match_id(row: FootballRow) -> str:
-    return row.match_id
 
 
 def model_input(event: MatchFeatures) -> dict[str, float]:

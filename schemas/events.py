@@ -21,7 +21,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
@@ -293,6 +293,57 @@ class Probabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return {"H": self.H, "D": self.D, "A": self.A}
 
 
+class _MatchFacts(Protocol):
+    """What a fixture and a match's features share (the facts known before kickoff)."""
+
+    @property
+    def kickoff(self) -> datetime: ...
+    @property
+    def season(self) -> str: ...
+    @property
+    def home_team(self) -> str: ...
+    @property
+    def away_team(self) -> str: ...
+
+
+def _check_match(match: _MatchFacts) -> None:
+    """The rules of a match's pre-kickoff facts, shared by :class:`Fixture` and
+    :class:`MatchFeatures`: a sane kickoff, a season of two consecutive years, usable team
+    names that differ once normalised."""
+    _check_kickoff(match.kickoff)
+    _check_season(match.season)
+    _check_name("home_team", match.home_team)
+    _check_name("away_team", match.away_team)
+    if normalised_name(match.home_team) == normalised_name(match.away_team):
+        raise ValueError(
+            f"`away_team` {match.away_team!r} must differ from `home_team` "
+            f"{match.home_team!r} (compared case-folded, NFKC, whitespace collapsed)"
+        )
+
+
+class Fixture(Record, frozen=True, kw_only=True):
+    """A match announced before kickoff by a producer (topic: fixtures): only facts known
+    before it starts. The service computes the match's features from it (the features agent).
+
+    Same rules as the shared fields of :class:`MatchFeatures`: the season is two consecutive
+    years; home and away teams differ once case-folded, NFKC normalised and with whitespace
+    collapsed.
+    """
+
+    match_id: Identifier
+    league: Identifier
+    season: Season
+    kickoff: AwareDatetime
+    home_team: Name
+    away_team: Name
+    odds_open: Odds
+    # Known only at kickoff: carried to the market reference, never a feature.
+    odds_close: Odds | None = None
+
+    def __post_init__(self) -> None:
+        _check_match(self)
+
+
 class MatchFeatures(Record, frozen=True, kw_only=True):
     """Pre-match features of one match, published before kickoff (topic: features).
 
@@ -313,15 +364,7 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
     features: Features = {}
 
     def __post_init__(self) -> None:
-        _check_kickoff(self.kickoff)
-        _check_season(self.season)
-        _check_name("home_team", self.home_team)
-        _check_name("away_team", self.away_team)
-        if normalised_name(self.home_team) == normalised_name(self.away_team):
-            raise ValueError(
-                f"`away_team` {self.away_team!r} must differ from `home_team` "
-                f"{self.home_team!r} (compared case-folded, NFKC, whitespace collapsed)"
-            )
+        _check_match(self)
         _check_features("features", self.features)
 
 
@@ -461,6 +504,32 @@ class ModelFeedItem(Record, frozen=True, kw_only=True):
         _check_features("inputs", self.inputs)
 
 
+class LeagueInput(Record, frozen=True, kw_only=True):
+    """Internal: a fixture or a result re-keyed by league (topic: league inputs), so one
+    features agent owns each league and sees its facts in the order the router saw them.
+    Exactly one of the two is set."""
+
+    fixture: Fixture | None = None
+    result: MatchResult | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fixture is None) == (self.result is None):
+            raise ValueError("exactly one of `fixture` and `result` must be given")
+
+    @property
+    def league(self) -> str:
+        """The league whose state the fact belongs to."""
+        fact = self.fixture if self.fixture is not None else self.result
+        assert fact is not None
+        return fact.league
+
+    @property
+    def match_id(self) -> str:
+        fact = self.fixture if self.fixture is not None else self.result
+        assert fact is not None
+        return fact.match_id
+
+
 AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
 
 
@@ -507,11 +576,13 @@ class DeadLetter(Record, frozen=True, kw_only=True):
 
 
 EVENT_TYPES: dict[str, type[Record]] = {
+    "fixture": Fixture,
     "match_features": MatchFeatures,
     "match_result": MatchResult,
     "prediction": Prediction,
     "evaluation": Evaluation,
     "model_feed_item": ModelFeedItem,
+    "league_input": LeagueInput,
     "model_snapshot": ModelSnapshot,
     "alert": Alert,
     "dead_letter": DeadLetter,

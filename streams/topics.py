@@ -32,6 +32,10 @@ class TopicSpec:
     partitions: int | None = None
 
 
+FIXTURES = TopicSpec("fixtures", "match id", "a match announced before kickoff (no features)")
+LEAGUE_INPUTS = TopicSpec(
+    "league-inputs", "league", "internal: fixtures and results re-keyed by league, in route order"
+)
 FEATURES = TopicSpec("match-features", "match id", "pre-match features of one match")
 RESULTS = TopicSpec("match-results", "match id", "final score and outcome of one match")
 PREDICTIONS = TopicSpec("predictions", "match id", "one prediction of one model for one match")
@@ -46,6 +50,8 @@ ALERTS = TopicSpec("alerts", "model id or source", "decay, drift, recovery, prom
 DEAD_LETTERS = TopicSpec("dead-letters", "original key", "rejected events with reason and bytes")
 
 ALL_TOPICS = (
+    FIXTURES,
+    LEAGUE_INPUTS,
     FEATURES,
     RESULTS,
     PREDICTIONS,
@@ -73,6 +79,14 @@ class Topics:
 
     def partitions_of(self, spec: TopicSpec) -> int:
         return spec.partitions or self.partitions
+
+    @property
+    def fixtures(self) -> str:
+        return self.name(FIXTURES)
+
+    @property
+    def league_inputs(self) -> str:
+        return self.name(LEAGUE_INPUTS)
 
     @property
     def features(self) -> str:

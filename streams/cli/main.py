@@ -111,7 +111,7 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 def _registered() -> list[Register]:
     """Every module's subcommands; imported here so `tipstream --help` stays quick to load."""
     from models import evaluate
-    from streams.cli import operator, replay, train
+    from streams.cli import features, operator, replay, train
 
     return [
         _register_worker,
@@ -119,6 +119,7 @@ def _registered() -> list[Register]:
         _register_topics,
         _register_settings,
         operator.register,
+        features.register,
         replay.register,
         evaluate.register,
         train.register,

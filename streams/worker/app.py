@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents import champion, learner, monitor, reconciler, registry, scorer
+from agents import champion, features, learner, monitor, reconciler, registry, scorer
 from models import catalog
 from streams.db import bundled_migrations, connect
 from streams.kafka import faust_credentials
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     )
     runtime = Runtime(settings, app)
     active = scorer.ActiveModels()
+    features.register(app, runtime)
     scorer.register(app, runtime, active)
     reconciler.register(app, runtime)
     learner.register(app, runtime)

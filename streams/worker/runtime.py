@@ -84,6 +84,8 @@ class Runtime:
         self.watchdog = Watchdog(
             app,
             [
+                self.topics.fixtures,
+                self.topics.league_inputs,
                 self.topics.features,
                 self.topics.results,
                 self.topics.predictions,

@@ -22,6 +22,8 @@ from schemas.events import (
     Alert,
     DeadLetter,
     Evaluation,
+    Fixture,
+    LeagueInput,
     MatchFeatures,
     MatchResult,
     ModelFeedItem,
@@ -46,6 +48,16 @@ FEATURES = MatchFeatures(
     odds_open=Odds(home=1.6, draw=4.2, away=5.5),
     odds_close=Odds(home=1.57, draw=4.33, away=5.75),
     features={"elo_home": 1712.5, "elo_away": 1604.0, "rest_days_home": 6.0},
+)
+FIXTURE = Fixture(
+    match_id=FEATURES.match_id,
+    league="E0",
+    season="2024-2025",
+    kickoff=KICKOFF,
+    home_team="Man United",
+    away_team="Fulham",
+    odds_open=Odds(home=1.6, draw=4.2, away=5.5),
+    odds_close=Odds(home=1.57, draw=4.33, away=5.75),
 )
 RESULT = MatchResult(
     match_id=FEATURES.match_id,
@@ -92,6 +104,8 @@ EVALUATION = Evaluation(
     evaluated_at=LATER,
 )
 EXAMPLES: dict[str, list[Record]] = {
+    "fixture": [FIXTURE, msgspec.structs.replace(FIXTURE, odds_close=None)],
+    "league_input": [LeagueInput(fixture=FIXTURE), LeagueInput(result=RESULT)],
     "match_features": [
         FEATURES,
         # Optional parts absent, and a kickoff in another time zone (same instant on decode).
@@ -353,6 +367,27 @@ MALFORMED = [
     pytest.param(
         MatchFeatures, variant(FEATURES, {"away_team": "Man United"}),
         "$.away_team", "must differ from `home_team`", id="same-home-and-away-team",
+    ),
+    # a fixture obeys the rules of the features' shared fields
+    pytest.param(
+        Fixture, variant(FIXTURE, {"away_team": "man  UNITED"}),
+        "$.away_team", "must differ from `home_team`", id="fixture-same-teams",
+    ),
+    pytest.param(
+        Fixture, variant(FIXTURE, {"season": "2024-2026"}),
+        "$.season", "must be two consecutive years", id="fixture-season-out-of-order",
+    ),
+    pytest.param(
+        Fixture, variant(FIXTURE, {"home_team": "Man\u200bUnited"}),
+        "$.home_team", "U+200B", id="fixture-invisible-name",
+    ),
+    pytest.param(
+        Fixture, variant(FIXTURE, {"features": {"elo_diff": 1.0}}),
+        "$.features", "unknown field `features`", id="fixture-carries-no-features",
+    ),
+    pytest.param(
+        LeagueInput, variant(LeagueInput(fixture=FIXTURE), {"result": to_builtins(RESULT)}),
+        "$", "exactly one of `fixture` and `result`", id="league-input-both",
     ),
     # probabilities
     pytest.param(

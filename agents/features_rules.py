@@ -1,0 +1,267 @@
+"""Rules of the features agent: a league's book of facts, and the features it gives a fixture.
+
+A :class:`LeagueBook` is everything the agent keeps of one league: a ``checkpoint``
+(``models.features.LeagueState`` with the results up to ``settled_until`` learned) and the raw
+facts (fixtures and results) of the matches after it, ``open``. A fixture's features are always
+computed the same way: a copy of the checkpoint learns the open results whose final whistle is
+at or before the fixture's kickoff, in ``result_key`` order, then ``features_for`` reads it.
+That is the order ``models.features.build_events`` learns in, so the agent's features equal the
+offline builder's whatever order the facts arrived in, and no fixture ever sees a result from
+after its kickoff (leak-free by construction, not by arrival order).
+
+Open facts are folded into the checkpoint once they are :data:`HISTORY` behind the league's
+latest final whistle, which bounds the book (and the table record). What that means:
+
+- **A late fixture** (kickoff at or after ``settled_until``) is computed as of its kickoff,
+  exactly. One whose kickoff is before ``settled_until`` is refused to dead letters: the
+  checkpoint may hold results from after its kickoff and no longer keeps what it would need to
+  compute it without them. Refusing, not approximating: a prediction from leaked or
+  half-recomputed ratings would be evaluated as if it had been honest, and a fixture published
+  four weeks after its kickoff is a producer fault worth seeing.
+- **A corrected result** (same match, another score) of an open match replaces the first score;
+  every later feature is computed from the checkpoint with only the corrected score learned, so
+  the ratings are exactly as if only it had been played. A correction of a settled match is
+  not learned (the ratings keep the first score: the documented approximation, for matches
+  more than four weeks old), counted and logged with the reason; it is not dead-lettered, since
+  the reconciler, which owns the results topic, accepts it and re-evaluates the predictions.
+  The same for a result older than the kept history, and for a result whose final whistle is
+  still ahead of the wall clock (never learned: it cannot be true yet). The same result again
+  is a duplicate: nothing.
+- **A result without its fixture** waits in ``open`` (it needs the teams); it counts from the
+  moment its fixture arrives. Facts never completed by the time they settle are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import msgspec
+
+from models.features import RESULT_DELAY, LeagueState, ResultKey, TeamState, result_key
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult, ValidationIssue
+
+HISTORY = timedelta(days=28)
+"""How far behind the league's latest final whistle raw facts are kept: late fixtures and
+corrections within it are exact. Corrections and late fixtures come within days; four weeks
+keep a book at ~100 matches (a fixture's features fold at most ~40 open results, <1 ms)."""
+CLOCK_SLACK = timedelta(minutes=5)
+"""A result may claim a final whistle at most this far after the wall clock (clock skew)."""
+
+
+class OpenMatch(msgspec.Struct, kw_only=True):
+    """The facts known of one match not folded into the checkpoint yet."""
+
+    fixture: Fixture | None = None
+    result: MatchResult | None = None
+
+    def key(self) -> ResultKey:
+        fact = self.fixture if self.fixture is not None else self.result
+        assert fact is not None
+        return result_key(fact.kickoff, fact.match_id)
+
+
+class SettledScore(msgspec.Struct, array_like=True):
+    """The score a settled match was learned with (to tell a duplicate from a correction)."""
+
+    season: str
+    home_goals: int
+    away_goals: int
+
+
+class LeagueBook(msgspec.Struct, kw_only=True):
+    """What the features agent keeps of one league (the value of its table, as JSON)."""
+
+    league: str
+    checkpoint: LeagueState
+    open: dict[str, OpenMatch] = {}
+    # Scores of settled matches of the checkpoint's current and previous seasons.
+    settled: dict[str, SettledScore] = {}
+    # Latest final whistle of a result accepted: the league's event-time clock.
+    clock: datetime | None = None
+    # Facts with a final whistle at or before this are in the checkpoint (or dropped).
+    settled_until: datetime | None = None
+
+    @classmethod
+    def new(cls, league: str) -> LeagueBook:
+        return cls(league=league, checkpoint=LeagueState(league=league))
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(LeagueBook)
+
+
+def encode_book(book: LeagueBook) -> bytes:
+    """Table value of a book (JSON: floats and datetimes round-trip exactly)."""
+    return _ENCODER.encode(book)
+
+
+def decode_book(raw: bytes) -> LeagueBook:
+    return _DECODER.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one fact did: features to publish, a reason to dead-letter it, a changed book."""
+
+    features: MatchFeatures | None = None
+    issue: ValidationIssue | None = None
+    changed: bool = False
+    kind: str = "unchanged"
+    # Why a valid fact was not learned (a result is never dead-lettered here: the reconciler,
+    # its owner, accepts it; the agent counts and logs it instead).
+    note: str | None = None
+
+
+UNCHANGED = Outcome()
+
+
+def _refuse(field: str, value: object, rule: str) -> Outcome:
+    return Outcome(issue=ValidationIssue(field=field, value=str(value), rule=rule), kind="refused")
+
+
+def _ignore(kind: str, note: str) -> Outcome:
+    return Outcome(kind=kind, note=note)
+
+
+def league_input(fact: Fixture | MatchResult) -> LeagueInput:
+    """The league-keyed envelope of a fixture or a result (what the router publishes)."""
+    if isinstance(fact, Fixture):
+        return LeagueInput(fixture=fact)
+    return LeagueInput(result=fact)
+
+
+def apply_input(book: LeagueBook, item: LeagueInput, *, now: datetime) -> Outcome:
+    """Apply one routed fact to its league's book."""
+    if item.fixture is not None:
+        return add_fixture(book, item.fixture)
+    assert item.result is not None
+    return add_result(book, item.result, now=now)
+
+
+def add_fixture(book: LeagueBook, fixture: Fixture) -> Outcome:
+    """Record a fixture and compute its features as of its kickoff (see the module docstring
+    for the fixture that comes too late)."""
+    if book.settled_until is not None and fixture.kickoff < book.settled_until:
+        return _refuse(
+            "kickoff",
+            fixture.kickoff.isoformat(),
+            f"the league's state already holds results up to {book.settled_until.isoformat()}, "
+            f"after this kickoff, and keeps raw facts only {HISTORY.days} days behind its "
+            "latest result: it cannot compute these features as of kickoff",
+        )
+    entry = book.open.get(fixture.match_id)
+    if entry is not None and entry.fixture == fixture:
+        return UNCHANGED  # re-delivered: its features were issued already
+    if entry is not None and entry.result is not None and entry.result.kickoff != fixture.kickoff:
+        return _refuse(
+            "kickoff",
+            fixture.kickoff.isoformat(),
+            f"disagrees with the match's result (kickoff {entry.result.kickoff.isoformat()})",
+        )
+    if entry is None:
+        entry = book.open[fixture.match_id] = OpenMatch()
+    kind = "issued" if entry.fixture is None else "updated"
+    entry.fixture = fixture
+    return Outcome(features=features_as_of(book, fixture), changed=True, kind=kind)
+
+
+def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outcome:
+    """Record a result (a correction replaces the open score); then settle what is old."""
+    whistle, _ = result_key(result.kickoff, result.match_id)
+    if whistle > now + CLOCK_SLACK:
+        return _ignore(
+            "early_result",
+            f"a result cannot be known before its final whistle ({whistle.isoformat()}, "
+            f"kickoff + {RESULT_DELAY.total_seconds() // 60:.0f} min); it is {now.isoformat()}",
+        )
+    settled = book.settled.get(result.match_id)
+    if settled is not None:
+        if (settled.home_goals, settled.away_goals) == (result.home_goals, result.away_goals):
+            return Outcome(kind="duplicate")
+        return _ignore(
+            "late_correction",
+            f"{result.home_goals}-{result.away_goals} corrects a match the league's state "
+            f"learned as {settled.home_goals}-"
+            f"{settled.away_goals} more than {HISTORY.days} days before its latest result; "
+            "the ratings keep the first score",
+        )
+    if book.settled_until is not None and whistle <= book.settled_until:
+        return _ignore(
+            "late_result",
+            f"the result of a match older than the league's kept history (settled up to "
+            f"{book.settled_until.isoformat()}); the ratings do not include it",
+        )
+    entry = book.open.get(result.match_id)
+    if entry is not None and entry.fixture is not None and entry.fixture.kickoff != result.kickoff:
+        return _ignore(
+            "result_kickoff_mismatch",
+            f"result kickoff {result.kickoff.isoformat()} disagrees with the match's fixture "
+            f"(kickoff {entry.fixture.kickoff.isoformat()})",
+        )
+    if entry is None:
+        entry = book.open[result.match_id] = OpenMatch()
+    if entry.result == result:
+        return Outcome(kind="duplicate")
+    kind = "result" if entry.result is None else "corrected"
+    entry.result = result
+    if book.clock is None or whistle > book.clock:
+        book.clock = whistle
+    settle(book)
+    return Outcome(changed=True, kind=kind)
+
+
+def settle(book: LeagueBook) -> None:
+    """Fold the open matches :data:`HISTORY` behind the clock into the checkpoint, in
+    ``result_key`` order; drop the facts that never became a whole match."""
+    if book.clock is None:
+        return
+    horizon = book.clock - HISTORY
+    due = sorted(
+        ((entry.key(), match_id) for match_id, entry in book.open.items()),
+    )
+    for (whistle, _), match_id in due:
+        if whistle > horizon:
+            break
+        entry = book.open.pop(match_id)
+        if entry.fixture is not None and entry.result is not None:
+            book.checkpoint.apply_result(entry.fixture, entry.result)
+            book.settled[match_id] = SettledScore(
+                entry.fixture.season, entry.result.home_goals, entry.result.away_goals
+            )
+    book.settled_until = horizon
+    seasons = (book.checkpoint.season, book.checkpoint.previous_season)
+    if any(score.season not in seasons for score in book.settled.values()):
+        book.settled = {k: s for k, s in book.settled.items() if s.season in seasons}
+
+
+def _played_by(book: LeagueBook, until: datetime | None) -> LeagueState:
+    """A copy of the checkpoint that learned every open whole match whose final whistle is at
+    or before ``until`` (all of them if None), in ``result_key`` order."""
+    state = book.checkpoint.copy()
+    played = sorted(
+        (entry.key(), entry.fixture, entry.result)
+        for entry in book.open.values()
+        if entry.fixture is not None and entry.result is not None
+    )
+    for (whistle, _), fixture, result in played:
+        if until is not None and whistle > until:
+            break
+        state.apply_result(fixture, result)
+    return state
+
+
+def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:
+    """The fixture's features from the results whose final whistle is at or before its kickoff."""
+    return _played_by(book, fixture.kickoff).features_for(fixture)
+
+
+def current_state(book: LeagueBook) -> LeagueState:
+    """The league's state with every result the book knows learned (the operator's view)."""
+    return _played_by(book, None)
+
+
+def current_teams(state: LeagueState) -> dict[str, TeamState]:
+    """The teams of the current or previous season (others start afresh when they return)."""
+    seasons = (state.season, state.previous_season)
+    return {name: team for name, team in state.teams.items() if team.last_season in seasons}
