@@ -47,7 +47,7 @@ PROBABILITY_FLOOR = 1e-4
 no 1X2 market prices an outcome below 1/1000 anyway."""
 
 BASE_RATES: dict[Outcome, float] = {"H": 0.451, "D": 0.253, "A": 0.296}
-"""Outcome frequencies of the 27,700 matches in ``shared/data/football``: the prior of a model
+"""Outcome frequencies of the 27,700 matches in ``data/football``: the prior of a model
 that has not learned yet, and the answer of a reference that has no odds."""
 
 OUTCOME_INDEX: dict[str, int] = {outcome: i for i, outcome in enumerate(OUTCOMES)}

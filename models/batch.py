@@ -1,8 +1,8 @@
-"""Batch scikit-learn models, trained offline on a table of past matches (the earlier pipeline).
+"""Batch scikit-learn models, trained offline on a table of past matches (the batch set-up).
 
 ``fit(rows, outcomes)`` scores the estimator by 5-fold cross-validation, then trains it on all
 rows. The folds are forward-chaining (``TimeSeriesSplit``): each fold trains on the matches
-before its test block, because shuffled k-fold (what the earlier pipeline ran) lets a model
+before its test block, because shuffled k-fold (what a batch pipeline often runs) lets a model
 learn from matches played after the ones it is scored on, which flatters it. Rows must come in
 kickoff order for that to hold.
 

@@ -1,6 +1,6 @@
 """Every model tipstream can run, by id, and the kinds a stored state is restored as.
 
-Input sets were chosen by prequential log loss over the 27,700 matches of ``shared/data``
+Input sets were chosen by prequential log loss over the 27,700 matches of ``data/football``
 (predict, then learn every result; docs/MODELS.md has the table and the command): each feature
 beyond the ratings and the opening line cost the online learners a little (their step noise
 grows with the number of weights), so the default ids read a compact set and
@@ -89,10 +89,11 @@ MODEL_IDS: tuple[str, ...] = tuple(_FACTORIES)
 DEFAULT_MODEL_ID = "online-logreg"
 DEFAULT_POLICY = "all"
 """Text form of the default ``LearningPolicy`` (``models.policy.parse``). Measured prequentially
-on the shared matches (docs/MODELS.md), learning from every result beats the earlier pipeline's
-rules: online-logreg scores 0.9735 with ``all``, 0.9769 with ``errors:0.7``, 0.9853 with
-``weighted`` and 1.0515 with ``errors`` (worse than the base rates, 1.0672: a model that sees
-only its misses learns a biased picture of the outcomes). ``errors`` and ``errors:0.7`` stay
+on the 27,700 matches (docs/MODELS.md), learning from every result beats learning from errors
+only (the rule of the batch pipeline tipstream replaced): online-logreg scores 0.9735 with
+``all``, 0.9769 with ``errors:0.7``, 0.9853 with ``weighted`` and 1.0515 with ``errors`` (worse
+than the base rates, 1.0672: a model that sees only its misses learns a biased picture of the
+outcomes). ``errors`` and ``errors:0.7`` stay
 available."""
 
 _KINDS: dict[str, type[BaseModel]] = {
