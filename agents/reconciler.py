@@ -25,11 +25,13 @@ from agents.reconciler_rules import (
     NOTHING,
     MatchLedger,
     Reconciled,
+    Retention,
     apply_features,
     apply_prediction,
     apply_result,
     distrust,
     feed,
+    is_reconciled,
     made_after_kickoff,
 )
 from agents.reconciler_store import LogBatch
@@ -73,6 +75,12 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
     )
 
     versions = TrustedVersions()
+    retention = Retention(runtime.settings.ledger_retention_days)
+
+    @app.on_partitions_revoked.connect
+    def forget_retention(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """A rebalance may hand this worker ledgers another one wrote: scan again."""
+        retention.forget()
 
     @app.agent(inputs, name=AGENT)
     async def reconciler(stream: Any) -> None:
@@ -80,7 +88,7 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
             stream,
             runtime,
             AGENT,
-            lambda events: reconcile_batch(runtime, ledgers, events, versions),
+            lambda events: reconcile_batch(runtime, ledgers, events, versions, retention),
         )
 
 
@@ -107,9 +115,13 @@ async def reconcile_batch(
     ledgers: Any,
     events: Sequence[Any],
     versions: TrustedVersions | None = None,
+    retention: Retention | None = None,
 ) -> None:
-    """Apply a batch of events to the ledgers; persist, publish, then store the ledgers."""
+    """Apply a batch of events to the ledgers; persist, publish, then store the ledgers (and
+    retire the reconciled ones out of the retention window)."""
     topics = runtime.topics
+    if retention is None:
+        retention = Retention(runtime.settings.ledger_retention_days)
     now = datetime.now(UTC)
     touched: dict[str, MatchLedger] = {}
     # Ledgers the batch changed: only these are written back to the table (and its changelog);
@@ -124,18 +136,32 @@ async def reconcile_batch(
         topics.results: MatchResult,
     }
     decoded: list[tuple[Any, MatchFeatures | Prediction | MatchResult]] = []
+    partition_of: dict[str, int] = {}  # co-partitioned: all of a match's events share one
+    missing: list[str] = []  # matches without a ledger in the table
     for event in events:
+        partition = event.message.partition
+        if retention.needs_scan(partition):
+            _scan(runtime, ledgers, retention, partition)
         record = runtime.decode(event.message, schema[event.message.topic], AGENT)
         if isinstance(record, DeadLetter):
             letters.append(record)
             continue
         assert isinstance(record, MatchFeatures | Prediction | MatchResult)
         decoded.append((event, record))
+        if isinstance(record, MatchResult):
+            retention.observe(partition, record.kickoff)
         if record.match_id not in touched:
+            partition_of[record.match_id] = partition
             stored = ledgers.get(record.match_id.encode())
+            if stored is None:
+                missing.append(record.match_id)
             touched[record.match_id] = (
                 _LEDGER_DECODER.decode(stored) if stored is not None else MatchLedger()
             )
+    if missing:
+        rebuilt = await _rebuild(runtime, missing)
+        touched.update(rebuilt)
+        runtime.counters["ledgers_rebuilt"] += len(rebuilt)
     trust = await _trust_facts(runtime, versions or TrustedVersions(), decoded, touched)
     for event, record in decoded:
         match_id = record.match_id
@@ -170,9 +196,72 @@ async def reconcile_batch(
         await runtime.retry_transient("evaluation log", write)
     await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
-    for match_id in changed:
-        ledgers[match_id.encode()] = encode_ledger(touched[match_id])
+    retired = 0
+    kept_out = set(missing)  # rebuilt from the evaluation log: not in the table
+    for match_id, ledger in touched.items():
+        partition, key = partition_of[match_id], match_id.encode()
+        if is_reconciled(ledger):
+            assert ledger.result is not None
+            if retention.expired(partition, ledger.result.kickoff):
+                if match_id not in kept_out:
+                    del ledgers[key]
+                    retired += 1
+                continue
+            retention.track(partition, match_id, ledger.result.kickoff)
+        if match_id in changed:
+            ledgers[key] = encode_ledger(ledger)
+    for partition in set(partition_of.values()):
+        retired += _retire_due(ledgers, retention, partition, skip=touched)
     runtime.counters["evaluated"] += len(log_batch.evaluations)
+    runtime.counters["ledgers_retired"] += retired
+
+
+async def _rebuild(runtime: AgentRuntime, match_ids: list[str]) -> dict[str, MatchLedger]:
+    """Ledgers of matches absent from the table that the evaluation log knows (retired, or
+    lost with the table): one round trip for the batch; a new match has none."""
+
+    async def read() -> dict[str, MatchLedger]:
+        async with runtime.connection() as conn:
+            return await reconciler_store.stored_ledgers(conn, match_ids)
+
+    return await runtime.retry_transient("ledger rebuild", read)
+
+
+def _scan(runtime: AgentRuntime, ledgers: Any, retention: Retention, partition: int) -> None:
+    """Track the reconciled ledgers of ``partition`` already in the table (recovered from the
+    changelog after a restart or a rebalance) and start its clock from their newest result, so
+    they are retired without waiting for an event of their match."""
+    for key in list(ledgers.keys()):
+        if runtime.partition_for(key) != partition:
+            continue
+        stored = ledgers.get(key)
+        if stored is None:
+            continue
+        ledger = _LEDGER_DECODER.decode(stored)
+        if ledger.result is not None:
+            retention.observe(partition, ledger.result.kickoff)
+            if is_reconciled(ledger):
+                retention.track(partition, key.decode(), ledger.result.kickoff)
+
+
+def _retire_due(
+    ledgers: Any, retention: Retention, partition: int, *, skip: dict[str, MatchLedger]
+) -> int:
+    """Delete (a tombstone in the compacted changelog) the tracked ledgers of ``partition``
+    now out of the window and still reconciled; how many."""
+    retired = 0
+    for match_id in retention.due(partition):
+        if match_id in skip:
+            continue  # decided with the batch's own ledgers
+        key = match_id.encode()
+        stored = ledgers.get(key)
+        if stored is None:
+            continue
+        ledger = _LEDGER_DECODER.decode(stored)
+        if is_reconciled(ledger):
+            del ledgers[key]
+            retired += 1
+    return retired
 
 
 @dataclass

@@ -8,8 +8,9 @@ deterministic, so a re-delivered event reproduces the same evaluation instead of
 from __future__ import annotations
 
 import hashlib
+import heapq
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -232,3 +233,76 @@ def feed(ledger: MatchLedger, evaluations: list[Evaluation]) -> list[ModelFeedIt
     ready, ledger.unfed = [*ledger.unfed, *evaluations], []
     inputs = model_input(ledger.features)
     return [ModelFeedItem(evaluation=evaluation, inputs=inputs) for evaluation in ready]
+
+
+def is_reconciled(ledger: MatchLedger) -> bool:
+    """A ledger with nothing left to wait for: features, result, every prediction evaluated
+    and every evaluation fed. Only such a ledger may leave the table."""
+    return (
+        ledger.features is not None
+        and ledger.result is not None
+        and not ledger.unfed
+        and all(pid in ledger.evaluated for pid in ledger.predictions)
+    )
+
+
+class Retention:
+    """When reconciled ledgers leave the table, in event time.
+
+    Each partition has a clock: the newest kickoff among the results it has carried (results
+    come after the final whistle, so the clock never runs ahead of the real one, and a replay
+    of old seasons moves it as live traffic would, not by the wall clock). A reconciled
+    ledger is retired once its match kicked off ``days`` before that clock. The clock lives in
+    memory; after a restart it starts again from the ledgers left in the table
+    (:meth:`needs_scan`) and the results that arrive, so a restart retires later, never earlier.
+    """
+
+    def __init__(self, days: int) -> None:
+        self.window = timedelta(days=days)
+        self.clock: dict[int, datetime] = {}
+        self._queue: dict[int, list[tuple[datetime, str]]] = {}
+        self._queued: dict[int, set[str]] = {}
+        self._scanned: set[int] = set()
+
+    def observe(self, partition: int, kickoff: datetime) -> None:
+        """A result of ``partition`` kicked off at ``kickoff``: the clock moves forward."""
+        clock = self.clock.get(partition)
+        if clock is None or kickoff > clock:
+            self.clock[partition] = kickoff
+
+    def expired(self, partition: int, kickoff: datetime) -> bool:
+        """True when a match of ``partition`` that kicked off at ``kickoff`` is out of the
+        window."""
+        clock = self.clock.get(partition)
+        return clock is not None and kickoff + self.window <= clock
+
+    def track(self, partition: int, match_id: str, kickoff: datetime) -> None:
+        """Remember a reconciled ledger kept in the table, to retire it when its time comes
+        even if no event touches it again."""
+        queued = self._queued.setdefault(partition, set())
+        if match_id not in queued:
+            queued.add(match_id)
+            heapq.heappush(self._queue.setdefault(partition, []), (kickoff, match_id))
+
+    def due(self, partition: int) -> list[str]:
+        """Match ids of tracked ledgers of ``partition`` now out of the window (each once)."""
+        queue, out = self._queue.get(partition, []), []
+        while queue and self.expired(partition, queue[0][0]):
+            _, match_id = heapq.heappop(queue)
+            self._queued[partition].discard(match_id)
+            out.append(match_id)
+        return out
+
+    def needs_scan(self, partition: int) -> bool:
+        """True once per partition (again after :meth:`forget`): the caller then scans the
+        table for the partition's ledgers (recovered from the changelog) and tracks them."""
+        if partition in self._scanned:
+            return False
+        self._scanned.add(partition)
+        return True
+
+    def forget(self) -> None:
+        """After a rebalance: the table may hold ledgers another worker wrote; scan again."""
+        self._queue.clear()
+        self._queued.clear()
+        self._scanned.clear()

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.codec import encode
-from schemas.events import Evaluation, MatchFeatures, MatchResult, Prediction
+from agents.reconciler_rules import MatchLedger
+from schemas.codec import decode, encode
+from schemas.events import Evaluation, MatchFeatures, MatchResult, Prediction, Probabilities
 
 
 @dataclass
@@ -228,3 +229,59 @@ async def knew_results(
         [version for _, _, version in predictions],
     )
     return {(row["model_id"], row["match_id"], row["version"]) for row in rows}
+
+
+async def stored_ledgers(conn: Any, match_ids: Sequence[str]) -> dict[str, MatchLedger]:
+    """The ledgers of those matches the evaluation log knows, rebuilt from it: features,
+    result, the predictions that counted and each one's current evaluation.
+
+    A ledger retired from the table (or lost with it) is rebuilt this way when an event of
+    its match arrives again, so a correction is applied as it would have been, a repeated
+    event changes nothing, and a model's second prediction is still not evaluated.
+    """
+    ids = list(match_ids)
+    ledgers: dict[str, MatchLedger] = {}
+
+    def ledger(match_id: str) -> MatchLedger:
+        found = ledgers.get(match_id)
+        if found is None:
+            found = ledgers[match_id] = MatchLedger(predictions={}, evaluated={}, unfed=[])
+        return found
+
+    for row in await conn.fetch(
+        """SELECT match_id, payload::text AS payload FROM match_features
+           WHERE match_id = ANY($1::text[])""",
+        ids,
+    ):
+        ledger(row["match_id"]).features = decode(row["payload"].encode(), MatchFeatures)
+    for row in await conn.fetch(
+        "SELECT match_id, payload::text AS payload FROM results WHERE match_id = ANY($1::text[])",
+        ids,
+    ):
+        ledger(row["match_id"]).result = decode(row["payload"].encode(), MatchResult)
+    for row in await conn.fetch(
+        """SELECT prediction_id, match_id, league, kickoff, model_id, model_version,
+                  is_champion, p_home, p_draw, p_away, predicted, confidence, created_at
+           FROM predictions WHERE match_id = ANY($1::text[])""",
+        ids,
+    ):
+        ledger(row["match_id"]).predictions[row["prediction_id"]] = Prediction(
+            prediction_id=row["prediction_id"],
+            match_id=row["match_id"],
+            league=row["league"],
+            kickoff=row["kickoff"],
+            model_id=row["model_id"],
+            model_version=row["model_version"],
+            is_champion=row["is_champion"],
+            probabilities=Probabilities(H=row["p_home"], D=row["p_draw"], A=row["p_away"]),
+            predicted=row["predicted"],
+            confidence=row["confidence"],
+            created_at=row["created_at"],
+        )
+    for row in await conn.fetch(
+        """SELECT match_id, prediction_id, evaluation_id FROM evaluations
+           WHERE match_id = ANY($1::text[]) AND superseded_by IS NULL""",
+        ids,
+    ):
+        ledger(row["match_id"]).evaluated[row["prediction_id"]] = row["evaluation_id"]
+    return ledgers

@@ -48,6 +48,8 @@ class AgentSettings(Protocol):
     def auto_promote(self) -> bool: ...
     @property
     def min_insync_replicas(self) -> int: ...
+    @property
+    def ledger_retention_days(self) -> int: ...
 
 
 class TopicNames(Protocol):
@@ -117,6 +119,10 @@ class AgentRuntime(Protocol):
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` until it succeeds, waiting out transient failures."""
+        ...
+
+    def partition_for(self, key: bytes) -> int:
+        """The partition a message (or table changelog record) keyed ``key`` goes to."""
         ...
 
     def follow(self, topic: str) -> AbstractAsyncContextManager[Notices]:

@@ -198,6 +198,9 @@ class InMemoryRuntime:
     def connection(self) -> Any:
         return self.db.connect()
 
+    def partition_for(self, key: bytes) -> int:
+        return 0  # every event of :meth:`events` is on partition 0
+
     def decode(self, message: Any, record_type: type[R], agent: str) -> R | DeadLetter:
         return decode_or_letter(message, record_type, agent)
 

@@ -93,6 +93,9 @@ class Settings:
     promotion_margin: float = 0.03
     promotion_min_matches: int = 100
     auto_promote: bool = False
+    # Reconciler: a reconciled match's ledger leaves the table once a result this many days
+    # of kickoffs newer has arrived on its partition (event time); see docs/RELIABILITY.md.
+    ledger_retention_days: int = 30
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
 
@@ -254,6 +257,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("decay_threshold", lambda v: _finite(v) and 0 < v < 1, "a number with 0 < value < 1"),
     ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
+    ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
     ("log_format", lambda v: v in LOG_FORMATS, f"one of {', '.join(LOG_FORMATS)}"),
     ("log_level", lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     ("event_loop", lambda v: v in EVENT_LOOPS, f"one of {', '.join(EVENT_LOOPS)}"),

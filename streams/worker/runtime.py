@@ -72,6 +72,7 @@ class Runtime:
         conf: Any = app.conf
         conf.producer_partitioner = partitioner
         self.producer = OutputProducer(settings, app.conf, partitioner)
+        self._partitioner = partitioner
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.counters: Counter[str] = Counter()
@@ -97,6 +98,11 @@ class Runtime:
         # Awaited by stop(), before the producer and the pool close (the learner's last version).
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.dead_letter_owners = dead_letter_owners(self.topics)
+
+    def partition_for(self, key: bytes) -> int:
+        """The partition of ``key`` on the service's topics and changelogs (one count)."""
+        partitions = list(range(self.settings.partitions))
+        return self._partitioner(key, partitions, partitions)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
