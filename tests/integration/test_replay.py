@@ -397,3 +397,59 @@ async def _scoring_with(settings: Settings, model_id: str) -> bool:
     except OSError:
         return False
     return any(m["model_id"] == model_id for m in status["models"])
+
+
+SEASON = ("--from", "2015-08-01", "--to", "2016-06-30")
+"""Ten months of one league: 364 matches (the rows of the file in that window), against a
+30-day ledger window."""
+SEASON_MATCHES = 364
+
+
+async def live_ledgers(settings: Settings) -> tuple[int, int]:
+    """(ledgers in the table, tombstones written): the ledgers changelog read from the start
+    and compacted as the broker and a recovering worker do (last record per key wins, an
+    empty value deletes)."""
+    topic = f"{settings.group_id}-ledgers-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=BASE.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    messages: list[Any] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                messages.extend(records)
+    finally:
+        await consumer.stop()
+    latest = {m.key: m.value for m in messages}
+    return sum(v is not None for v in latest.values()), sum(m.value is None for m in messages)
+
+
+async def test_a_replayed_season_leaves_only_the_window_of_ledgers_in_the_table(
+    settings: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    """After a season is replayed, every match is evaluated by every model, yet the ledgers
+    table holds only the matches of about the last 30 days of kickoffs (and tombstones for the
+    rest): the reconciler's state is bounded by the window, not by history."""
+    settings = settings.replace(commit_interval=0.1)
+    start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
+    done = replay(settings, "--data", str(EPL), *SEASON, "--sync", timeout=600)
+    assert counts_of(done)["published"] == 2 * SEASON_MATCHES, done.stderr
+    await wait_for(
+        _evaluated(settings.database_url, SEASON_MATCHES * SEEDED_MODELS),
+        timeout=300,
+        what="every match evaluated by every model",
+    )
+
+    async def bounded() -> bool:
+        live, _ = await live_ledgers(settings)
+        return live <= SEASON_MATCHES // 4
+
+    await wait_for(bounded, timeout=60, what="the table to hold only the window's ledgers")
+    live, tombstones = await live_ledgers(settings)
+    assert tombstones >= SEASON_MATCHES - live
+    assert await count(settings.database_url, "SELECT count(*) FROM predictions") == (
+        SEASON_MATCHES * SEEDED_MODELS
+    )
