@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models import catalog
@@ -364,6 +364,67 @@ async def next_version(conn: Any, model_id: str) -> int:
         "SELECT max(version) FROM model_versions WHERE model_id = $1", model_id
     )
     return 0 if current is None else int(current) + 1
+
+
+KEEP_AT_LEAST = FALLBACK_VERSIONS + 1
+"""The fewest newest versions a prune keeps per model: the scorer's fallback needs them."""
+
+
+@dataclass
+class PruneReport:
+    """What a prune deleted (or, dry, would delete), and how many versions it kept."""
+
+    pruned: list[tuple[str, int]]
+    kept: int
+
+
+_PRUNABLE = """
+    WITH ranked AS (
+        SELECT model_id, version, created_at,
+               row_number() OVER (PARTITION BY model_id ORDER BY version DESC) AS newest
+        FROM model_versions
+    ), champions AS (
+        -- the version each champion was serving when it became champion
+        SELECT DISTINCT ON (h.id) v.model_id, v.version
+        FROM champion_history h
+        JOIN model_versions v ON v.model_id = h.model_id AND v.created_at <= h.changed_at
+        ORDER BY h.id, v.version DESC
+    )
+    SELECT r.model_id, r.version FROM ranked r
+    WHERE r.newest > $1 AND r.created_at < now() - $2::interval
+      AND NOT EXISTS (SELECT 1 FROM champions c
+                      WHERE c.model_id = r.model_id AND c.version = r.version)
+      AND NOT EXISTS (SELECT 1 FROM learner_checkpoints l
+                      WHERE l.model_id = r.model_id AND l.version = r.version)
+    ORDER BY r.model_id, r.version"""
+
+
+async def prune_versions(
+    conn: Any, *, keep: int, older_than: timedelta, dry_run: bool = False
+) -> PruneReport:
+    """Delete the model versions nothing needs any more, in one transaction.
+
+    Kept: the ``keep`` newest of each model (at least :data:`KEEP_AT_LEAST`: the scorer falls
+    back through them when the newest state is refused), the version each champion had when it
+    became champion (``champion_history``), each learner checkpoint's version, and every
+    version younger than ``older_than``: a prediction of it may still be on its way to the
+    reconciler, whose trust check refuses a version that is not in the registry.
+    Evaluations and predictions keep their version numbers; only the stored state goes.
+    """
+    if keep < KEEP_AT_LEAST:
+        raise RegistryError(f"keep at least {KEEP_AT_LEAST} versions per model (got {keep})")
+    async with conn.transaction():
+        rows = await conn.fetch(_PRUNABLE, keep, older_than)
+        pruned = [(str(row["model_id"]), int(row["version"])) for row in rows]
+        if pruned and not dry_run:
+            await conn.execute(
+                """DELETE FROM model_versions
+                   WHERE (model_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
+                [model_id for model_id, _ in pruned],
+                [version for _, version in pruned],
+            )
+        total = int(await conn.fetchval("SELECT count(*) FROM model_versions"))
+    return PruneReport(pruned, total if not dry_run else total - len(pruned))
 
 
 @dataclass

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -67,6 +68,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="migrate first-format rows (before key ids), verified with the key in the "
         "environment variable VAR (never on the command line, where `ps` shows it)",
     )
+    prune = commands.add_parser(
+        "prune",
+        help="delete stored model versions nothing needs (kept: the newest --keep of each "
+        "model, champions' versions, learner checkpoints, and versions younger than "
+        "--older-than-days)",
+    )
+    prune.add_argument(
+        "--keep",
+        type=int,
+        default=registry.KEEP_AT_LEAST * 4,
+        help=f"newest versions kept per model (default {registry.KEEP_AT_LEAST * 4}, "
+        f"at least {registry.KEEP_AT_LEAST})",
+    )
+    prune.add_argument(
+        "--older-than-days",
+        type=float,
+        default=None,
+        help="prune only versions created longer ago (default: TIPSTREAM_LEDGER_RETENTION_DAYS)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     models.set_defaults(func=_models)
 
     reconcile = subparsers.add_parser(
@@ -102,6 +123,8 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
     command = args.models_command
     if command == "resign":
         return await _resign(args, settings)
+    if command == "prune":
+        return await _prune(args, settings)
     if command == "list":
         rows = await _with_conn(settings, registry.list_models)
         print(f"{'model':24} {'kind':16} {'status':11} {'version':>7} {'learned':>8}  created")
@@ -151,6 +174,25 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
         )
         return ANNOUNCE_FAILED_EXIT
     print(f"champion: {' -> '.join(before_after)}")
+    return 0
+
+
+async def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete (or list, with --dry-run) the versions the retention policy lets go."""
+    days = settings.ledger_retention_days if args.older_than_days is None else args.older_than_days
+    if not (days >= 0 and math.isfinite(days)):
+        print(f"tipstream models prune: --older-than-days must be >= 0, got {days}")
+        return 2
+    report = await _with_conn(
+        settings,
+        lambda c: registry.prune_versions(
+            c, keep=args.keep, older_than=timedelta(days=days), dry_run=args.dry_run
+        ),
+    )
+    verb = "would prune" if args.dry_run else "pruned"
+    for model_id, version in report.pruned:
+        print(f"{verb} {model_id} v{version}")
+    print(f"{verb} {len(report.pruned)} versions; kept {report.kept}")
     return 0
 
 

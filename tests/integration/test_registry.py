@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -252,3 +254,85 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+async def _versions(conn: asyncpg.Connection, model_id: str) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT version FROM model_versions WHERE model_id = $1 ORDER BY version", model_id
+    )
+    return [row["version"] for row in rows]
+
+
+async def test_prune_keeps_the_newest_champions_checkpoints_and_recent_versions(
+    db: asyncpg.Pool, settings: Settings
+) -> None:
+    """Of twelve versions of the champion (and a challenger's two), a prune keeping the six
+    newest deletes only old versions nothing references: kept are the newest six, the version
+    the model had when it became champion, the learner checkpoint's version, and every version
+    younger than the age limit; a dry run lists the same versions and deletes nothing."""
+    async with db.acquire() as conn:
+        await seed(conn)  # online-logreg v0 registered as champion
+        model = catalog.create("online-logreg")
+        for version in range(1, 13):
+            model.version = version
+            await registry.save_version(conn, model, keys=KEY, learned=version)
+        await conn.execute(
+            "UPDATE model_versions SET created_at = now() - make_interval(days => 100 - version)"
+            " WHERE model_id = 'online-logreg'"
+        )
+        await conn.execute(  # promoted again the day after v3 was registered
+            "INSERT INTO champion_history (model_id, reason, changed_at)"
+            " VALUES ('online-logreg', 'test', now() - interval '96 days 12 hours')"
+        )
+        await conn.execute(
+            "UPDATE champion_history SET changed_at = now() - interval '99 days 12 hours'"
+            " WHERE reason = 'registered as champion'"
+        )
+        await conn.execute(
+            "INSERT INTO learner_checkpoints (model_id, version, learned, learned_since_version,"
+            " positions, state) VALUES ('online-logreg', 4, 4, 0, '{}', '\\x00')"
+        )
+        await conn.execute(  # v5 is recent: younger than 30 days
+            "UPDATE model_versions SET created_at = now() - interval '1 day'"
+            " WHERE model_id = 'online-logreg' AND version = 5"
+        )
+        old = timedelta(days=30)
+        dry = await registry.prune_versions(conn, keep=6, older_than=old, dry_run=True)
+        assert await _versions(conn, "online-logreg") == list(range(13))
+        done = await registry.prune_versions(conn, keep=6, older_than=old)
+        assert done.pruned == dry.pruned == [("online-logreg", v) for v in (1, 2, 6)]
+        assert await _versions(conn, "online-logreg") == [0, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+        assert await _versions(conn, "online-rating") == [0]
+        assert (await registry.load_model(conn, "online-logreg", keys=KEY)).version == 12
+        with pytest.raises(registry.RegistryError, match="keep at least"):
+            await registry.prune_versions(conn, keep=2, older_than=old)
+
+
+async def test_models_prune_command_lists_what_it_would_delete(
+    db: asyncpg.Pool, settings: Settings
+) -> None:
+    """`tipstream models prune --dry-run` names each version it would delete and deletes none;
+    without --dry-run it deletes them."""
+    async with db.acquire() as conn:
+        await seed(conn)
+        model = catalog.create("online-rating")
+        for version in range(1, 9):
+            model.version = version
+            await registry.save_version(conn, model, keys=KEY, learned=version)
+        await conn.execute("UPDATE model_versions SET created_at = now() - interval '60 days'")
+    command = [sys.executable, "-m", "streams.cli", "models", "prune", "--keep", "6"]
+    dry = await asyncio.to_thread(
+        subprocess.run, [*command, "--dry-run"], cwd=REPO, env=environment(settings),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "would prune online-rating v0" in dry.stdout
+    assert "would prune online-rating v2" in dry.stdout
+    assert "would prune 3 versions" in dry.stdout
+    async with db.acquire() as conn:
+        assert await _versions(conn, "online-rating") == list(range(9))
+    await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO, env=environment(settings), check=True,
+        capture_output=True,
+    )  # fmt: skip
+    async with db.acquire() as conn:
+        assert await _versions(conn, "online-rating") == list(range(3, 9))

@@ -1,0 +1,173 @@
+"""What a restart costs after a replay: worker memory and start-to-ready, and the ledgers
+changelog a restarted worker reads back (docs/DEPLOYMENT.md, "What a restart costs").
+
+    python -m tests.bench.restart_cost --from 2022-01-15            # ~5,000 matches
+    python -m tests.bench.restart_cost                              # all 27,700
+    python -m tests.bench.restart_cost --from 2022-01-15 --retention-days 36500  # no retirement
+
+A deployment of its own (prefix, app id, database, web port) on the running services: one
+worker, a replay of the shipped matches from ``--from`` (no ``--sync``: as fast as the worker
+goes), a wait until every match is evaluated by every seeded model, then the worker's RSS,
+a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. Prints one JSON
+line; removes the deployment afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.settings import Settings
+from tests.deployment import REPO, base_settings, create, environment, isolated, remove
+
+MODELS = 4  # seeded: champion, challenger, two market references
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def ready(settings: Settings) -> bool:
+    try:
+        url = f"http://127.0.0.1:{settings.web_port}/ready"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=REPO, env=environment(settings), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def wait_ready(settings: Settings, worker: subprocess.Popen[bytes], limit: float) -> float:
+    """Seconds from now until /ready answers 200."""
+    started = time.monotonic()
+    while not ready(settings):
+        if worker.poll() is not None:
+            raise RuntimeError("the worker exited")
+        if time.monotonic() - started > limit:
+            raise TimeoutError("the worker did not get ready")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def evaluations(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        value: int = await conn.fetchval("SELECT count(*) FROM evaluations")
+        return value
+    finally:
+        await conn.close()
+
+
+async def changelog(settings: Settings) -> dict[str, float]:
+    """Records and bytes of the ledgers changelog, and the ledgers left once compacted."""
+    topic = f"{settings.group_id}-ledgers-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    latest: dict[bytes, bool] = {}
+    records = size = tombstones = 0
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for m in batch:
+                    records += 1
+                    size += len(m.value or b"") + len(m.key or b"")
+                    tombstones += m.value is None
+                    latest[m.key] = m.value is not None
+    finally:
+        await consumer.stop()
+    return {
+        "changelog_records": records,
+        "changelog_mb": round(size / 1e6, 1),
+        "tombstones": tombstones,
+        "ledgers_live": sum(latest.values()),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    base = base_settings()
+    tag = f"rc-{uuid.uuid4().hex[:8]}"
+    settings = isolated(
+        base, tag, database=f"tipstream_{tag.replace('-', '_')}", log_format="json",
+        ledger_retention_days=args.retention_days,
+    )  # fmt: skip
+    log = Path(args.log_dir) / f"{tag}.log"
+    await create(settings, base)
+    worker = start_worker(settings, log)
+    try:
+        wait_ready(settings, worker, 120)
+        replay_args = ["--data", *map(str, sorted((REPO / "data/football").glob("*.csv")))]
+        if args.start:
+            replay_args += ["--from", args.start]
+        t0 = time.monotonic()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "streams.cli", "replay", *replay_args, "--progress", "log"],
+            cwd=REPO, env=environment(settings), capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        published = int(done.stdout.strip().splitlines()[-1].split("published=")[1].split()[0])
+        matches = published // 2
+        while await evaluations(settings) < matches * MODELS:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {log}")
+            await asyncio.sleep(1.0)
+        processed_s = time.monotonic() - t0
+        await asyncio.sleep(3.0)  # the last batch's changelog writes and offsets
+        rss_after_replay = rss_mb(worker.pid)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        figures = await changelog(settings)
+        worker = start_worker(settings, log)
+        to_ready = wait_ready(settings, worker, 600)
+        rss_ready = rss_mb(worker.pid)
+        return {
+            "matches": matches,
+            "retention_days": args.retention_days,
+            "replay_and_processing_s": round(processed_s, 1),
+            "rss_after_replay_mb": round(rss_after_replay),
+            "restart_to_ready_s": round(to_ready, 2),
+            "rss_at_ready_mb": round(rss_ready),
+            **figures,
+        }
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+        if not args.keep:
+            await remove(settings, base)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="start", help="first kickoff date of the replay")
+    parser.add_argument("--retention-days", type=int, default=30)
+    parser.add_argument("--log-dir", default="/tmp")
+    parser.add_argument("--keep", action="store_true", help="leave the deployment in place")
+    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
