@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -351,6 +351,8 @@ async def publish_versions(runtime: AgentRuntime, states: Sequence[Learning]) ->
             )
         )
     await runtime.publish_all((runtime.topics.snapshots, s.model_id, s) for s in snapshots)
+    if runtime.settings.keep_versions:
+        await prune_versions(runtime, [s.model_id for s in snapshots])
     for snapshot in snapshots:
         log.info(
             "model version published",
@@ -358,3 +360,23 @@ async def publish_versions(runtime: AgentRuntime, states: Sequence[Learning]) ->
             version=snapshot.version,
             learned=snapshot.learned,
         )
+
+
+async def prune_versions(runtime: AgentRuntime, model_ids: list[str]) -> None:
+    """Apply the version retention policy (``TIPSTREAM_KEEP_VERSIONS``) to the models this
+    learner just versioned: each new version would otherwise stay in the registry forever."""
+    older_than = timedelta(days=runtime.settings.ledger_retention_days)
+
+    async def prune() -> registry.PruneReport:
+        async with runtime.connection() as conn:
+            return await registry.prune_versions(
+                conn,
+                keep=runtime.settings.keep_versions,
+                older_than=older_than,
+                model_ids=model_ids,
+            )
+
+    report = await runtime.retry_transient("prune versions", prune)
+    if report.pruned:
+        runtime.counters["versions_pruned"] += len(report.pruned)
+        log.info("model versions pruned", pruned=len(report.pruned), kept=report.kept)

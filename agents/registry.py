@@ -13,6 +13,7 @@ Status lives in ``models`` (one row per model, at most one champion); every vers
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -383,6 +384,7 @@ _PRUNABLE = """
         SELECT model_id, version, created_at,
                row_number() OVER (PARTITION BY model_id ORDER BY version DESC) AS newest
         FROM model_versions
+        WHERE $3::text[] IS NULL OR model_id = ANY($3::text[])
     ), champions AS (
         -- the version each champion was serving when it became champion
         SELECT DISTINCT ON (h.id) v.model_id, v.version
@@ -400,7 +402,12 @@ _PRUNABLE = """
 
 
 async def prune_versions(
-    conn: Any, *, keep: int, older_than: timedelta, dry_run: bool = False
+    conn: Any,
+    *,
+    keep: int,
+    older_than: timedelta,
+    dry_run: bool = False,
+    model_ids: Sequence[str] | None = None,
 ) -> PruneReport:
     """Delete the model versions nothing needs any more, in one transaction.
 
@@ -410,11 +417,14 @@ async def prune_versions(
     version younger than ``older_than``: a prediction of it may still be on its way to the
     reconciler, whose trust check refuses a version that is not in the registry.
     Evaluations and predictions keep their version numbers; only the stored state goes.
+    ``model_ids`` limits the prune to those models (a learner prunes its own).
     """
     if keep < KEEP_AT_LEAST:
         raise RegistryError(f"keep at least {KEEP_AT_LEAST} versions per model (got {keep})")
     async with conn.transaction():
-        rows = await conn.fetch(_PRUNABLE, keep, older_than)
+        rows = await conn.fetch(
+            _PRUNABLE, keep, older_than, None if model_ids is None else list(model_ids)
+        )
         pruned = [(str(row["model_id"]), int(row["version"])) for row in rows]
         if pruned and not dry_run:
             await conn.execute(
@@ -423,7 +433,14 @@ async def prune_versions(
                 [model_id for model_id, _ in pruned],
                 [version for _, version in pruned],
             )
-        total = int(await conn.fetchval("SELECT count(*) FROM model_versions"))
+        total = int(
+            await conn.fetchval(
+                """SELECT count(*) FROM model_versions
+                   WHERE $1::text[] IS NULL OR model_id = ANY($1::text[])""",
+                None if model_ids is None else list(model_ids),
+            )
+            or 0
+        )
     return PruneReport(pruned, total if not dry_run else total - len(pruned))
 
 

@@ -96,6 +96,10 @@ class Settings:
     # Reconciler: a reconciled match's ledger leaves the table once a result this many days
     # of kickoffs newer has arrived on its partition (event time); see docs/RELIABILITY.md.
     ledger_retention_days: int = 30
+    # Model versions: after each new version the learner prunes its models' versions down to
+    # this many newest (plus champions' and checkpoints' versions, and every version younger
+    # than the ledger window); 0 keeps every version (`tipstream models prune` still works).
+    keep_versions: int = 24
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
 
@@ -247,6 +251,10 @@ def _policy_ok(text: str) -> bool:
     return True
 
 
+MIN_KEEP_VERSIONS = 6
+"""``agents.registry.KEEP_AT_LEAST`` (the scorer's fallback versions and the newest one), kept
+in step by a unit test; importing the registry here would load every model for every command."""
+
 _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("partitions", lambda v: v >= 1, "at least 1"),
     ("web_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
@@ -258,6 +266,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
     ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
+    ("keep_versions", lambda v: v == 0 or v >= MIN_KEEP_VERSIONS, f"0 or >= {MIN_KEEP_VERSIONS}"),
     ("log_format", lambda v: v in LOG_FORMATS, f"one of {', '.join(LOG_FORMATS)}"),
     ("log_level", lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     ("event_loop", lambda v: v in EVENT_LOOPS, f"one of {', '.join(EVENT_LOOPS)}"),

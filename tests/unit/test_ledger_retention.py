@@ -12,12 +12,12 @@ import pytest
 
 from agents.reconciler import TrustedVersions, reconcile_batch
 from agents.reconciler_rules import MatchLedger, Retention, is_reconciled
-from agents.registry import RegisteredModel
+from agents.registry import KEEP_AT_LEAST, RegisteredModel
 from agents.scorer_rules import predict
 from agents.testing import InMemoryRuntime, Statement
 from models import catalog
 from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Odds, Prediction
-from streams.settings import Settings
+from streams.settings import MIN_KEEP_VERSIONS, Settings
 from streams.topics import Topics
 
 DAY0 = datetime(2023, 8, 12, 15, 0, tzinfo=UTC)
@@ -315,3 +315,11 @@ def test_the_retention_setting_is_validated(days: int) -> None:
     """A negative or absurd window is refused when the settings are built, naming the variable."""
     with pytest.raises(ValueError, match="TIPSTREAM_LEDGER_RETENTION_DAYS"):
         Settings(ledger_retention_days=days)
+
+
+def test_the_settings_floor_of_kept_versions_is_the_registrys() -> None:
+    """TIPSTREAM_KEEP_VERSIONS refuses fewer versions than a prune may keep."""
+    assert MIN_KEEP_VERSIONS == KEEP_AT_LEAST
+    with pytest.raises(ValueError, match="TIPSTREAM_KEEP_VERSIONS"):
+        Settings(keep_versions=KEEP_AT_LEAST - 1)
+    assert Settings(keep_versions=0).keep_versions == 0
