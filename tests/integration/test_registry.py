@@ -297,6 +297,8 @@ async def test_prune_keeps_the_newest_champions_checkpoints_and_recent_versions(
             " WHERE model_id = 'online-logreg' AND version = 5"
         )
         old = timedelta(days=30)
+        other = await registry.prune_versions(conn, keep=6, older_than=old, model_ids=["x"])
+        assert other.pruned == []  # a learner prunes only its own models
         dry = await registry.prune_versions(conn, keep=6, older_than=old, dry_run=True)
         assert await _versions(conn, "online-logreg") == list(range(13))
         done = await registry.prune_versions(conn, keep=6, older_than=old)
