@@ -64,7 +64,12 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
         # which lands it in the same partition number as the match's input events.
         use_partitioner=True,
         # Its replicas are the app's topic_replication_factor; a write needs this many in sync.
-        extra_topic_configs={"min.insync.replicas": str(runtime.settings.min_insync_replicas)},
+        # Segments roll after ledger_segment_seconds, so the compaction of retired ledgers
+        # (tombstones) reaches what a restarted worker reads (docs/DEPLOYMENT.md).
+        extra_topic_configs={
+            "min.insync.replicas": str(runtime.settings.min_insync_replicas),
+            "segment.ms": str(runtime.settings.ledger_segment_seconds * 1000),
+        },
     )
     inputs = app.topic(
         topics.features,

@@ -100,6 +100,9 @@ class Settings:
     # this many newest (plus champions' and checkpoints' versions, and every version younger
     # than the ledger window); 0 keeps every version (`tipstream models prune` still works).
     keep_versions: int = 24
+    # segment.ms of the ledgers changelog when Faust creates it: the broker compacts only
+    # closed segments, so retired ledgers leave what a restart reads only after this long.
+    ledger_segment_seconds: int = 3600
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
 
@@ -266,6 +269,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
     ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
+    ("ledger_segment_seconds", lambda v: v >= 1, "at least 1 second"),
     ("keep_versions", lambda v: v == 0 or v >= MIN_KEEP_VERSIONS, f"0 or >= {MIN_KEEP_VERSIONS}"),
     ("log_format", lambda v: v in LOG_FORMATS, f"one of {', '.join(LOG_FORMATS)}"),
     ("log_level", lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),

@@ -116,7 +116,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"rc-{uuid.uuid4().hex[:8]}"
     settings = isolated(
         base, tag, database=f"tipstream_{tag.replace('-', '_')}", log_format="json",
-        ledger_retention_days=args.retention_days,
+        ledger_retention_days=args.retention_days, ledger_segment_seconds=args.segment_seconds,
     )  # fmt: skip
     log = Path(args.log_dir) / f"{tag}.log"
     await create(settings, base)
@@ -143,6 +143,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rss_after_replay = rss_mb(worker.pid)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
+        await asyncio.sleep(args.settle)  # time for the broker's log cleaner, if asked
         figures = await changelog(settings)
         worker = start_worker(settings, log)
         to_ready = wait_ready(settings, worker, 600)
@@ -150,6 +151,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "matches": matches,
             "retention_days": args.retention_days,
+            "segment_seconds": args.segment_seconds,
+            "settle_s": args.settle,
             "replay_and_processing_s": round(processed_s, 1),
             "rss_after_replay_mb": round(rss_after_replay),
             "restart_to_ready_s": round(to_ready, 2),
@@ -168,6 +171,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="start", help="first kickoff date of the replay")
     parser.add_argument("--retention-days", type=int, default=30)
+    parser.add_argument("--segment-seconds", type=int, default=3600)
+    parser.add_argument("--settle", type=float, default=0.0, help="seconds before the restart")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--keep", action="store_true", help="leave the deployment in place")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

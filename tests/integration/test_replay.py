@@ -31,7 +31,7 @@ from schemas.events import MatchFeatures
 from schemas.football_csv import league_file
 from streams.db import create_database, drop_database
 from streams.settings import Settings
-from streams.topics import Topics, ensure_topics
+from streams.topics import Topics, describe_existing, ensure_topics
 from tests.deployment import environment, free_port
 from tests.integration.conftest import (
     BASE,
@@ -432,7 +432,8 @@ async def test_a_replayed_season_leaves_only_the_window_of_ledgers_in_the_table(
 ) -> None:
     """After a season is replayed, every match is evaluated by every model, yet the ledgers
     table holds only the matches of about the last 30 days of kickoffs (and tombstones for the
-    rest): the reconciler's state is bounded by the window, not by history."""
+    rest): the reconciler's state is bounded by the window, not by history. The changelog is
+    compacted, with segments that roll after TIPSTREAM_LEDGER_SEGMENT_SECONDS."""
     settings = settings.replace(commit_interval=0.1)
     start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
     done = replay(settings, "--data", str(EPL), *SEASON, "--sync", timeout=600)
@@ -450,6 +451,15 @@ async def test_a_replayed_season_leaves_only_the_window_of_ledgers_in_the_table(
     await wait_for(bounded, timeout=60, what="the table to hold only the window's ledgers")
     live, tombstones = await live_ledgers(settings)
     assert tombstones >= SEASON_MATCHES - live
+    admin = AIOKafkaAdminClient(bootstrap_servers=BASE.kafka_bootstrap)
+    await admin.start()
+    try:
+        changelog = f"{settings.group_id}-ledgers-changelog"
+        configs = (await describe_existing(admin, [changelog]))[changelog].configs
+    finally:
+        await admin.close()
+    assert configs["cleanup.policy"] == "compact"  # tombstones delete
+    assert configs["segment.ms"] == str(settings.ledger_segment_seconds * 1000)
     assert await count(settings.database_url, "SELECT count(*) FROM predictions") == (
         SEASON_MATCHES * SEEDED_MODELS
     )
