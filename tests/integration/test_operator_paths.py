@@ -3,8 +3,6 @@ is unreachable, ``promote`` when only the announcement fails, Faust's own pages 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,8 +15,8 @@ import pytest
 from agents import registry
 from streams.settings import Settings
 from streams.worker.app import seed_registry
-from tests.deployment import environment
-from tests.integration.conftest import BASE, REPO, Worker, wait_for
+from tests.deployment import run_cli
+from tests.integration.conftest import BASE, Worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +27,7 @@ CLOSED_KAFKA = "kafka://127.0.0.1:1"
 def tipstream(settings: Settings, *args: str, timeout: float = 60.0) -> tuple[int, str, str, float]:
     """Run ``python -m streams.cli`` with ``settings``: exit code, stdout, stderr, seconds."""
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=REPO,
-        env=environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    done = run_cli(settings, *args, timeout=timeout)
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +19,8 @@ from schemas.events import DeadLetter
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker.app import seed_registry
-from tests.deployment import environment
-from tests.integration.conftest import REPO, Worker, read_topic, wait_for
+from tests.deployment import run_cli
+from tests.integration.conftest import Worker, read_topic, wait_for
 from tests.integration.test_pipeline import events_between, publish_events
 
 pytestmark = pytest.mark.integration
@@ -239,16 +237,3 @@ async def test_models_resign_command_reports_its_counts(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "refused: 1" in done.stdout
     assert "refused version online-rating v0" in done.stdout
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``tipstream`` with ``settings``, as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=REPO,
-        env=environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
