@@ -27,6 +27,8 @@ def apply_learning(state: Learning, item: ModelFeedItem) -> bool:
     evaluation = item.evaluation
     weight = state.policy.weight(evaluation.probabilities.as_dict(), evaluation.outcome)
     if weight <= 0:
+        # Not learned, but seen: the model's input ranges cover every match it scored.
+        state.entry.model.observe_one(item.inputs)
         return False
     state.entry.model.learn_one(item.inputs, evaluation.outcome, weight)
     state.learned += 1

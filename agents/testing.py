@@ -150,6 +150,24 @@ class MemoryConnection:
             outer.extend(pending)
 
 
+class MemoryTable(dict[bytes, bytes]):
+    """A Faust table as agents use it (bytes keys and values; ``del`` is a tombstone), counting
+    the writes that would go to its changelog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.deletes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.deletes += 1
+        super().__delitem__(key)
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A consumed Kafka message as agents read it (Faust's ``event.message``)."""

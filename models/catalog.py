@@ -91,7 +91,7 @@ DEFAULT_POLICY = "all"
 """Text form of the default ``LearningPolicy`` (``models.policy.parse``). Measured prequentially
 on the 27,700 matches (docs/MODELS.md), learning from every result beats learning from errors
 only (the rule of the batch pipeline tipstream replaced): online-logreg scores 0.9735 with
-``all``, 0.9769 with ``errors:0.7``, 0.9853 with ``weighted`` and 1.0515 with ``errors`` (worse
+``all``, 0.9769 with ``errors:0.7``, 0.9854 with ``weighted`` and 1.0513 with ``errors`` (worse
 than the base rates, 1.0672: a model that sees only its misses learns a biased picture of the
 outcomes). ``errors`` and ``errors:0.7`` stay
 available."""

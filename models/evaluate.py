@@ -248,6 +248,8 @@ def _learn(entrant: Entrant, x: dict[str, float], p: ProbabilityMap, outcome: Ou
     weight = entrant.policy.weight(p, outcome)
     if weight > 0.0:
         entrant.model.learn_one(x, outcome, weight)
+    else:
+        entrant.model.observe_one(x)
 
 
 def parse_model_specs(text: str) -> list[tuple[str, LearningPolicy]]:

@@ -329,6 +329,9 @@ class SoftmaxRegression(BaseModel):
     def _proba(self, matrix: FloatArray) -> FloatArray:
         return _softmax(self._design(self.robust(matrix)) @ self.weights.T)
 
+    def _observe(self, row: FloatArray) -> None:
+        self.clip.update(_winsor_input(row[None, :], self.standardised)[0])
+
     def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
         """One weighted gradient step of the log loss on the winsorised row."""
         robust = self.robust(row[None, :])
@@ -426,6 +429,9 @@ class RiverSoftmax(BaseModel):
             [[self.regression.weights[o].get(c, 0.0) for c in columns] for o in OUTCOMES]
         )
         return _softmax(design @ weights.T)
+
+    def _observe(self, row: FloatArray) -> None:
+        self.clip.update(_winsor_input(row[None, :], self.standardised)[0])
 
     def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
         """Learn ``floor(weight)`` times, plus once more with probability ``weight % 1``."""
@@ -560,6 +566,9 @@ class OrderedLogit(BaseModel):
         f1, f2 = self._cumulative(self.moments.standardise(self.clip.clip(matrix)))
         return np.stack([1.0 - f2, f2 - f1, f1], axis=-1)
 
+    def _observe(self, row: FloatArray) -> None:
+        self.clip.update(row)
+
     def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
         """One weighted gradient step of the log loss on the winsorised row."""
         robust = self.clip.clip(row[None, :])[0]
@@ -631,6 +640,9 @@ class AdaptiveForest(BaseModel):
         totals = votes.sum(axis=1, keepdims=True)
         # An untrained forest votes nothing: the base rates then, as every learner starts.
         return np.where(totals > 0, votes / np.where(totals > 0, totals, 1.0), BASE_VECTOR)
+
+    def _observe(self, row: FloatArray) -> None:
+        self.clip.update(row)
 
     def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
         """Learn ``floor(weight)`` times, plus once more with probability ``weight % 1``."""

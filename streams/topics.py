@@ -6,12 +6,12 @@ prefix separates deployments (and tests, which each get their own prefix).
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from streams.kafka import client_options, topic_configs
 from streams.log import get_logger
@@ -121,6 +121,10 @@ class Topics:
         return self.name(DEAD_LETTERS)
 
 
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic (e.g. more replicas than brokers), with its reason."""
+
+
 class TopicMismatchError(RuntimeError):
     """An existing topic the service cannot run on as configured (wrong partitions or policy)."""
 
@@ -222,6 +226,52 @@ async def describe_existing(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     }
 
 
+LISTED_WITHIN_S = 10.0
+"""How long a topic that "already exists" may take to appear in the broker's listing."""
+
+
+async def _listed(admin: AIOKafkaAdminClient, names: set[str]) -> set[str]:
+    """The broker's topic listing once it holds ``names`` (or after ``LISTED_WITHIN_S``)."""
+    deadline = asyncio.get_running_loop().time() + LISTED_WITHIN_S
+    while True:
+        existing = set(await admin.list_topics())
+        if names <= existing or asyncio.get_running_loop().time() > deadline:
+            return existing
+        await asyncio.sleep(0.2)
+
+
+async def _check_existing(
+    admin: AIOKafkaAdminClient, settings: Settings, topics: Topics, existing: set[str]
+) -> None:
+    """Warn of, or refuse (:class:`TopicMismatchError`), existing topics and Faust changelogs
+    that differ from the settings."""
+    ours = {topics.name(spec): spec for spec in ALL_TOPICS if topics.name(spec) in existing}
+    changelogs = sorted(
+        t for t in existing if t.startswith(f"{settings.group_id}-") and t.endswith("-changelog")
+    )
+    described = await describe_existing(admin, [*ours, *changelogs])
+    found: list[Difference] = []
+    for name, state in described.items():
+        spec = ours.get(name)
+        found += differences(
+            settings,
+            name,
+            state,
+            partitions=topics.partitions_of(spec) if spec else None,
+            compacted=spec.compacted if spec else None,
+        )
+    for difference in found:
+        if not difference.refuses:
+            log.warning("topic differs from the settings", difference=str(difference))
+    refused = [str(d) for d in found if d.refuses]
+    if refused:
+        raise TopicMismatchError(
+            "existing topics differ from the settings: "
+            + "; ".join(refused)
+            + " (recreate them, or use another TIPSTREAM_TOPIC_PREFIX)"
+        )
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic that does not exist yet, check the others against the settings;
     return the names created.
@@ -237,6 +287,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _check_existing(admin, settings, topics, existing)
         wanted = [
             NewTopic(
                 name=topics.name(spec),
@@ -247,39 +298,28 @@ async def ensure_topics(settings: Settings) -> list[str]:
             for spec in ALL_TOPICS
             if topics.name(spec) not in existing
         ]
-        ours = {topics.name(spec): spec for spec in ALL_TOPICS if topics.name(spec) in existing}
-        changelogs = sorted(
-            t
-            for t in existing
-            if t.startswith(f"{settings.group_id}-") and t.endswith("-changelog")
-        )
-        described = await describe_existing(admin, [*ours, *changelogs])
-        found: list[Difference] = []
-        for name, state in described.items():
-            spec = ours.get(name)
-            found += differences(
-                settings,
-                name,
-                state,
-                partitions=topics.partitions_of(spec) if spec else None,
-                compacted=spec.compacted if spec else None,
-            )
-        for difference in found:
-            if not difference.refuses:
-                log.warning("topic differs from the settings", difference=str(difference))
-        refused = [str(d) for d in found if d.refuses]
-        if refused:
-            raise TopicMismatchError(
-                "existing topics differ from the settings: "
-                + "; ".join(refused)
-                + " (recreate them, or use another TIPSTREAM_TOPIC_PREFIX)"
-            )
         if not wanted:
             return []
-        # Another worker may create them between our list and create: that is the goal.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(wanted)
-        created = [topic.name for topic in wanted]
+        response = await admin.create_topics(wanted)
+        already: set[str] = set()
+        failed: list[str] = []
+        for topic, code, *detail in response.topic_errors:
+            if code == TopicAlreadyExistsError.errno:
+                already.add(topic)
+            elif code:
+                message = f": {detail[0]}" if detail and detail[0] else ""
+                failed.append(f"{topic}: {for_code(code).__name__}{message}")
+        if failed:
+            raise TopicCreationError("could not create topics: " + "; ".join(failed))
+        if already:
+            # Another worker created them between our list and create (that is the goal), or
+            # the broker's listing had not caught up with topics made moments ago: wait until
+            # they are listed, then check them like any existing topic.
+            await _check_existing(admin, settings, topics, await _listed(admin, already))
+            log.info("topics already created by another process", topics=sorted(already))
+        created = [topic.name for topic in wanted if topic.name not in already]
+        if not created:
+            return []
         log.info(
             "topics created",
             topics=created,

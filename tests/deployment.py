@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +48,21 @@ def isolated(base: Settings, tag: str, *, database: str, **changes: object) -> S
     """``base`` with its own topic prefix and app id (both from ``tag``), database and web port."""
     return base.with_database(database).replace(
         topic_prefix=tag, app_id=f"tipstream-{tag}", web_port=free_port(), **changes
+    )
+
+
+def run_cli(
+    settings: Settings, *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``tipstream ARGS`` with ``settings``, as an operator runs it (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        cwd=REPO,
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -18,6 +18,7 @@ import aiokafka.errors
 import asyncpg
 
 from streams.settings import Settings
+from streams.topics import TopicCreationError, TopicMismatchError
 
 _CONNECTION_ERRNOS = {
     errno.ECONNREFUSED,
@@ -29,9 +30,12 @@ _CONNECTION_ERRNOS = {
 
 
 def describe_failure(error: BaseException, settings: Settings) -> str | None:
-    """One line for an error that means PostgreSQL or Kafka is unreachable or refuses us:
-    the service, its address, the cause and the setting to change; None for anything else."""
+    """One line for an error that means PostgreSQL or Kafka is unreachable or refuses us (the
+    service, its address, the cause and the setting to change), or that the deployment's
+    topics cannot be used as configured; None for anything else."""
     for candidate in _causes(error):
+        if isinstance(candidate, TopicMismatchError | TopicCreationError):
+            return str(candidate)  # the deployment's topics, named with both values
         database = f"PostgreSQL at {settings.database_address()}"
         check_database = "check TIPSTREAM_DATABASE_URL"
         kafka = f"Kafka at {settings.kafka_bootstrap}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -196,6 +197,10 @@ def guarded(action: Callable[[], int], settings: Settings, *, verbose: bool) -> 
     the one line."""
     try:
         return action()
+    except BrokenPipeError:
+        # The reader went away (`tipstream settings | head`): nothing left to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:  # noqa: BLE001 - every failure is reported, masked, here
         line = describe_failure(error, settings)
         if line is None or verbose:

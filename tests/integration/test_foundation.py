@@ -14,6 +14,7 @@ from schemas.events import MatchResult
 from streams.db import bundled_migrations, create_database, drop_database, migrate
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS, TopicMismatchError, Topics, ensure_topics
+from tests.deployment import run_cli
 from tests.integration.conftest import BASE, publish, read_topic
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,16 @@ async def test_migrations_apply_on_empty_then_again(fresh_database: str) -> None
             await conn.close()
     finally:
         await drop_database(BASE.database_url, name)
+
+
+async def test_a_topic_the_broker_refuses_to_create_is_one_clear_line() -> None:
+    """Asking a one-broker development cluster for three replicas: the broker's refusal is
+    reported per topic by ``tipstream topics create`` in one line (exit code 2), never
+    reported as "topics created"."""
+    settings = BASE.replace(topic_prefix=f"test-{uuid.uuid4().hex[:8]}", replication_factor=3)
+    done = run_cli(settings, "topics", "create")
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("tipstream: could not create topics: ")
+    assert "InvalidReplicationFactorError" in line
+    assert "topics created" not in done.stdout

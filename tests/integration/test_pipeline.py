@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,9 +22,8 @@ from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.cli.reports import reconciliation_report
 from streams.settings import Settings
 from streams.topics import Topics
-from tests.deployment import environment
+from tests.deployment import run_cli
 from tests.integration.conftest import (
-    REPO,
     Worker,
     publish,
     read_topic,
@@ -71,15 +68,7 @@ async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:
 
 
 def cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=REPO,
-        env=environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(settings, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

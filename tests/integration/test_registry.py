@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -23,8 +21,8 @@ from schemas.events import DeadLetter
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker.app import seed_registry
-from tests.deployment import environment
-from tests.integration.conftest import REPO, Worker, read_topic, wait_for
+from tests.deployment import run_cli
+from tests.integration.conftest import Worker, read_topic, wait_for
 from tests.integration.test_pipeline import events_between, publish_events
 
 pytestmark = pytest.mark.integration
@@ -243,19 +241,6 @@ async def test_models_resign_command_reports_its_counts(
     assert "refused version online-rating v0" in done.stdout
 
 
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``tipstream`` with ``settings``, as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=REPO,
-        env=environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def _versions(conn: asyncpg.Connection, model_id: str) -> list[int]:
     rows = await conn.fetch(
         "SELECT version FROM model_versions WHERE model_id = $1 ORDER BY version", model_id
@@ -322,19 +307,15 @@ async def test_models_prune_command_lists_what_it_would_delete(
             model.version = version
             await registry.save_version(conn, model, keys=KEY, learned=version)
         await conn.execute("UPDATE model_versions SET created_at = now() - interval '60 days'")
-    command = [sys.executable, "-m", "streams.cli", "models", "prune", "--keep", "6"]
-    dry = await asyncio.to_thread(
-        subprocess.run, [*command, "--dry-run"], cwd=REPO, env=environment(settings),
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    command = ["models", "prune", "--keep", "6"]
+    dry = await asyncio.to_thread(run_cli, settings, *command, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "would prune online-rating v0" in dry.stdout
     assert "would prune online-rating v2" in dry.stdout
     assert "would prune 3 versions" in dry.stdout
     async with db.acquire() as conn:
         assert await _versions(conn, "online-rating") == list(range(9))
-    await asyncio.to_thread(
-        subprocess.run, command, cwd=REPO, env=environment(settings), check=True,
-        capture_output=True,
-    )  # fmt: skip
+    done = await asyncio.to_thread(run_cli, settings, *command)
+    assert done.returncode == 0, done.stdout + done.stderr
     async with db.acquire() as conn:
         assert await _versions(conn, "online-rating") == list(range(3, 9))

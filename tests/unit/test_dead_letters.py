@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
 from agents.dead_letters import DEAD_LETTER_PAYLOAD_MAX, dead_letter, owned, processing_failure
 from agents.scorer import ActiveModels
+from agents.testing import Message
 from schemas.codec import InvalidEvent, decode, encode
 from schemas.events import DeadLetter, MatchFeatures, MatchResult, Odds, ValidationIssue
 from streams.worker.web import prometheus_text
@@ -36,17 +36,6 @@ RESULT = MatchResult(
     away_goals=1,
     outcome="H",
 )
-
-
-@dataclass
-class Message:
-    """The fields of a consumed Kafka message the envelope reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def rejected(value: bytes | None, key: bytes | None = b"k1", offset: int = 41) -> DeadLetter:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import time
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -118,14 +117,12 @@ def test_same_kickoff_in_shared_data_is_isolated() -> None:
     assert _features(altered)[: end + 1] == _features(rows)[: end + 1]
 
 
-def test_every_shared_row_becomes_valid_events_quickly() -> None:
+def test_every_shared_row_becomes_valid_events() -> None:
     """All 27,700 rows become MatchFeatures and MatchResult that survive encode/decode, with
-    every feature named, finite and free of closing odds, in under 5 s."""
+    every feature named, finite and free of closing odds (the builder's speed is measured by
+    the benchmarks, not asserted)."""
     rows = _shared_rows()
-    started = time.perf_counter()
     events = list(build_events(rows))
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5.0
     assert len(events) == 27_700
     for features, result in events:
         assert tuple(features.features) == FEATURE_NAMES

@@ -26,7 +26,7 @@ from agents.features_rules import (
     features_as_of,
     league_input,
 )
-from agents.testing import InMemoryRuntime
+from agents.testing import InMemoryRuntime, MemoryTable
 from models.features import RESULT_DELAY, FeatureBuilder, build_events, fixture_of, result_event
 from schemas.codec import encode
 from schemas.events import Fixture, MatchFeatures, MatchResult
@@ -266,10 +266,6 @@ async def test_router_rekeys_by_league_in_order_and_dead_letters_bad_fixtures() 
     assert [dl.source_topic for dl in runtime.dead_letters] == [topics.fixtures]
 
 
-class _Table(dict[bytes, bytes]):
-    """A Faust table as the agent uses it (get and set by bytes)."""
-
-
 async def test_features_agent_publishes_the_offline_features_and_survives_a_restart() -> None:
     """Routed facts of a month give the offline builder's features on match-features; the book
     lives in the table, so a new agent on the same table (a restart) carries on alike; a
@@ -278,7 +274,7 @@ async def test_features_agent_publishes_the_offline_features_and_survives_a_rest
     topics = runtime.topics
     rows = _between("2012-09-01", "2012-10-01")
     facts = in_event_time(rows)
-    table = _Table()
+    table = MemoryTable()
     half = len(facts) // 2
 
     async def run(batch: Sequence[Fact], rt: InMemoryRuntime) -> None:
@@ -314,7 +310,7 @@ async def test_features_agent_dead_letters_a_late_fixture_with_the_reason() -> N
     topics = runtime.topics
     rows = _between("2013-01-01", "2013-04-01")
     facts = [f for f in in_event_time(rows) if f != fixture_of(rows[0])]
-    table = _Table()
+    table = MemoryTable()
     events = runtime.events(
         *[(topics.league_inputs, league_input(f)) for f in [*facts, fixture_of(rows[0])]]
     )

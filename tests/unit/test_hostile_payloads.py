@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -50,13 +48,12 @@ from schemas.events import (
     ModelSnapshot,
     Odds,
     Prediction,
-    Probabilities,
     Record,
     ValidationIssue,
 )
 from schemas.football_csv import default_data_files, read_rows
+from tests.unit.examples import EVALUATION, KICKOFF, PREDICTION, RESULT
 
-KICKOFF = datetime(2024, 8, 16, 19, 0, tzinfo=UTC)
 FEATURES = MatchFeatures(
     match_id="E0-2024-08-16-MUN-FUL",
     league="E0",
@@ -66,50 +63,6 @@ FEATURES = MatchFeatures(
     away_team="Fulham",
     odds_open=Odds(home=1.6, draw=4.2, away=5.5),
     features={"elo_home": 1712.5, "elo_diff": 108.5, "rest_home": 6.0},
-)
-RESULT = MatchResult(
-    match_id=FEATURES.match_id,
-    league="E0",
-    kickoff=KICKOFF,
-    home_goals=1,
-    away_goals=0,
-    outcome="H",
-    half_time_home_goals=0,
-    half_time_away_goals=0,
-)
-PREDICTION = Prediction(
-    prediction_id="pred-7f3c2a",
-    match_id=FEATURES.match_id,
-    league="E0",
-    kickoff=KICKOFF,
-    model_id="logreg",
-    model_version=3,
-    is_champion=True,
-    probabilities=Probabilities(H=0.55, D=0.25, A=0.2),
-    predicted="H",
-    confidence=0.55,
-    created_at=KICKOFF - timedelta(hours=1),
-)
-EVALUATION = Evaluation(
-    evaluation_id="eval-91b0",
-    prediction_id=PREDICTION.prediction_id,
-    match_id=FEATURES.match_id,
-    league="E0",
-    kickoff=KICKOFF,
-    model_id="logreg",
-    model_version=3,
-    is_champion=True,
-    probabilities=PREDICTION.probabilities,
-    predicted="H",
-    outcome="H",
-    home_goals=1,
-    away_goals=0,
-    hit=True,
-    confidence=0.55,
-    log_loss=-math.log(0.55),
-    brier=0.45**2 + 0.25**2 + 0.2**2,
-    rps=((0.55 - 1) ** 2 + (0.8 - 1) ** 2) / 2,
-    evaluated_at=KICKOFF + timedelta(hours=2),
 )
 SNAPSHOT = ModelSnapshot(
     model_id="logreg",

@@ -17,7 +17,7 @@ from agents.reconciler_rules import (
 )
 from agents.registry import RegisteredModel
 from agents.scorer_rules import predict, predict_many
-from agents.testing import Event, InMemoryRuntime
+from agents.testing import Event, InMemoryRuntime, MemoryTable
 from models import catalog
 from schemas.events import Evaluation, MatchFeatures, MatchResult, Odds, Prediction
 from streams.settings import Settings
@@ -144,16 +144,6 @@ def test_alert_ids_are_deterministic() -> None:
     assert alert_id("m1", "all", decision) != alert_id("m1", "league:x", decision)
 
 
-class _Ledgers(dict[bytes, bytes]):
-    """The reconciler's table, counting writes."""
-
-    writes = 0
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.writes += 1
-        super().__setitem__(key, value)
-
-
 def _runtime() -> InMemoryRuntime:
     """An in-memory runtime whose registry holds every model version asked about."""
     settings = Settings()
@@ -181,7 +171,7 @@ async def test_reconciler_leaves_ledgers_alone_on_re_delivery_and_feeds_late_fea
     the result still release the evaluations held back for them."""
     f = features()
     p = predict(f, models()[:1], now=NOW)[0]
-    runtime, ledgers = _runtime(), _Ledgers()
+    runtime, ledgers = _runtime(), MemoryTable()
     await reconcile_batch(runtime, ledgers, _events(runtime, p, result(f)))
     assert ledgers.writes == 1
     assert [t for t, _, _ in runtime.published] == [runtime.topics.evaluations]

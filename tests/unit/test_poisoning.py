@@ -266,3 +266,59 @@ def test_a_refused_step_anywhere_leaves_the_model_as_if_it_never_came(
     assert [model.predict_proba_one(x) for x, _ in probe] == [
         twin.predict_proba_one(x) for x, _ in probe
     ]
+
+
+def test_inputs_seen_but_not_learned_shape_the_clipping_ranges() -> None:
+    """A policy that learns from a few extreme matches only (``errors:0.7``) still clips by
+    every match the model has seen: ``observe_one`` widens the ranges without learning an
+    outcome, so ordinary ratings keep moving the prediction."""
+
+    def x(elo: float) -> dict[str, float]:
+        return {"open_p_H": 0.45, "open_p_D": 0.27, "open_p_A": 0.28,
+                "elo_diff": elo, "pi_exp_gd": elo / 300}  # fmt: skip
+
+    learned_only, observed = catalog.create("online-logreg"), catalog.create("online-logreg")
+    for model in (learned_only, observed):
+        for elo in (400.0, 410.0, 420.0, 430.0, 440.0):
+            model.learn_one(x(elo), "A")
+    rng = random.Random(5)
+    for _ in range(300):
+        observed.observe_one(x(rng.gauss(0.0, 150.0)))
+    gap = {
+        name: model.predict_proba_one(x(100.0))["H"] - model.predict_proba_one(x(-100.0))["H"]
+        for name, model in (("learned only", learned_only), ("observed", observed))
+    }
+    assert gap["learned only"] == 0.0  # both ratings clipped to the same fence
+    assert gap["observed"] != 0.0
+
+
+@pytest.mark.parametrize("model_id", REPLAYING)
+def test_a_refused_step_after_observed_inputs_is_undone_exactly(
+    model_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The undo of a refused step redoes the observed (not learned) inputs since the last
+    copy too: the model ends as a twin that never saw the refused example."""
+    model, twin = catalog.create(model_id), catalog.create(model_id)
+    assert isinstance(model, BaseModel)
+    examples = stream(30, seed=21)
+    for i, (x, y) in enumerate(examples):
+        for m in (model, twin):
+            if i % 3:
+                m.learn_one(x, y)
+            else:
+                m.observe_one(x)
+    original = type(model)._learned_finite
+    calls: list[int] = []
+
+    def once_broken(self: BaseModel) -> bool:
+        calls.append(1)
+        return len(calls) > 1 and original(self)
+
+    monkeypatch.setattr(type(model), "_learned_finite", once_broken)
+    with pytest.raises(NonFiniteState):
+        model.learn_one(stream(1, seed=3)[0][0], "H")
+    monkeypatch.undo()
+    probe = stream(5, seed=13)
+    assert [model.predict_proba_one(x) for x, _ in probe] == [
+        twin.predict_proba_one(x) for x, _ in probe
+    ]
