@@ -152,6 +152,9 @@ start() {
   fi
   # Integration tests create a throwaway database each; the role may do so.
   psql_admin -c "ALTER ROLE \"$db_user\" CREATEDB"
+  # ... and drop them WITH (FORCE) even while autovacuum works in one: terminating that worker
+  # takes pg_signal_backend (a test's teardown otherwise fails now and then).
+  psql_admin -c "GRANT pg_signal_backend TO \"$db_user\""
   log "ready: postgresql://$db_user:***@127.0.0.1:$port/$db_name"
 }
 

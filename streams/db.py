@@ -106,11 +106,24 @@ async def create_database(
         await admin.close()
 
 
+DROP_ATTEMPTS = 10
+"""A database that autovacuum is working in cannot be dropped by a role without
+``pg_signal_backend`` (``infra/postgres.sh`` grants it; another server may not): retried once a
+second meanwhile."""
+
+
 async def drop_database(server_url: str, name: str) -> None:
     """Drop database ``name`` (its open sessions too), if it exists."""
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(DROP_ATTEMPTS):
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == DROP_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(1.0)
     finally:
         await admin.close()
 
