@@ -31,6 +31,7 @@ from agents.reconciler_rules import (
     apply_result,
     distrust,
     feed,
+    has_prediction_of,
     is_reconciled,
     made_after_kickoff,
 )
@@ -280,7 +281,7 @@ class TrustFacts:
         """Why ``prediction`` must not be evaluated (``distrust``), or None. A prediction of a
         model that already predicted the match is left to the ledger, which ignores it (a
         re-scored match in a second replay): nothing to dead-letter."""
-        if any(p.model_id == prediction.model_id for p in ledger.predictions.values()):
+        if has_prediction_of(ledger, prediction.model_id):
             return None
         return distrust(
             prediction,
@@ -304,9 +305,7 @@ async def _trust_facts(
         record
         for _, record in decoded
         if isinstance(record, Prediction)
-        and not any(
-            p.model_id == record.model_id for p in ledgers[record.match_id].predictions.values()
-        )
+        and not has_prediction_of(ledgers[record.match_id], record.model_id)
     ]
     pairs = {(p.model_id, p.model_version) for p in candidates}
     unknown = versions.missing(pairs)

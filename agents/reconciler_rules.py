@@ -125,6 +125,11 @@ def apply_features(ledger: MatchLedger, features: MatchFeatures) -> bool:
     return True
 
 
+def has_prediction_of(ledger: MatchLedger, model_id: str) -> bool:
+    """Whether the ledger holds a prediction of ``model_id``: only a model's first counts."""
+    return any(p.model_id == model_id for p in ledger.predictions.values())
+
+
 def made_after_kickoff(prediction: Prediction) -> bool:
     """A prediction stamped at or after its match's kickoff: a backfill's (every replayed
     prediction is made long after the historical kickoff), or one that could know the result."""
@@ -186,7 +191,7 @@ def apply_prediction(ledger: MatchLedger, prediction: Prediction, *, now: dateti
     newer version, e.g. in a second replay) may have been made after the model learned this
     very result, so evaluating it would flatter the model.
     """
-    if any(p.model_id == prediction.model_id for p in ledger.predictions.values()):
+    if has_prediction_of(ledger, prediction.model_id):
         return NOTHING
     ledger.predictions[prediction.prediction_id] = prediction
     if ledger.result is None:

@@ -45,9 +45,10 @@ def free_port() -> int:
 
 
 def isolated(base: Settings, tag: str, *, database: str, **changes: object) -> Settings:
-    """``base`` with its own topic prefix and app id (both from ``tag``), database and web port."""
+    """``base`` with its own topic prefix ``tag`` (and so its own app id, derived from it),
+    database and web port."""
     return base.with_database(database).replace(
-        topic_prefix=tag, app_id=f"tipstream-{tag}", web_port=free_port(), **changes
+        topic_prefix=tag, app_id="", web_port=free_port(), **changes
     )
 
 

@@ -125,7 +125,7 @@ def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
     run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     return base.with_database(database).replace(
         topic_prefix=f"{prefix}-{run}",
-        app_id=f"tipstream-{prefix}-{run}",
+        app_id="",  # derived from the prefix: its own consumer group and changelogs
         commit_interval=COMMIT_INTERVAL_S,
         log_format="json",
     )

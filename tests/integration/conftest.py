@@ -73,7 +73,7 @@ async def settings(fresh_database: str) -> Settings:
     tag = uuid.uuid4().hex[:10]
     value = BASE.replace(
         topic_prefix=f"test-{tag}",
-        app_id=f"tipstream-test-{tag}",
+        app_id="",  # derived from the prefix
         database_url=fresh_database,
         web_port=free_port(),
         partitions=2,

@@ -148,7 +148,7 @@ async def other_settings(template_database: str) -> AsyncIterator[Settings]:
     await create_database(BASE.database_url, name, template=template_database)
     tag = uuid.uuid4().hex[:10]
     value = BASE.replace(
-        topic_prefix=f"test-{tag}", app_id=f"tipstream-test-{tag}", database_url=database_url(name),
+        topic_prefix=f"test-{tag}", app_id="", database_url=database_url(name),
         web_port=free_port(), partitions=2, log_format="json", **NO_SNAPSHOTS,
     )  # fmt: skip
     await ensure_topics(value)
