@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def changelog_topic(settings: Settings) -> str:
     """Faust's changelog topic of the league-book table."""
-    return f"{settings.app_id}-{TABLE}-changelog"
+    return f"{settings.group_id}-{TABLE}-changelog"
 
 
 async def read_book(settings: Settings, league: str, *, timeout: float = 30.0) -> LeagueBook | None:

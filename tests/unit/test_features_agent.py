@@ -321,3 +321,15 @@ async def test_features_agent_dead_letters_a_late_fixture_with_the_reason() -> N
     assert letter.agent == features_agent.AGENT
     assert "as of kickoff" in letter.error.rule
     assert base64.b64decode(letter.payload_b64) == encode(league_input(fixture_of(rows[0])))
+
+
+def test_features_show_reads_the_changelog_of_the_deployments_own_group() -> None:
+    """``tipstream features show`` reads the league books of the app id the worker uses,
+    derived from the topic prefix when ``TIPSTREAM_APP_ID`` is unset."""
+    from streams.cli.features import changelog_topic
+    from streams.settings import Settings
+
+    assert changelog_topic(Settings()) == "tipstream-league-books-changelog"
+    assert changelog_topic(Settings(topic_prefix="staging")) == (
+        "tipstream-staging-league-books-changelog"
+    )
