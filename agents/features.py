@@ -25,10 +25,17 @@ import faust
 import structlog
 
 from agents.dead_letters import dead_letter
-from agents.features_rules import LeagueBook, apply_input, decode_book, encode_book, league_input
+from agents.features_rules import (
+    LeagueBook,
+    apply_input,
+    decode_book,
+    encode_book,
+    event_time,
+    league_input,
+)
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime, Output
-from schemas.events import DeadLetter, Fixture, LeagueInput, MatchResult
+from schemas.events import DeadLetter, Fixture, LeagueInput, MatchResult, ValidationIssue
 
 log = structlog.get_logger(__name__)
 
@@ -65,14 +72,21 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
         )
 
 
-async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
-    """Re-key a batch of fixtures and results by league, in the order they were taken.
+async def route_batch(
+    runtime: AgentRuntime, events: Sequence[Any], *, now: datetime | None = None
+) -> None:
+    """Re-key a batch of fixtures and results by league, in the order they were taken, each
+    with its event time.
 
     Invalid facts are dead-lettered here (results by the reconciler, their owner), so the
-    features agent only ever sees valid ones."""
+    features agent only ever sees valid ones. A fact with an unusable event-time header is
+    dead-lettered by the router whatever its topic (the reconciler still takes such a result:
+    only the league's ratings miss it, and the dead letter says so)."""
+    now = now or datetime.now(UTC)
     topics = runtime.topics
     outputs: list[Output] = []
     letters: list[DeadLetter] = []
+    refused: list[DeadLetter] = []
     for event in events:
         record_type = Fixture if event.message.topic == topics.fixtures else MatchResult
         record = runtime.decode(event.message, record_type, ROUTER)
@@ -80,9 +94,14 @@ async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
             letters.append(record)
             continue
         assert isinstance(record, Fixture | MatchResult)
-        outputs.append((topics.league_inputs, record.league, league_input(record)))
+        at = event_time(getattr(event.message, "headers", None), now=now)
+        if isinstance(at, ValidationIssue):
+            refused.append(dead_letter(event.message, at, ROUTER))
+            continue
+        outputs.append((topics.league_inputs, record.league, league_input(record, at)))
     await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
+    await runtime.publish_dead_letters(refused, invalid=False)
     runtime.counters["routed"] += len(outputs)
 
 
@@ -111,14 +130,14 @@ async def features_batch(
             )
         outcome = apply_input(book, item, now=now)
         runtime.counters[f"features:{outcome.kind}"] += 1
+        runtime.counters["features:published"] += len(outcome.features)
         if outcome.issue is not None:
             letters.append(dead_letter(event.message, outcome.issue, AGENT))
         if outcome.note is not None:
             log.warning(
                 "result not learned", league=league, match_id=item.match_id, why=outcome.note
             )
-        if outcome.features is not None:
-            outputs.append((topics.features, outcome.features.match_id, outcome.features))
+        outputs.extend((topics.features, issued.match_id, issued) for issued in outcome.features)
         if outcome.changed:
             changed.add(league)
     await runtime.publish_all(outputs)

@@ -29,10 +29,23 @@ latest final whistle, which bounds the book (and the table record). What that me
   is a duplicate: nothing.
 - **A result without its fixture** waits in ``open`` (it needs the teams); it counts from the
   moment its fixture arrives. Facts never completed by the time they settle are dropped.
+- **Settling follows the slower of the two inputs**: the horizon is :data:`HISTORY` behind
+  the earlier of the latest final whistle and the latest fixture kickoff. Fixtures and results
+  come on two topics the router reads independently; in a fast backfill one runs ahead of the
+  other, and settling by results alone would refuse the lagging fixtures as too late.
+
+**Fresh features for fixtures published early.** Every issue of a fixture's features carries
+its event time (``issued_at``: the fact's event time, see :class:`schemas.events.LeagueInput`)
+and a ``revision`` (0, 1, ... per match). A result whose final whistle is at or before the
+kickoff of a pending fixture (one without its result) changes that fixture's features; while
+its kickoff is still ahead in event time, the fixture is re-issued with the next revision and
+is scored again. The reconciler counts each model's prediction from the highest revision made
+before kickoff.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,6 +60,11 @@ corrections within it are exact. Corrections and late fixtures come within days;
 keep a book at ~100 matches (a fixture's features fold at most ~40 open results, <1 ms)."""
 CLOCK_SLACK = timedelta(minutes=5)
 """A result may claim a final whistle at most this far after the wall clock (clock skew)."""
+EVENT_TIME_HEADER = "tipstream-event-time"
+"""Kafka header a producer sets to publish history (a backfill): when the fact happened, ISO
+8601 with an offset. Without it a fact happens when the router takes it (live traffic).
+A header, not the record timestamp: Kafka rolls and deletes segments by record timestamps, so
+years-old timestamps would roll a segment per batch and expire the topic at once."""
 
 
 class OpenMatch(msgspec.Struct, kw_only=True):
@@ -54,6 +72,10 @@ class OpenMatch(msgspec.Struct, kw_only=True):
 
     fixture: Fixture | None = None
     result: MatchResult | None = None
+    # Issues of the fixture's features so far (the next one's revision) and the event time
+    # of the latest (a re-issue is never stamped earlier than the issue it replaces).
+    issues: int = 0
+    issued_at: datetime | None = None
 
     def key(self) -> ResultKey:
         fact = self.fixture if self.fixture is not None else self.result
@@ -79,6 +101,8 @@ class LeagueBook(msgspec.Struct, kw_only=True):
     settled: dict[str, SettledScore] = {}
     # Latest final whistle of a result accepted: the league's event-time clock.
     clock: datetime | None = None
+    # Latest kickoff of a fixture accepted (settling waits for the slower input).
+    fixture_clock: datetime | None = None
     # Facts with a final whistle at or before this are in the checkpoint (or dropped).
     settled_until: datetime | None = None
 
@@ -104,7 +128,7 @@ def decode_book(raw: bytes) -> LeagueBook:
 class Outcome:
     """What one fact did: features to publish, a reason to dead-letter it, a changed book."""
 
-    features: MatchFeatures | None = None
+    features: tuple[MatchFeatures, ...] = ()
     issue: ValidationIssue | None = None
     changed: bool = False
     kind: str = "unchanged"
@@ -124,25 +148,53 @@ def _ignore(kind: str, note: str) -> Outcome:
     return Outcome(kind=kind, note=note)
 
 
-def league_input(fact: Fixture | MatchResult) -> LeagueInput:
+def league_input(fact: Fixture | MatchResult, event_time: datetime) -> LeagueInput:
     """The league-keyed envelope of a fixture or a result (what the router publishes)."""
     if isinstance(fact, Fixture):
-        return LeagueInput(fixture=fact)
-    return LeagueInput(result=fact)
+        return LeagueInput(fixture=fact, event_time=event_time)
+    return LeagueInput(result=fact, event_time=event_time)
+
+
+def event_time(
+    headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None, *, now: datetime
+) -> datetime | ValidationIssue:
+    """A fact's event time: its :data:`EVENT_TIME_HEADER`, else ``now``; or why the header is
+    refused (not an ISO 8601 time with an offset, or ahead of the wall clock)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    raw = next((value for name, value in pairs if name == EVENT_TIME_HEADER), None)
+    if raw is None:
+        return now
+    text = raw.decode("utf-8", "replace")
+    field = f"header {EVENT_TIME_HEADER}"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return ValidationIssue(field=field, value=text[:200], rule="not an ISO 8601 time")
+    if at.tzinfo is None:
+        return ValidationIssue(field=field, value=text, rule="needs a UTC offset (e.g. +00:00)")
+    if at > now + CLOCK_SLACK:
+        return ValidationIssue(
+            field=field, value=text, rule=f"ahead of the wall clock ({now.isoformat()})"
+        )
+    return at
 
 
 def apply_input(book: LeagueBook, item: LeagueInput, *, now: datetime) -> Outcome:
-    """Apply one routed fact to its league's book."""
+    """Apply one routed fact to its league's book; ``now`` is the wall clock, and the fact's
+    event time when the router gave it none."""
+    at = item.event_time or now
     if item.fixture is not None:
-        return add_fixture(book, item.fixture)
+        return add_fixture(book, item.fixture, at=at)
     assert item.result is not None
-    return add_result(book, item.result, now=now)
+    return add_result(book, item.result, now=now, at=at)
 
 
-def add_fixture(book: LeagueBook, fixture: Fixture) -> Outcome:
-    """Record a fixture and compute its features as of its kickoff (see the module docstring
-    for the fixture that comes too late)."""
+def add_fixture(book: LeagueBook, fixture: Fixture, *, at: datetime) -> Outcome:
+    """Record a fixture and compute its features as of its kickoff, issued at event time
+    ``at`` (see the module docstring for the fixture that comes too late)."""
     if book.settled_until is not None and fixture.kickoff < book.settled_until:
+        if fixture.match_id in book.settled:
+            return Outcome(kind="duplicate")  # a settled match again (a replay run twice)
         return _refuse(
             "kickoff",
             fixture.kickoff.isoformat(),
@@ -163,11 +215,27 @@ def add_fixture(book: LeagueBook, fixture: Fixture) -> Outcome:
         entry = book.open[fixture.match_id] = OpenMatch()
     kind = "issued" if entry.fixture is None else "updated"
     entry.fixture = fixture
-    return Outcome(features=features_as_of(book, fixture), changed=True, kind=kind)
+    if book.fixture_clock is None or fixture.kickoff > book.fixture_clock:
+        book.fixture_clock = fixture.kickoff
+    features = _issue(entry, features_as_of(book, fixture), at)
+    # A result that came before its fixture is learned from now on: the fixtures after it
+    # change too.
+    reissued = reissue_pending(book, entry.key()[0], at) if entry.result is not None else ()
+    return Outcome(features=(features, *reissued), changed=True, kind=kind)
 
 
-def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outcome:
-    """Record a result (a correction replaces the open score); then settle what is old."""
+def _issue(entry: OpenMatch, features: MatchFeatures, at: datetime) -> MatchFeatures:
+    """Stamp the next issue of an open match's features: its revision and event time."""
+    issued_at = at if entry.issued_at is None or at > entry.issued_at else entry.issued_at
+    stamped = msgspec.structs.replace(features, issued_at=issued_at, revision=entry.issues)
+    entry.issues += 1
+    entry.issued_at = issued_at
+    return stamped
+
+
+def add_result(book: LeagueBook, result: MatchResult, *, now: datetime, at: datetime) -> Outcome:
+    """Record a result (a correction replaces the open score), re-issue the features of the
+    pending fixtures it changes, then settle what is old."""
     whistle, _ = result_key(result.kickoff, result.match_id)
     if whistle > now + CLOCK_SLACK:
         return _ignore(
@@ -207,16 +275,46 @@ def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outco
     entry.result = result
     if book.clock is None or whistle > book.clock:
         book.clock = whistle
+    reissued = reissue_pending(book, whistle, at) if entry.fixture is not None else ()
     settle(book)
-    return Outcome(changed=True, kind=kind)
+    return Outcome(features=reissued, changed=True, kind=kind)
+
+
+def reissue_pending(book: LeagueBook, whistle: datetime, at: datetime) -> tuple[MatchFeatures, ...]:
+    """New features for every pending fixture a result with final whistle ``whistle`` changes:
+    no result yet, kickoff at or after the whistle and still ahead of event time ``at``.
+
+    One copy of the checkpoint learns the open results in order while the fixtures are read
+    in kickoff order, so re-issuing n fixtures costs one pass, not n."""
+    pending = sorted(
+        (entry.fixture.kickoff, entry.fixture.match_id, entry)
+        for entry in book.open.values()
+        if entry.fixture is not None
+        and entry.result is None
+        and entry.fixture.kickoff >= whistle
+        and entry.fixture.kickoff > at
+    )
+    if not pending:
+        return ()
+    state = book.checkpoint.copy()
+    played = iter(_played(book))
+    upcoming = next(played, None)
+    out = []
+    for kickoff, _, entry in pending:
+        while upcoming is not None and upcoming[0][0] <= kickoff:
+            state.apply_result(upcoming[1], upcoming[2])
+            upcoming = next(played, None)
+        assert entry.fixture is not None
+        out.append(_issue(entry, state.features_for(entry.fixture), at))
+    return tuple(out)
 
 
 def settle(book: LeagueBook) -> None:
     """Fold the open matches :data:`HISTORY` behind the clock into the checkpoint, in
     ``result_key`` order; drop the facts that never became a whole match."""
-    if book.clock is None:
+    if book.clock is None or book.fixture_clock is None:
         return
-    horizon = book.clock - HISTORY
+    horizon = min(book.clock, book.fixture_clock) - HISTORY
     due = sorted(
         ((entry.key(), match_id) for match_id, entry in book.open.items()),
     )
@@ -239,16 +337,20 @@ def _played_by(book: LeagueBook, until: datetime | None) -> LeagueState:
     """A copy of the checkpoint that learned every open whole match whose final whistle is at
     or before ``until`` (all of them if None), in ``result_key`` order."""
     state = book.checkpoint.copy()
-    played = sorted(
-        (entry.key(), entry.fixture, entry.result)
-        for entry in book.open.values()
-        if entry.fixture is not None and entry.result is not None
-    )
-    for (whistle, _), fixture, result in played:
+    for (whistle, _), fixture, result in _played(book):
         if until is not None and whistle > until:
             break
         state.apply_result(fixture, result)
     return state
+
+
+def _played(book: LeagueBook) -> list[tuple[ResultKey, Fixture, MatchResult]]:
+    """The open whole matches in ``result_key`` order."""
+    return sorted(
+        (entry.key(), entry.fixture, entry.result)
+        for entry in book.open.values()
+        if entry.fixture is not None and entry.result is not None
+    )
 
 
 def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
-from models.features import RESULT_DELAY, build_events
-from schemas.events import MatchFeatures, MatchResult
+from models.features import RESULT_DELAY, build_events, fixture_of, result_event
+from schemas.events import Fixture, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow
 
-Kind = Literal["features", "result"]
-_ORDER: dict[str, int] = {"result": 0, "features": 1}
+Kind = Literal["features", "fixture", "result"]
+_ORDER: dict[str, int] = {"result": 0, "features": 1, "fixture": 1}
 """At equal times a result is known before features are built (as in ``build_events``)."""
+FIXTURE_LEAD = timedelta(minutes=1)
+"""How long before kickoff a replay publishes a fixture (its event time): just before, so
+a replay keeps the order of the history (a live producer publishes days ahead, and the
+service re-issues the features as results come in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +32,7 @@ class TimedEvent:
 
     at: datetime
     kind: Kind
-    record: MatchFeatures | MatchResult
+    record: MatchFeatures | Fixture | MatchResult
     origin: str = ""
 
     @property
@@ -71,5 +75,27 @@ def timeline(rows: Sequence[FootballRow], filters: Filters = Filters()) -> list[
             origin = origins[features.match_id]
             events.append(TimedEvent(features.kickoff, "features", features, origin))
             events.append(TimedEvent(result.kickoff + RESULT_DELAY, "result", result, origin))
+    events.sort(key=lambda event: event.sort_key)
+    return events
+
+
+def fact_timeline(rows: Sequence[FootballRow], filters: Filters = Filters()) -> list[TimedEvent]:
+    """What a live producer publishes, in event-time order: each kept match's fixture
+    :data:`FIXTURE_LEAD` before its kickoff and its result at the final whistle. The service's
+    features agent computes the features from them (``tipstream replay``).
+
+    Unlike :func:`timeline`, only the kept matches shape the ratings: the service learns from
+    what it is sent, so a replay from ``--from`` starts the ratings there.
+    """
+    events: list[TimedEvent] = []
+    for row in rows:
+        if filters.keep(row.league, row.kickoff):
+            origin = f"{row.source}:{row.line}"
+            events.append(
+                TimedEvent(row.kickoff - FIXTURE_LEAD, "fixture", fixture_of(row), origin)
+            )
+            events.append(
+                TimedEvent(row.kickoff + RESULT_DELAY, "result", result_event(row), origin)
+            )
     events.sort(key=lambda event: event.sort_key)
     return events

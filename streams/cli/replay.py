@@ -1,11 +1,14 @@
 """``tipstream replay``: backfill history through the real topics, in event-time order.
 
-A match's features are an event at its kickoff; its result an event ``RESULT_DELAY`` later
-(the final whistle). Replaying sorts all events on that time line, so a match's result comes
-after its own features and a later match's features come after the earlier results they were
-built from. Publishing is idempotent (same keys and bytes, deterministic ids downstream) and
-resumable: after every acknowledged chunk the position is checkpointed in PostgreSQL under a
-replay id derived from the exact events, and ``--resume`` continues after it.
+A replay publishes what a live producer does, raw facts: a match's fixture just before its
+kickoff (``FIXTURE_LEAD``) and its result ``RESULT_DELAY`` after it (the final whistle), each
+with its event time in the ``tipstream-event-time`` header, so the service's features agent
+computes the features and the reconciler knows which predictions were made before kickoff in
+the history's own time. Replaying sorts all events on that time line, so a match's result
+comes after its own fixture and a later fixture after the earlier results. Publishing is
+idempotent (same keys and bytes, deterministic ids downstream) and resumable: after every
+acknowledged chunk the position is checkpointed in PostgreSQL under a replay id derived from
+the exact events, and ``--resume`` continues after it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from agents import reconciler_store
+from agents.features_rules import EVENT_TIME_HEADER
 from models.features import RESULT_DELAY, result_event
-from models.timeline import Filters, TimedEvent, timeline
+from models.timeline import FIXTURE_LEAD, Filters, TimedEvent, fact_timeline
 from schemas.codec import InvalidEvent, decode, encode
-from schemas.events import MatchFeatures, MatchResult
+from schemas.events import Fixture, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow, RowError, parse_file
 from streams.db import connect
 from streams.kafka import client_options
@@ -186,7 +190,8 @@ def reject(error: RowError | str, on_error: str, counts: ReplayCounts) -> None:
 async def read_database(
     settings: Settings, filters: Filters, on_error: str, counts: ReplayCounts
 ) -> list[TimedEvent]:
-    """Events stored by the reconciler, re-validated, on the same time line."""
+    """Facts stored by the reconciler, re-validated, on the same time line: each stored
+    match's fixture (its features without them) and its result."""
     pool = await connect(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
@@ -211,15 +216,37 @@ async def read_database(
         counts.valid += 1
         leagues.add(record.league)
         if filters.keep(record.league, record.kickoff):
-            at = record.kickoff + (RESULT_DELAY if kind == "result" else timedelta(0))
-            events.append(
-                TimedEvent(at, "result" if kind == "result" else "features", record, origin)
-            )
+            if isinstance(record, MatchResult):
+                events.append(TimedEvent(record.kickoff + RESULT_DELAY, "result", record, origin))
+            else:
+                fixture = fixture_from(record)
+                events.append(TimedEvent(record.kickoff - FIXTURE_LEAD, "fixture", fixture, origin))
     problem = unknown_leagues(filters.leagues, leagues)
     if problem is not None:
         refuse(problem)
     events.sort(key=lambda event: event.sort_key)
     return events
+
+
+def fixture_from(features: MatchFeatures) -> Fixture:
+    """The fixture a match's stored features were computed from (the facts, not the features)."""
+    return Fixture(
+        match_id=features.match_id,
+        league=features.league,
+        season=features.season,
+        kickoff=features.kickoff,
+        home_team=features.home_team,
+        away_team=features.away_team,
+        odds_open=features.odds_open,
+        odds_close=features.odds_close,
+    )
+
+
+_RECORD_TYPES: dict[str, type[MatchFeatures | Fixture | MatchResult]] = {
+    "features": MatchFeatures,
+    "fixture": Fixture,
+    "result": MatchResult,
+}
 
 
 def encode_all(
@@ -228,13 +255,13 @@ def encode_all(
     """The wire bytes of every event, each checked by the decoder the workers use.
 
     A built event the workers would dead-letter is a bad row: both events of its match are
-    dropped (a result without its features would only be orphaned).
+    dropped (a result without its fixture would only be orphaned).
     """
     payloads = [encode(event.record) for event in events]
     bad: set[str] = set()
     for event, payload in zip(events, payloads, strict=True):
         try:
-            decode(payload, MatchFeatures if event.kind == "features" else MatchResult)
+            decode(payload, _RECORD_TYPES[event.kind])
         except InvalidEvent as error:
             if event.key not in bad:
                 bad.add(event.key)
@@ -294,9 +321,17 @@ class Drain:
         topics = Topics.from_settings(settings)
         self.group = settings.group_id
         self.timeout = timeout
-        # Every hop between a result and the next prediction: features -> predictions ->
-        # reconciler -> model-feed -> learner.
-        self.topics = [topics.features, topics.results, topics.predictions, topics.model_feed]
+        # Every hop between a result and the next prediction: router -> league-inputs ->
+        # features agent -> features -> scorer -> predictions -> reconciler -> model-feed ->
+        # learner.
+        self.topics = [
+            topics.fixtures,
+            topics.results,
+            topics.league_inputs,
+            topics.features,
+            topics.predictions,
+            topics.model_feed,
+        ]
         self.admin = AIOKafkaAdminClient(**client_options(settings))
         self.consumer = AIOKafkaConsumer(
             **client_options(settings), group_id=None, enable_auto_commit=False
@@ -339,7 +374,7 @@ class Drain:
 
 
 def sync_points(events: Sequence[TimedEvent]) -> set[int]:
-    """Positions before which ``--sync`` waits: the first features of each later match day
+    """Positions before which ``--sync`` waits: the first fixture of each later match day
     after results were published."""
     points: set[int] = set()
     results_since = False
@@ -430,9 +465,13 @@ async def publish(
                 pending = []
                 await drain.wait()
             await pacer.wait(event)
-            topic = topics.features if event.kind == "features" else topics.results
             pending.append(
-                await producer.send(topic, plan.payloads[position], key=event.key.encode())
+                await producer.send(
+                    _topic(topics, event),
+                    plan.payloads[position],
+                    key=event.key.encode(),
+                    headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode())],
+                )
             )
             if len(pending) >= plan.checkpoint_every or position == last:
                 await _acknowledge(pending, counts, progress)
@@ -444,6 +483,12 @@ async def publish(
         progress.close()
         await producer.stop()
         await pool.close()
+
+
+def _topic(topics: Topics, event: TimedEvent) -> str:
+    return {"fixture": topics.fixtures, "result": topics.results, "features": topics.features}[
+        event.kind
+    ]
 
 
 async def _acknowledge(pending: list[Any], counts: ReplayCounts, progress: Progress) -> None:
@@ -569,7 +614,7 @@ async def run(
         problem = unknown_leagues(filters.leagues, {row.league for row in rows})
         if problem is not None:
             refuse(problem)
-        events = timeline(rows, filters)
+        events = fact_timeline(rows, filters)
     events, payloads = encode_all(events, args.on_error, counts)
     matches = len({event.key for event in events})
     if args.dry_run:
