@@ -16,11 +16,20 @@ market_open_logloss=<f> market_close_logloss=<f>
 With no ``--models``, the service's default model and policy alone; ``--models all``: every
 catalog model, the default last (under 3 minutes for the 27,700 shared matches on 2 cores);
 ``--by-league`` prints a LEAGUE line per league and model before the QUALITY lines.
+
+After them, the mean opening margin and one betting line per model at the opening odds
+(``models.betting``: flat-stake value bets where ``p * odds - 1`` exceeds ``--bet-threshold``,
+a bootstrap interval over match days, fractional Kelly growth, closing-line value), then the
+market's references (``market-open``, ``market-close``, ``market-open-favourite``)::
+
+    MARGIN matches=<n> open=<f>
+    BETTING model=<id> bets=<n> roi=<f> roi_lo=<f> roi_hi=<f> kelly_growth=<f> clv=<f>
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,8 +42,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from tqdm import tqdm
 
-from models import catalog
+from models import betting, catalog
 from models.base import Model
+from models.betting import BettingSummary
 from models.features import build_events, model_input, prequential_steps
 from models.metrics import MetricSummary, ProbabilityMap, calibration_bins, normalised_implied
 from models.metrics import log_loss as match_log_loss
@@ -92,6 +102,16 @@ class Entrant:
         return f"{self.model.model_id} ({self.policy_name})"
 
 
+@dataclass(frozen=True, slots=True)
+class BettingRules:
+    """How the ``BETTING`` lines bet (``models.betting``)."""
+
+    threshold: float = betting.DEFAULT_THRESHOLD
+    kelly: float = betting.DEFAULT_KELLY
+    resamples: int = betting.DEFAULT_RESAMPLES
+    seed: int = betting.DEFAULT_SEED
+
+
 @dataclass(slots=True)
 class Report:
     """The outcome of one prequential run: per model, and the market on the same matches."""
@@ -104,6 +124,11 @@ class Report:
     market_close_losses: list[float] = field(default_factory=list)
     leagues: list[str] = field(default_factory=list)
     """League of each scored match, in scoring order."""
+    odds_open: list[tuple[float, float, float]] = field(default_factory=list)
+    """Opening decimal odds (H, D, A) of each scored match: the prices the bets are made at."""
+    close_probabilities: list[tuple[float, float, float]] = field(default_factory=list)
+    """Normalised closing line of each scored match (NaN where it is missing): for the CLV."""
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def quality_lines(self) -> list[str]:
         """The ``QUALITY`` line of every model, in the order they were given."""
@@ -116,6 +141,48 @@ class Report:
             f"market_close_logloss={self.market_close.log_loss:.4f}"
             for e in self.entrants
         ]
+
+    def betting(self, rules: BettingRules | None = None) -> list[tuple[str, BettingSummary]]:
+        """Betting figures per model at the opening odds, then the market's references.
+
+        The references are the opening and closing lines as models (``market-open`` never
+        bets: its expected value is minus the margin on every outcome; ``market-close`` bets
+        with what is known only at kickoff, an upper bound) and ``market-open-favourite``, the
+        opening line's favourite backed every match: what a forecast level with the line earns.
+        A reference already among the entrants is not repeated.
+        """
+        rules = rules or BettingRules()
+        odds = np.array(self.odds_open, dtype=np.float64).reshape(-1, 3)
+        close = np.array(self.close_probabilities, dtype=np.float64).reshape(-1, 3)
+        outcomes = np.array([OUTCOMES.index(o) for o in self.outcomes], dtype=np.int64)
+        days = np.array([k.date().toordinal() for k in self.kickoffs], dtype=np.int64)
+        opening = betting.implied(odds)
+        closing = np.where(np.isfinite(close), close, opening)
+
+        def summary(p: np.ndarray, picks: np.ndarray | None = None) -> BettingSummary:
+            return betting.evaluate_bets(
+                p, odds, close, outcomes, days, threshold=rules.threshold, kelly=rules.kelly,
+                picks=picks, resamples=rules.resamples, seed=rules.seed,
+            )  # fmt: skip
+
+        rows = [
+            (e.model.model_id, summary(np.array([[p[o] for o in OUTCOMES] for p, _ in e.scored])))
+            for e in self.entrants
+        ]
+        ids = {model_id for model_id, _ in rows}
+        references = [("market-open", opening), ("market-close", closing)]
+        rows += [(i, summary(p)) for i, p in references if i not in ids]
+        rows.append(("market-open-favourite", summary(opening, betting.favourite_picks(odds))))
+        return rows
+
+    def betting_lines(self, rules: BettingRules | None = None) -> list[str]:
+        """The ``BETTING`` line of every model and reference (see :meth:`betting`)."""
+        return [summary.line(model_id) for model_id, summary in self.betting(rules)]
+
+    def margin_line(self) -> str:
+        """Mean bookmaker's margin (sum of inverse odds minus one) of the scored matches."""
+        odds = np.array(self.odds_open, dtype=np.float64).reshape(-1, 3)
+        return f"MARGIN matches={len(odds)} open={float(np.mean((1.0 / odds).sum(axis=1) - 1)):.4f}"
 
     def league_lines(self) -> list[str]:
         """Per league and model, its log loss and RPS against the market on the same matches."""
@@ -240,6 +307,13 @@ def _score(
     report.leagues.append(features.league)
     report.market_open_losses.append(match_log_loss(market_open, outcome))
     report.market_close_losses.append(match_log_loss(market_close, outcome))
+    odds = features.odds_open
+    report.odds_open.append((odds.home, odds.draw, odds.away))
+    if features.odds_close is None:
+        report.close_probabilities.append((math.nan, math.nan, math.nan))
+    else:
+        report.close_probabilities.append((market_close["H"], market_close["D"], market_close["A"]))
+    report.outcomes.append(outcome)
 
 
 def _learn(entrant: Entrant, x: dict[str, float], p: ProbabilityMap, outcome: Outcome) -> None:
@@ -303,6 +377,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="also print a LEAGUE line per league and model (same run: models learn across "
         "leagues), before the QUALITY lines",
     )  # fmt: skip
+    parser.add_argument(
+        "--bet-threshold", type=float, default=betting.DEFAULT_THRESHOLD, metavar="EV",
+        help="value bet where p * opening odds - 1 exceeds this (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kelly", type=float, default=betting.DEFAULT_KELLY, metavar="FRACTION",
+        help="fraction of the Kelly stake for kelly_growth (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bootstrap", type=int, default=betting.DEFAULT_RESAMPLES, metavar="N",
+        help="bootstrap resamples of match days for the ROI interval (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=betting.DEFAULT_SEED,
+        help="seed of the bootstrap (default: %(default)s)",
+    )  # fmt: skip
     parser.set_defaults(func=handle)
 
 
@@ -311,6 +401,9 @@ def handle(args: argparse.Namespace, settings: object = None) -> int:
     started = time.perf_counter()
     try:
         specs = parse_model_specs(args.models)
+        rules = BettingRules(args.bet_threshold, args.kelly, args.bootstrap, args.seed)
+        if not 0.0 <= rules.kelly <= 1.0 or rules.resamples < 1:
+            raise ValueError("--kelly must be in [0, 1] and --bootstrap at least 1")
         entrants = [Entrant(catalog.create(model_id), policy) for model_id, policy in specs]
         paths = args.data or default_data_files()
         if not paths:
@@ -332,6 +425,8 @@ def handle(args: argparse.Namespace, settings: object = None) -> int:
     if args.by_league:
         print("\n".join(report.league_lines()))
     print("\n".join(report.quality_lines()))
+    print(report.margin_line())
+    print("\n".join(report.betting_lines(rules)))
     return 0
 
 
