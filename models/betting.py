@@ -88,9 +88,21 @@ def value_picks(probabilities: FloatArray, odds: FloatArray, threshold: float) -
     return np.where(ev[np.arange(len(ev)), best] > threshold, best, -1).astype(np.int64)
 
 
+def bettable(odds: FloatArray) -> npt.NDArray[np.bool_]:
+    """Matches whose line has a margin (inverse odds summing to at least one).
+
+    The odds are averages over bookmakers, each with its own margin, so an average line that
+    sums below one is a stale or mistyped quote (32 of the 27,700 shared matches, down to
+    -61%: 4.13/3.10/3.69 for a match that closed 1.85/3.56/4.20), not a price anyone offered.
+    No bet is placed on it; left in, those 32 lines alone gave the opening line itself a
+    positive Kelly growth.
+    """
+    return np.asarray((1.0 / odds).sum(axis=1) >= 1.0)
+
+
 def favourite_picks(odds: FloatArray) -> IntArray:
     """The line's favourite (shortest price) of every match: the reference bettor."""
-    return np.argmin(odds, axis=1).astype(np.int64)
+    return np.asarray(np.argmin(odds, axis=1), dtype=np.int64)
 
 
 def flat_profits(picks: IntArray, odds: FloatArray, outcomes: IntArray) -> FloatArray:
@@ -168,7 +180,8 @@ def evaluate_bets(
     ``close_probabilities`` the normalised closing line (NaN rows: no closing line, left out of
     the CLV only), ``outcomes`` 0/1/2 and ``days`` any integer per match day. ``picks`` overrides
     the value rule (e.g. :func:`favourite_picks`); the Kelly stakes still use the model's
-    probabilities, so a pick without an edge stakes nothing.
+    probabilities, so a pick without an edge stakes nothing. No bet on a line without margin
+    (:func:`bettable`).
     """
     n = len(outcomes)
     for name, array in (("probabilities", probabilities), ("odds_open", odds_open),
@@ -182,6 +195,7 @@ def evaluate_bets(
     if not 0.0 <= kelly <= 1.0:
         raise ValueError(f"the Kelly fraction must be in [0, 1], got {kelly}")
     chosen = value_picks(probabilities, odds_open, threshold) if picks is None else picks
+    chosen = np.where(bettable(odds_open), chosen, -1)
     profits = flat_profits(chosen, odds_open, outcomes)
     staked = (chosen >= 0).astype(np.float64)
     bets = int(staked.sum())

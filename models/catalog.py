@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from models.base import BaseModel, Model
 from models.batch import BatchModel
+from models.ensemble import Ensemble
 from models.features import FEATURE_NAMES
 from models.market import MarketModel
 from models.online import AdaptiveForest, OrderedLogit, RiverSoftmax, SoftmaxRegression
@@ -69,6 +70,11 @@ _FACTORIES: dict[str, Callable[[int], Model]] = {
     "online-arf-noodds": lambda seed: AdaptiveForest(
         "online-arf-noodds", (*RATINGS, *EXPECTED_GOALS), seed=seed
     ),
+    # The online models that read the opening line, and the best one without it, mixed by
+    # weights learned from their discounted log loss (models.ensemble).
+    "online-ensemble": lambda seed: Ensemble(
+        "online-ensemble", [create(member, seed=seed) for member in ENSEMBLE_MEMBERS]
+    ),
     # Refitted at each season start: 0.9776, without odds 0.9885, forest 0.9788.
     "batch-logreg": lambda seed: BatchModel("batch-logreg", FEATURE_NAMES, seed=seed),
     "batch-logreg-noodds": lambda seed: BatchModel(
@@ -77,9 +83,22 @@ _FACTORIES: dict[str, Callable[[int], Model]] = {
     "batch-forest": lambda seed: BatchModel(
         "batch-forest", FEATURE_NAMES, estimator="forest", seed=seed
     ),
+    "batch-boosting": lambda seed: BatchModel(
+        "batch-boosting", FEATURE_NAMES, estimator="boosting", seed=seed
+    ),
     "market-open": lambda seed: MarketModel.opening(),
     "market-close": lambda seed: MarketModel.closing(),
 }
+
+ENSEMBLE_MEMBERS: tuple[str, ...] = (
+    "online-logreg",
+    "online-rating-odds",
+    "online-logreg-full",
+    "online-arf",
+    "online-rating",
+)
+"""What ``online-ensemble`` mixes: every online model that reads the opening line, and the
+best without it (its errors are the least correlated with the line's)."""
 
 ONLINE_MODEL_IDS: tuple[str, ...] = tuple(i for i in _FACTORIES if i.startswith("online-"))
 BATCH_MODEL_IDS: tuple[str, ...] = tuple(i for i in _FACTORIES if i.startswith("batch-"))
@@ -105,6 +124,7 @@ _KINDS: dict[str, type[BaseModel]] = {
         AdaptiveForest,
         BatchModel,
         MarketModel,
+        Ensemble,
     )
 }
 KINDS: tuple[str, ...] = tuple(_KINDS)

@@ -19,10 +19,11 @@ catalog model, the default last (under 3 minutes for the 27,700 shared matches o
 
 After them, the mean opening margin and one betting line per model at the opening odds
 (``models.betting``: flat-stake value bets where ``p * odds - 1`` exceeds ``--bet-threshold``,
-a bootstrap interval over match days, fractional Kelly growth, closing-line value), then the
+a bootstrap interval over match days, fractional Kelly growth, closing-line value; no bet on a
+line whose inverse odds sum below one, counted as ``unbettable``), then the
 market's references (``market-open``, ``market-close``, ``market-open-favourite``)::
 
-    MARGIN matches=<n> open=<f>
+    MARGIN matches=<n> open=<f> unbettable=<n>
     BETTING model=<id> bets=<n> roi=<f> roi_lo=<f> roi_hi=<f> kelly_growth=<f> clv=<f>
 """
 
@@ -182,7 +183,10 @@ class Report:
     def margin_line(self) -> str:
         """Mean bookmaker's margin (sum of inverse odds minus one) of the scored matches."""
         odds = np.array(self.odds_open, dtype=np.float64).reshape(-1, 3)
-        return f"MARGIN matches={len(odds)} open={float(np.mean((1.0 / odds).sum(axis=1) - 1)):.4f}"
+        margin = (1.0 / odds).sum(axis=1) - 1.0
+        unbettable = int((~betting.bettable(odds)).sum())
+        mean = float(np.mean(margin))
+        return f"MARGIN matches={len(odds)} open={mean:.4f} unbettable={unbettable}"
 
     def league_lines(self) -> list[str]:
         """Per league and model, its log loss and RPS against the market on the same matches."""
