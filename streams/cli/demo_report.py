@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models import catalog
+from models import betting, catalog
 from streams.db import connect
 from streams.settings import Settings
 
@@ -40,6 +40,8 @@ class Report:
     champion_logloss: float | None
     series: list[Any]
     alerts: list[Any]
+    bets: list[Any]
+    """Per current evaluation: model, kickoff, outcome, its prediction and the match's odds."""
 
     def mean(self, model_id: str) -> float | None:
         row = next((r for r in self.per_model if r["model_id"] == model_id), None)
@@ -96,9 +98,22 @@ async def collect(settings: Settings) -> Report:
                         ON e.evaluation_id = a.last_evaluation_id
                    ORDER BY 7 NULLS LAST, a.alert_id"""
             )
+            bets = await conn.fetch(
+                """SELECT e.model_id, e.kickoff, e.outcome, p.p_home, p.p_draw, p.p_away,
+                          (f.payload->'odds_open'->>'home')::float8 AS open_home,
+                          (f.payload->'odds_open'->>'draw')::float8 AS open_draw,
+                          (f.payload->'odds_open'->>'away')::float8 AS open_away,
+                          (f.payload->'odds_close'->>'home')::float8 AS close_home,
+                          (f.payload->'odds_close'->>'draw')::float8 AS close_draw,
+                          (f.payload->'odds_close'->>'away')::float8 AS close_away
+                   FROM evaluations e
+                   JOIN predictions p ON p.prediction_id = e.prediction_id
+                   JOIN match_features f ON f.match_id = e.match_id
+                   WHERE e.superseded_by IS NULL ORDER BY e.kickoff, e.match_id"""
+            )
     finally:
         await pool.close()
-    return Report(dict(counts), list(per_model), champion, list(series), list(alerts))
+    return Report(dict(counts), list(per_model), champion, list(series), list(alerts), list(bets))
 
 
 async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
@@ -143,6 +158,21 @@ def markdown(report: Report) -> str:
         f"{r['rps']:.4f} | {r['brier']:.4f} | {r['accuracy']:.3f} |"
         for r in report.per_model
     ]
+    lines += ["", "## Betting at the opening odds", ""]
+    lines += [
+        f"Flat one-unit value bets where p * opening odds - 1 > {betting.DEFAULT_THRESHOLD}; "
+        f"Kelly growth at {betting.DEFAULT_KELLY} Kelly; ROI interval: 95% bootstrap over "
+        "match days; CLV against the normalised closing line (models.betting). "
+        "market-open-favourite backs the opening favourite every match.",
+        "",
+        "| model | bets | ROI | ROI 95% | Kelly growth | CLV |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {model_id} | {s.bets} | {s.roi:.4f} | {s.roi_lo:.4f} .. {s.roi_hi:.4f} | "
+        f"{s.kelly_growth:.4f} | {s.clv:.4f} |"
+        for model_id, s in betting_table(report.bets)
+    ]
     lines += ["", f"## Alerts ({len(report.alerts)})", ""]
     lines += [
         f"- {a['kickoff']:%Y-%m-%d} {a['kind']} ({a['state']}): {a['message']}"
@@ -152,6 +182,40 @@ def markdown(report: Report) -> str:
     ]
     lines += ["", "![rolling log loss](rolling_logloss.png)", ""]
     return "\n".join(lines)
+
+
+def betting_table(rows: list[Any]) -> list[tuple[str, betting.BettingSummary]]:
+    """Betting figures per model from its evaluated predictions and the matches' odds, then
+    the opening favourite backed on every match the opening line was evaluated on."""
+    by_model: dict[str, list[Any]] = {}
+    for row in rows:
+        by_model.setdefault(row["model_id"], []).append(row)
+    table = [(model_id, _bets(model_rows)) for model_id, model_rows in sorted(by_model.items())]
+    if "market-open" in by_model:
+        opening = by_model["market-open"]
+        picks = betting.favourite_picks(_odds(opening, "open"))
+        table.append(("market-open-favourite", _bets(opening, picks)))
+    return table
+
+
+def _odds(rows: list[Any], which: str) -> np.ndarray:
+    columns = [f"{which}_{side}" for side in ("home", "draw", "away")]
+    return np.array([[np.nan if r[c] is None else r[c] for c in columns] for r in rows], float)
+
+
+def _bets(rows: list[Any], picks: np.ndarray | None = None) -> betting.BettingSummary:
+    probabilities = np.array([[r["p_home"], r["p_draw"], r["p_away"]] for r in rows], float)
+    close = _odds(rows, "close")
+    with np.errstate(invalid="ignore"):
+        close_probabilities = betting.implied(close)  # NaN where there is no closing line
+    return betting.evaluate_bets(
+        probabilities,
+        _odds(rows, "open"),
+        close_probabilities,
+        np.array(["HDA".index(r["outcome"]) for r in rows], dtype=np.int64),
+        np.array([r["kickoff"].date().toordinal() for r in rows], dtype=np.int64),
+        picks=picks,
+    )
 
 
 def rolling(values: np.ndarray, window: int) -> np.ndarray:
