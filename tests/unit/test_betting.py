@@ -23,13 +23,23 @@ BETTING_LINE = re.compile(
     r"roi_hi=(-?\d+\.\d{4}|nan) kelly_growth=-?\d+\.\d{4} clv=(-?\d+\.\d{4}|nan)"
 )
 NO_CLOSE = np.full((1, 3), math.nan)
+Triple = tuple[float, float, float]
+Row = tuple[Triple, Triple, int, int]
+"""One match of the properties: probabilities, opening odds, outcome, match day."""
 
 
-def _one(p: tuple[float, float, float], odds: tuple[float, float, float], outcome: int,
-         close: np.ndarray = NO_CLOSE, **kwargs: float) -> betting.BettingSummary:  # fmt: skip
+def _one(
+    p: Triple,
+    odds: Triple,
+    outcome: int,
+    *,
+    threshold: float = betting.DEFAULT_THRESHOLD,
+    kelly: float = betting.DEFAULT_KELLY,
+) -> betting.BettingSummary:
     return evaluate_bets(
-        np.array([p]), np.array([odds]), close, np.array([outcome]), np.array([0]), **kwargs
-    )
+        np.array([p]), np.array([odds]), NO_CLOSE, np.array([outcome]), np.array([0]),
+        threshold=threshold, kelly=kelly,
+    )  # fmt: skip
 
 
 def test_value_pick_is_the_largest_expected_value_above_the_threshold() -> None:
@@ -110,7 +120,7 @@ matches = st.lists(
 )
 
 
-def _arrays(rows: list) -> tuple[np.ndarray, ...]:  # type: ignore[type-arg]
+def _arrays(rows: list[Row]) -> tuple[np.ndarray, ...]:
     p = np.array([r[0] for r in rows])
     odds = np.array([r[1] for r in rows])
     return (
@@ -124,9 +134,9 @@ def _arrays(rows: list) -> tuple[np.ndarray, ...]:  # type: ignore[type-arg]
 
 @settings(max_examples=60, deadline=None)
 @given(matches, st.floats(0.0, 0.3), st.floats(0.0, 0.3))
-def test_properties_of_the_bets(rows: list, low: float, extra: float) -> None:  # type: ignore[type-arg]
-    """ROI lies in [-1, max odds - 1] and inside nothing wider than its bootstrap interval's
-    range; a higher threshold never bets more; the interval is ordered and reproducible."""
+def test_properties_of_the_bets(rows: list[Row], low: float, extra: float) -> None:
+    """ROI and its bootstrap interval lie in [-1, max odds - 1], the interval ordered; a higher
+    threshold never bets more; the same input gives the same figures (seeded bootstrap)."""
     p, odds, close, outcomes, days = _arrays(rows)
     loose = evaluate_bets(p, odds, close, outcomes, days, threshold=low)
     strict = evaluate_bets(p, odds, close, outcomes, days, threshold=low + extra)
@@ -141,7 +151,7 @@ def test_properties_of_the_bets(rows: list, low: float, extra: float) -> None:  
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(odds_rows, min_size=1, max_size=30), st.floats(0.0, 0.2))
-def test_a_forecast_equal_to_the_line_never_bets(odds_list: list, threshold: float) -> None:  # type: ignore[type-arg]
+def test_a_forecast_equal_to_the_line_never_bets(odds_list: list[Triple], threshold: float) -> None:
     """At the normalised line, p * odds - 1 = 1 / (1 + margin) - 1 <= 0 on every outcome."""
     odds = np.array(odds_list)
     p = betting.implied(odds)
@@ -152,7 +162,7 @@ def test_a_forecast_equal_to_the_line_never_bets(odds_list: list, threshold: flo
 
 @settings(max_examples=60, deadline=None)
 @given(matches)
-def test_clv_is_the_expected_value_when_the_close_agrees_with_the_model(rows: list) -> None:  # type: ignore[type-arg]
+def test_clv_is_the_expected_value_when_the_close_agrees_with_the_model(rows: list[Row]) -> None:
     """With the closing line equal to the model's probabilities, CLV is the bets' mean EV; with
     no Kelly fraction, the bankroll never moves."""
     p, odds, _, outcomes, days = _arrays(rows)

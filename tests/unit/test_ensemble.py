@@ -35,7 +35,8 @@ class Fixed(BaseModel):
 
     @classmethod
     def _from_state(cls, model_id: str, inputs: tuple[str, ...], state: dict[str, Any]) -> Self:
-        return cls(model_id, tuple(state["p"]))  # type: ignore[arg-type]
+        low, middle, high = state["p"]
+        return cls(model_id, (low, middle, high))
 
 
 def _pair(**kwargs: float) -> Ensemble:
@@ -56,7 +57,8 @@ def test_weights_move_toward_the_better_member() -> None:
     """On mostly home wins the weight of the member that favours home grows at every home win
     and ends near one; the ensemble's prediction follows it."""
     ensemble = _pair()
-    outcomes: list[Outcome] = ["H", "H", "D", "H", "A", "H", "H", "H", "D", "H"] * 5
+    pattern: list[Outcome] = ["H", "H", "D", "H", "A", "H", "H", "H", "D", "H"]
+    outcomes = pattern * 5
     previous = ensemble.member_weights()["home"]
     for y in outcomes:
         ensemble.learn_one({"n": 0.0}, y)
@@ -71,7 +73,9 @@ def test_weights_move_toward_the_better_member() -> None:
 def test_forgetting_lets_weight_come_back() -> None:
     """After a run of home wins then a run of away wins, a discounted ensemble has moved to the
     away member; without forgetting the early run still dominates it longer."""
-    outcomes: list[Outcome] = ["H"] * 200 + ["A"] * 150
+    home: list[Outcome] = ["H"]
+    away: list[Outcome] = ["A"]
+    outcomes = home * 200 + away * 150
     forgetting, remembering = _pair(discount=0.95), _pair(discount=1.0)
     for y in outcomes:
         forgetting.learn_one({}, y)
