@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models.base import (
     BASE_RATES,
@@ -107,6 +108,14 @@ class BatchModel(BaseModel):
             raise ValueError(f"{len(rows)} rows but {len(outcomes)} outcomes")
         if len(rows) <= max(folds, 1):
             raise ValueError(f"need more than {max(folds, 1)} rows to fit, got {len(rows)}")
+        # One OpenMP thread (scikit-learn's own dependency limits it): histogram boosting's
+        # threads spin-wait on a busy machine, 2.5x slower on 600 matches with 2 cores idle
+        # and past a 300 s test timeout on 2 cores shared with other jobs.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return self._fit(rows, outcomes, folds)
+
+    def _fit(self, rows: Sequence[Mapping[str, float]], outcomes: Sequence[Outcome], folds: int
+             ) -> FitReport:  # fmt: skip
         matrix = self.matrix(rows)
         seen = np.isfinite(matrix)
         counts = seen.sum(axis=0)
