@@ -14,7 +14,8 @@ printed are one per model::
 market_open_logloss=<f> market_close_logloss=<f>
 
 With no ``--models``, the service's default model and policy alone; ``--models all``: every
-catalog model, the default last (under 3 minutes for the 27,700 shared matches on 2 cores);
+catalog model, the default last (about 3 minutes for the 27,700 shared matches on 2 idle cores
+before the ensemble, which runs five members again, joined);
 ``--by-league`` prints a LEAGUE line per league and model before the QUALITY lines.
 
 After them, the mean opening margin and one betting line per model at the opening odds
