@@ -7,8 +7,8 @@ has passed, so a model is never scored on a result it has seen, nor helped by on
 unknown at kickoff. Each league's first season is burn-in: the models learn from it, but it is
 not scored (ratings start from nothing there). Batch models, which do not learn online, are
 refitted on every known result at the start of each season (without cross-validation). The
-market's opening and closing lines are scored on exactly the scored matches, and the last lines
-printed are one per model::
+market's opening and closing lines are scored on exactly the scored matches, and one line is
+printed per model::
 
     QUALITY model=<id> policy=<policy> matches=<n> logloss=<f> rps=<f> brier=<f> accuracy=<f> \
 market_open_logloss=<f> market_close_logloss=<f>
