@@ -525,6 +525,12 @@ class LeagueInput(Record, frozen=True, kw_only=True):
     # When the fact happened in event time: the producer's ``tipstream-event-time`` header
     # (a backfill's history), else the moment the router took it (live).
     event_time: AwareDatetime | None = None
+    # The router's input partition the fact came from (``fixtures:3``): the features agent
+    # settles a league only as far as its slowest source has come.
+    source: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # A replay's history before its window (``tipstream replay --from``), written here by the
+    # replay itself: it builds the league's state, and no features are issued for it.
+    warm_up: bool = False
 
     def __post_init__(self) -> None:
         if (self.fixture is None) == (self.result is None):
