@@ -167,10 +167,10 @@ def sweep(stream: Sequence[Scored], horizon: int, quiet: bool) -> None:
     grid = [(k, h) for k in (0.5, 1.0, 1.5) for h in (10.0, 15.0, 20.0, 25.0, 30.0)]
     for k, h in tqdm(grid, desc="sweep", disable=quiet):
         alarms = false_alarms(stream, observed, True, k, h)
-        cells = [
-            f"{fault}={summary(delays(observed, broken[fault], starts[fault], True, k, h, horizon))}"
-            for fault in FAULTS
-        ]
+        cells = []
+        for fault in FAULTS:
+            found = delays(observed, broken[fault], starts[fault], True, k, h, horizon)
+            cells.append(f"{fault}={summary(found)}")
         total = sum(len(a) for a in alarms.values())
         print(f"SWEEP k={k:g} h={h:g} false_alarms={total} " + " ".join(cells).replace(" | ", "/"))
 

@@ -52,7 +52,7 @@ MODEL_FAULTS: dict[str, tuple[str, Callable[[Triple], Triple]]] = {
 WRONG_RESULTS = "wrong-results"
 FAULTS: dict[str, str] = {
     "swap": MODEL_FAULTS["swap"][0],
-    WRONG_RESULTS: "results joined to the wrong matches (a feed bug: each match gets the next one's)",
+    WRONG_RESULTS: "results joined to the wrong matches (each match gets the next one's)",
     **{name: text for name, (text, _) in MODEL_FAULTS.items() if name != "swap"},
 }
 """Every fault, in the order of the issue's table, with its description."""
