@@ -193,12 +193,12 @@ def sentence(model_id: str, model_version: int | None, scope: str, decision: Dec
             return (
                 f"{who} ({where}) now loses to the opening line: its log loss is "
                 f"{decision.current:+.4f} per match against the market's over the last "
-                f"{decision.window} evaluations ({span}), where its baseline was {baseline} "
+                f"{_evaluations(decision.window)} ({span}), where its baseline was {baseline} "
                 f"({decision.detector}, threshold {decision.threshold:g} robust deviations)."
             )
         return (
             f"{who} ({where}) is back at its usual distance to the opening line: "
-            f"{decision.current:+.4f} per match over the last {decision.window} evaluations "
+            f"{decision.current:+.4f} per match over the last {_evaluations(decision.window)} "
             f"({span}) against a baseline of {baseline} ({decision.detector})."
         )
     baseline = "none yet" if decision.baseline is None else f"{decision.baseline:.4f}"
@@ -211,9 +211,13 @@ def sentence(model_id: str, model_version: int | None, scope: str, decision: Dec
     verb = "got worse" if decision.kind == "decay" else "recovered"
     return (
         f"{who} ({where}): {decision.metric} {verb}, {decision.current:.4f} over the last "
-        f"{decision.window} evaluations ({span}) against a baseline of {baseline} "
+        f"{_evaluations(decision.window)} ({span}) against a baseline of {baseline} "
         f"({decision.detector} test, threshold {decision.threshold:.0%})."
     )
+
+
+def _evaluations(count: int) -> str:
+    return "evaluation" if count == 1 else f"{count} evaluations"
 
 
 def _span(decision: Decision) -> str:

@@ -138,7 +138,8 @@ def test_the_alert_says_what_an_operator_acts_on() -> None:
     rng = random.Random(5)
     m = monitor()
     run(m, noise(rng, 100))
-    decay = paired(run(m, noise(rng, 30, shift=0.5), start=100))[0]
+    decay = paired(run(m, noise(rng, 30, shift=0.1), start=100))[0]
+    assert decay.window > 1
     alert = to_alert("online-logreg", "league:spain-laliga", decay, NOW, model_version=7)
     assert (alert.model_id, alert.model_version, alert.scope) == (
         "online-logreg",
