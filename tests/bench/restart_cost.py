@@ -4,12 +4,16 @@ changelog a restarted worker reads back (docs/DEPLOYMENT.md, "What a restart cos
     python -m tests.bench.restart_cost --from 2022-01-15            # ~5,000 matches
     python -m tests.bench.restart_cost                              # all 27,700
     python -m tests.bench.restart_cost --from 2022-01-15 --retention-days 36500  # no retirement
+    python -m tests.bench.restart_cost --store rocksdb                 # RocksDB table store
 
 A deployment of its own (prefix, app id, database, web port) on the running services: one
 worker, a replay of the shipped matches from ``--from`` (no ``--sync``: as fast as the worker
 goes), a wait until every match is evaluated by every seeded model, then the worker's RSS,
-a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. Prints one JSON
-line; removes the deployment afterwards.
+a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. With
+``--store rocksdb`` the worker keeps its tables on disk (a directory of its own under
+``--log-dir``): the size of that directory is reported, and a second restart with it removed
+(``cold``: a worker that starts on another machine) is timed too. Prints one JSON line;
+removes the deployment (and the table directory) afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +35,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.settings import Settings
+from streams.settings import TABLE_STORES, Settings
+from streams.worker.app import table_data_dir
 from tests.deployment import REPO, base_settings, create, environment, isolated, remove
 
 MODELS = 4  # seeded: champion, challenger, two market references
@@ -42,6 +48,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def disk_mb(path: Path) -> float:
+    """Bytes of the files under ``path``, in MB."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
 
 
 def ready(settings: Settings) -> bool:
@@ -117,6 +133,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = isolated(
         base, tag, database=f"tipstream_{tag.replace('-', '_')}", log_format="json",
         ledger_retention_days=args.retention_days, ledger_segment_seconds=args.segment_seconds,
+        table_store=args.store, table_dir=str(Path(args.log_dir) / f"{tag}-tables"),
     )  # fmt: skip
     log = Path(args.log_dir) / f"{tag}.log"
     await create(settings, base)
@@ -141,14 +158,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         processed_s = time.monotonic() - t0
         await asyncio.sleep(3.0)  # the last batch's changelog writes and offsets
         rss_after_replay = rss_mb(worker.pid)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_worker(worker)
         await asyncio.sleep(args.settle)  # time for the broker's log cleaner, if asked
         figures = await changelog(settings)
         worker = start_worker(settings, log)
         to_ready = wait_ready(settings, worker, 600)
         rss_ready = rss_mb(worker.pid)
+        local: dict[str, float] = {}
+        if args.store == "rocksdb":
+            await asyncio.sleep(3.0)
+            stop_worker(worker)
+            local["table_dir_mb"] = round(disk_mb(table_data_dir(settings)), 1)
+            shutil.rmtree(table_data_dir(settings))
+            worker = start_worker(settings, log)
+            local["cold_restart_to_ready_s"] = round(wait_ready(settings, worker, 600), 2)
+            local["rss_at_cold_ready_mb"] = round(rss_mb(worker.pid))
         return {
+            "store": args.store,
             "matches": matches,
             "retention_days": args.retention_days,
             "segment_seconds": args.segment_seconds,
@@ -158,13 +184,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "restart_to_ready_s": round(to_ready, 2),
             "rss_at_ready_mb": round(rss_ready),
             **figures,
+            **local,
         }
     finally:
         if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_worker(worker)
         if not args.keep:
             await remove(settings, base)
+            shutil.rmtree(settings.table_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -173,6 +200,7 @@ if __name__ == "__main__":
     parser.add_argument("--retention-days", type=int, default=30)
     parser.add_argument("--segment-seconds", type=int, default=3600)
     parser.add_argument("--settle", type=float, default=0.0, help="seconds before the restart")
+    parser.add_argument("--store", choices=TABLE_STORES, default="memory", help="table store")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--keep", action="store_true", help="leave the deployment in place")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

@@ -1,0 +1,42 @@
+"""Faust's RocksDB table store (``rocksdict``), with each key in its own partition's database.
+
+``TIPSTREAM_TABLE_STORE=rocksdb`` keeps a table as one RocksDB database per partition, each
+holding the offset of the last changelog record it applied, so a restarted worker reads only
+the changelog past it. Faust 0.15.3 writes a key into the database of the partition of the
+*event being processed* (``Store._set``), not of the key. Our tables route their changelog by
+key (``use_partitioner=True``) and the agents handle batches that mix partitions, so a ledger
+of partition 2 could land in the database of partition 0: found again while the worker holds
+both (``_get`` searches every open database), but gone when partition 0 moves to another
+worker while 2 stays, and stale when 0 comes back (its offsets say the ledger was read). Here
+a key goes to the database of the partition its changelog record goes to, so a partition's
+database is exactly its changelog partition, wherever it is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.stores import STORES
+from faust.stores.rocksdb import Store as RocksDBStore
+
+SCHEME = "tipstream-rocksdb"
+"""The store URL scheme (``tipstream-rocksdb://``) under which Faust finds :class:`Store`."""
+
+
+class Store(RocksDBStore):  # type: ignore[misc]  # Faust is untyped
+    """RocksDB store keyed by the partition of the key, as the changelog is."""
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        partitions = list(range(self.table.partitions or self.app.conf.topic_partitions))
+        # The app's producer partitioner (streams/worker/runtime.py): the same function routes
+        # this key's changelog record.
+        partitioner: Any = self.app.conf.producer_partitioner
+        partition = int(partitioner(key, partitions, partitions))
+        self._key_index[key] = partition
+        self._db_for_partition(partition).put(key, value)
+
+
+def register() -> str:
+    """Make the store known to Faust; its URL."""
+    STORES.aliases[SCHEME] = f"{__name__}:Store"
+    return f"{SCHEME}://"
