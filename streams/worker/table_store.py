@@ -23,15 +23,15 @@ SCHEME = "tipstream-rocksdb"
 """The store URL scheme (``tipstream-rocksdb://``) under which Faust finds :class:`Store`."""
 
 
-class Store(RocksDBStore):  # type: ignore[misc]  # Faust is untyped
+class Store(RocksDBStore):
     """RocksDB store keyed by the partition of the key, as the changelog is."""
 
     def _set(self, key: bytes, value: bytes | None) -> None:
         partitions = list(range(self.table.partitions or self.app.conf.topic_partitions))
-        # The app's producer partitioner (streams/worker/runtime.py): the same function routes
-        # this key's changelog record.
-        partitioner: Any = self.app.conf.producer_partitioner
-        partition = int(partitioner(key, partitions, partitions))
+        # The app's producer partitioner (streams/worker/runtime.py), which routes this key's
+        # changelog record; Faust types it as a method of its settings (see runtime.py).
+        conf: Any = self.app.conf
+        partition = int(conf.producer_partitioner(key, partitions, partitions))
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
 

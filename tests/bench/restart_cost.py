@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,46 @@ def wait_ready(settings: Settings, worker: subprocess.Popen[bytes], limit: float
             raise TimeoutError("the worker did not get ready")
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+def recovery(log: Path, since: int) -> dict[str, float]:
+    """What the worker whose log starts at byte ``since`` read back: the changelog offsets
+    between where its recovery started reading and the highwater (Faust's two tables of
+    partitions; a compacted changelog has gaps, so this is an upper bound on records), and the
+    seconds from the first table to "Recovery complete"."""
+    started = done = None
+    reading: dict[tuple[str, int], int] = {}
+    highwater: dict[tuple[str, int], int] = {}
+    with log.open("rb") as source:
+        source.seek(since)
+        for line in source:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            event = str(entry.get("event", "")) if isinstance(entry, dict) else ""
+            into = None
+            if "active offsets at start of reading" in event and not reading:
+                into = reading
+            elif "Highwater for active changelog partitions" in event and not highwater:
+                into = highwater
+            elif "Recovery complete" in event and done is None:
+                done = entry["timestamp"]
+            if into is not None:
+                started = started or entry["timestamp"]
+                topic = ""
+                for row in event.splitlines():
+                    cells = [c.strip() for c in row.strip("|").split("|")]
+                    if len(cells) == 3 and cells[1].isdigit():
+                        topic = topic if cells[0] == "\u3003" else cells[0]
+                        into[(topic, int(cells[1]))] = int(cells[2])
+    span = sum(max(0, end - reading.get(tp, -1)) for tp, end in highwater.items())
+    seconds = (
+        (datetime.fromisoformat(done) - datetime.fromisoformat(started)).total_seconds()
+        if started and done
+        else float("nan")
+    )
+    return {"changelog_offsets_read": span, "recovery_s": round(seconds, 2)}
 
 
 async def evaluations(settings: Settings) -> int:
@@ -161,8 +202,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stop_worker(worker)
         await asyncio.sleep(args.settle)  # time for the broker's log cleaner, if asked
         figures = await changelog(settings)
+        since = log.stat().st_size
         worker = start_worker(settings, log)
         to_ready = wait_ready(settings, worker, 600)
+        read_back = recovery(log, since)
         rss_ready = rss_mb(worker.pid)
         local: dict[str, float] = {}
         if args.store == "rocksdb":
@@ -170,8 +213,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             stop_worker(worker)
             local["table_dir_mb"] = round(disk_mb(table_data_dir(settings)), 1)
             shutil.rmtree(table_data_dir(settings))
+            since = log.stat().st_size
             worker = start_worker(settings, log)
             local["cold_restart_to_ready_s"] = round(wait_ready(settings, worker, 600), 2)
+            cold = recovery(log, since)
+            local["cold_changelog_offsets_read"] = cold["changelog_offsets_read"]
+            local["cold_recovery_s"] = cold["recovery_s"]
             local["rss_at_cold_ready_mb"] = round(rss_mb(worker.pid))
         return {
             "store": args.store,
@@ -182,6 +229,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "replay_and_processing_s": round(processed_s, 1),
             "rss_after_replay_mb": round(rss_after_replay),
             "restart_to_ready_s": round(to_ready, 2),
+            **read_back,
             "rss_at_ready_mb": round(rss_ready),
             **figures,
             **local,

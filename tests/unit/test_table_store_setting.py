@@ -51,7 +51,9 @@ def test_rocksdb_uses_our_store_in_a_directory_per_deployment_and_worker(tmp_pat
     assert table_data_dir(one.replace()) == table_data_dir(one)
 
 
-def test_a_relative_table_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_table_dir_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Faust would resolve it against the working directory too, but later: a log line or a
     second worker started elsewhere would name another directory."""
     monkeypatch.chdir(tmp_path)
