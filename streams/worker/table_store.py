@@ -2,14 +2,18 @@
 
 ``TIPSTREAM_TABLE_STORE=rocksdb`` keeps a table as one RocksDB database per partition, each
 holding the offset of the last changelog record it applied, so a restarted worker reads only
-the changelog past it. Faust 0.15.3 writes a key into the database of the partition of the
-*event being processed* (``Store._set``), not of the key. Our tables route their changelog by
-key (``use_partitioner=True``) and the agents handle batches that mix partitions, so a ledger
-of partition 2 could land in the database of partition 0: found again while the worker holds
-both (``_get`` searches every open database), but gone when partition 0 moves to another
-worker while 2 stays, and stale when 0 comes back (its offsets say the ledger was read). Here
-a key goes to the database of the partition its changelog record goes to, so a partition's
-database is exactly its changelog partition, wherever it is opened.
+the changelog past it. Faust 0.15.3's store does not work with our agents as it is: its
+``Store._set`` takes the database from the partition of the *event being processed*
+(``current_event()``), and asserts there is one. Our agents write their tables while handling
+a batch, outside Faust's per-event context, so every ledger write failed with a bare
+``AssertionError`` (seen in tests/integration/test_table_store.py with the stock store: the
+reconciler's batches failed, retried event by event, and the stopped worker's databases held
+no ledger). Even with an event, it would be the wrong database: our tables route their
+changelog by key (``use_partitioner=True``) and a batch mixes partitions, so a ledger of
+partition 2 could land in the database of partition 0, lost when 0 moves to another worker and
+stale when it comes back. Here a key goes to the database of the partition its changelog
+record goes to, so a partition's database is exactly its changelog partition, wherever it is
+opened.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ directory its own (two workers on one machine never open one database)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +61,16 @@ def test_a_relative_table_dir_is_made_absolute(
     monkeypatch.chdir(tmp_path)
     settings = Settings(table_store="rocksdb", table_dir="state", web_port=7000)
     assert table_data_dir(settings) == tmp_path / "state" / "tipstream-7000"
+
+
+def test_rocksdb_without_rocksdict_is_a_refusal_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "rocksdict" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(SystemExit, match=r"needs rocksdict: pip install 'tipstream\[rocksdb\]'"):
+        table_store(Settings(table_store="rocksdb"))
