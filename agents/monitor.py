@@ -30,7 +30,8 @@ from agents.monitor_rules import (
     reference_log_loss,
 )
 from agents.runtime import AgentRuntime
-from schemas.events import Alert, DeadLetter, Evaluation, ModelFeedItem
+from models.catalog import REFERENCE_MODEL_IDS
+from schemas.events import Alert, DeadLetter, Evaluation, ModelFeedItem, Outcome
 
 AGENT = "decay-monitor"
 
@@ -60,7 +61,7 @@ class Monitor:
     ) -> list[tuple[str, Decision]]:
         """Feed one evaluation (and its match's model inputs) to its model's overall and league
         monitors."""
-        reference = reference_log_loss(inputs, evaluation.outcome)
+        reference = market_reference(evaluation.model_id, inputs, evaluation.outcome)
         decisions = []
         for scope in ("all", f"league:{evaluation.league}"):
             for decision in self.scope(evaluation.model_id, scope).observe(
@@ -80,7 +81,7 @@ class Monitor:
             line = {"open_p_H": row["open_p_h"], "open_p_D": row["open_p_d"]}
             line["open_p_A"] = row["open_p_a"]
             inputs = {name: p for name, p in line.items() if p is not None}
-            reference = reference_log_loss(inputs, row["outcome"])
+            reference = market_reference(model_id, inputs, row["outcome"])
             for scope in ("all", f"league:{row['league']}"):
                 self.scope(model_id, scope).observe(
                     row["evaluation_id"],
@@ -94,6 +95,15 @@ class Monitor:
     def forget(self) -> None:
         self.scopes.clear()
         self.warm.clear()
+
+
+def market_reference(model_id: str, inputs: dict[str, float], outcome: Outcome) -> float | None:
+    """The opening line's log loss for the paired test; None for the market references
+    themselves: they are the baseline (``market-open`` against itself is 0 on every match, a
+    spread of 0 that the paired test would read as a decay at the first rounding)."""
+    if model_id in REFERENCE_MODEL_IDS:
+        return None
+    return reference_log_loss(inputs, outcome)
 
 
 def register(app: faust.App, runtime: AgentRuntime) -> Monitor:

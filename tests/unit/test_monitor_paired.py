@@ -6,10 +6,11 @@ import math
 import random
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.monitor import sentence, to_alert
+from agents.monitor import market_reference, sentence, to_alert
 from agents.monitor_rules import (
     PAIRED_DETECTOR,
     PAIRED_METRIC,
@@ -18,6 +19,7 @@ from agents.monitor_rules import (
     ScopeMonitor,
     reference_log_loss,
 )
+from models.catalog import REFERENCE_MODEL_IDS
 from schemas.codec import decode, encode
 from schemas.events import Alert
 
@@ -202,3 +204,13 @@ def test_every_kind_of_decision_reads_as_one_sentence() -> None:
         assert text.startswith("x v3 (all leagues)")
         assert "m1" in text
         assert text.endswith(".")
+
+
+def test_the_market_references_are_not_tested_against_the_market() -> None:
+    """The paired test compares a model with the opening line: the references themselves get
+    no reference loss (market-open against itself is 0 on every match, a zero spread), the
+    other models the opening line's log loss on the match."""
+    inputs = {"open_p_H": 0.5, "open_p_D": 0.3, "open_p_A": 0.2}
+    for model_id in REFERENCE_MODEL_IDS:
+        assert market_reference(model_id, inputs, "H") is None
+    assert market_reference("online-logreg", inputs, "H") == pytest.approx(-math.log(0.5))
