@@ -176,8 +176,8 @@ async def _reader(settings: Settings) -> AsyncIterator[tuple[AIOKafkaConsumer, l
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     try:
+        await consumer.start()
         if topic not in await consumer.topics():
             raise Refused(f"no topic {topic} (run `tipstream topics create`)")
         # Metadata of a topic is kept only once asked for (a subscription would ask too).
@@ -189,7 +189,7 @@ async def _reader(settings: Settings) -> AsyncIterator[tuple[AIOKafkaConsumer, l
         consumer.assign(partitions)
         yield consumer, partitions
     finally:
-        await consumer.stop()
+        await consumer.stop()  # also after a failed start: no "unclosed consumer" warning
 
 
 async def read_letters(settings: Settings) -> list[tuple[view.LetterId, DeadLetter]]:
@@ -366,8 +366,8 @@ async def redrive(
 
 async def _publish(settings: Settings, topic: str, key: bytes | None, payload: bytes) -> Any:
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
-    await producer.start()
     try:
+        await producer.start()
         return await producer.send_and_wait(topic, payload, key=key)
     finally:
-        await producer.stop()
+        await producer.stop()  # also after a failed start: no "unclosed producer" warning
