@@ -120,6 +120,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(to_json(detail))
         else:
             redrive_lines = detail.pop("redrives")
+            if detail["payload"] is not None:  # the text says it all; --json keeps base64
+                del detail["payload_b64"]
             print(fields(detail | {"redrives": len(redrive_lines)}))
             for r in redrive_lines:
                 flags = "".join(f" ({flag})" for flag in ("corrected", "forced") if r[flag])

@@ -49,7 +49,7 @@ def to_json(value: Any, *, lines: bool = False) -> str:
 
 def cell(value: Any) -> str:
     """One value as a table shows it: ``-`` for none, datetimes to the second, floats to four
-    decimals, newlines as spaces."""
+    decimals, line breaks and tabs as spaces."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
@@ -58,7 +58,8 @@ def cell(value: Any) -> str:
         return f"{value:.4f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return " ".join(str(value).split())
+    # Line breaks only: other whitespace is kept, as a rule may be about it (a blank name).
+    return str(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
 
 
 def table(
