@@ -96,7 +96,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError(f"--limit must be at least 1, got {args.limit}")
         letters = [
             (letter_id, letter)
-            for letter_id, letter in await read_letters(settings)
+            for letter_id, letter in sorted(
+                await read_letters(settings),
+                key=lambda item: (item[1].failed_at, item[0].partition, item[0].offset),
+            )
             if (args.topic is None or view.topic_matches(topics, letter.source_topic, args.topic))
             and (args.reason is None or view.reason_matches(letter, args.reason))
         ][-args.limit :]

@@ -258,6 +258,10 @@ async def test_an_invalid_event_fixed_and_redriven_is_scored_and_evaluated_once(
     assert (letter["field"], letter["agent"], letter["redriven"]) == ("$.home_team", "scorer", 0)
     assert cli_json(settings, "dead-letters", "list", "--reason", "must not be blank")
     assert cli_json(settings, "dead-letters", "list", "--reason", "no such rule") == []
+    partition = letter["id"].split(":")[0]
+    missing = run_cli(settings, "dead-letters", "show", f"{partition}:999999")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"tipstream dead-letters show: no dead letter {partition}:")
     shown = cli_json(settings, "dead-letters", "show", letter["id"])
     assert shown["payload"] == broken_bytes.decode()
     await wait_for(
