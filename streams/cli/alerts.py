@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _filters(listing)
     listing.add_argument("--status", choices=alert_store.STATUSES)
     listing.add_argument("--since", help="created since: 30m, 2h, 7d, or an ISO date/datetime")
-    listing.add_argument("--limit", type=_positive, default=50, help="at most N (default 50)")
+    listing.add_argument("--limit", type=positive, default=50, help="at most N (default 50)")
     show = commands.add_parser("show", help="every field of one alert")
     show.add_argument("alert_id", help="the id, or a unique prefix of it (as `list` shows)")
     tail = commands.add_parser("tail", help="print the latest alerts, then new ones as stored")
@@ -68,7 +68,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", dest="model_id", help="one model's alerts")
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -210,20 +210,29 @@ class TailCursor:
         return fresh
 
 
-TAIL_WIDTHS = {"created_at": 19, "id": SHORT_ID, "status": 12, "kind": 10, "model_id": 20}
+TAIL_WIDTHS = {
+    "id": SHORT_ID,
+    "created_at": 19,
+    "status": 12,
+    "kind": 10,
+    "model_id": 20,
+    "scope": 24,
+    "metric": 10,
+}
+"""Column widths of ``tail`` (rows arrive one by one, so widths cannot be measured): the
+listing's columns, wide enough for the ids, kinds and scopes the service writes."""
 
 
 def tail_line(alert: dict[str, Any]) -> str:
-    """One followed alert on one line, in fixed columns (rows arrive one by one, so widths
-    cannot be measured): when, id, status, kind, model, scope, metric, the sentence."""
+    """One followed alert on one line, in the listing's columns, the sentence last."""
     row = list_row(alert)
     fixed = "  ".join(f"{cell(row.get(c)):{w}}" for c, w in TAIL_WIDTHS.items())
-    return f"{fixed}  {cell(row.get('scope'))}  {cell(row.get('metric'))}  {cell(row['message'])}"
+    return f"{fixed}  {cell(row['message'])}"
 
 
 def tail_header() -> str:
     names = "  ".join(f"{HEADERS.get(c, c):{w}}" for c, w in TAIL_WIDTHS.items())
-    return f"{names}  scope  metric  message"
+    return f"{names}  message"
 
 
 async def _tail(conn: Any, args: argparse.Namespace) -> None:

@@ -53,6 +53,8 @@ RECORD_TYPES: dict[TopicSpec, type[Record]] = {
     ALERTS: Alert,
 }
 """The event each consumed topic carries: the type its consuming agent decodes it as."""
+MATCH_KEYED = (Fixture, MatchFeatures, MatchResult, Prediction, Evaluation)
+"""Events published keyed by their match id (``streams.topics``: key "match id")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,20 @@ def still_invalid(payload: bytes, record_type: type[Record]) -> ValidationIssue 
     except InvalidEvent as error:
         return error.issue
     return None
+
+
+def key_mismatch(payload: bytes, record_type: type[Record], key: bytes | None) -> str | None:
+    """Why a valid payload must not go out under the letter's key, or None: an event keyed by
+    match id whose ``match_id`` is not the key would land on another match's partition (the
+    reconciler joins a match's events on one partition)."""
+    record = decode(payload, record_type)
+    match_id = getattr(record, "match_id", None)
+    if key is None or not isinstance(match_id, str) or record_type not in MATCH_KEYED:
+        return None
+    text = key.decode("utf-8", "replace")
+    if text == match_id:
+        return None
+    return f"its match_id {match_id!r} is not the letter's key {text!r}"
 
 
 def letter_row(

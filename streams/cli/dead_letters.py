@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas.codec import InvalidEvent, decode
 from schemas.events import DeadLetter
 from streams.cli import dead_letter_view as view
-from streams.cli.alerts import terminal_width
+from streams.cli.alerts import positive, terminal_width
 from streams.cli.output import fields, table, to_json
 from streams.db import connect
 from streams.kafka import client_options
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing = commands.add_parser("list", help="dead letters, oldest first")
     listing.add_argument("--topic", help="only from this source topic (name or suffix)")
     listing.add_argument("--reason", help="only with this text in the field or the rule")
-    listing.add_argument("--limit", type=int, default=100, help="the newest N (default 100)")
+    listing.add_argument("--limit", type=positive, default=100, help="the newest N (default 100)")
     show = commands.add_parser("show", help="every field of one dead letter, with its payload")
     show.add_argument("letter_id", help="PARTITION:OFFSET on the dead-letter topic, as listed")
     redrive = commands.add_parser(
@@ -92,8 +92,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     topics = Topics.from_settings(settings)
     command = args.dead_letters_command
     if command == "list":
-        if args.limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {args.limit}")
         letters = [
             (letter_id, letter)
             for letter_id, letter in sorted(
@@ -326,6 +324,9 @@ async def redrive(
             f"the {which} is still invalid, {view.issue_text(issue)} (the {letter.agent} would "
             f"dead-letter it again); give a corrected one with --payload FILE"
         )
+    mismatch = view.key_mismatch(payload, record_type, view.original_key_bytes(letter))
+    if mismatch is not None:
+        raise Refused(f"the payload cannot be redriven under its original key: {mismatch}")
     pool = await connect(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction():

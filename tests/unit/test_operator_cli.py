@@ -7,6 +7,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from agents.alert_store import AlertFilter, filter_sql, initial_status, next_status
@@ -316,3 +317,16 @@ def test_every_operator_command_takes_json() -> None:
         ["predictions", "show", "m"],
     ):
         assert parser.parse_args([*argv, "--json"]).json is True
+
+
+def test_a_payload_for_another_match_is_not_redriven_under_the_letters_key() -> None:
+    """A corrected payload whose match id is not the original key would land on another
+    match's partition: refused with both ids; the same match passes."""
+    key = FEATURES.match_id.encode()
+    assert view.key_mismatch(encode(FEATURES), MatchFeatures, key) is None
+    other = encode(msgspec.structs.replace(FEATURES, match_id="england-premier-league:x"))
+    problem = view.key_mismatch(other, MatchFeatures, key)
+    assert problem is not None
+    assert "'england-premier-league:x'" in problem
+    assert FEATURES.match_id in problem
+    assert view.key_mismatch(other, MatchFeatures, None) is None
