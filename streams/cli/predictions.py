@@ -26,6 +26,7 @@ PREDICTION_COLUMNS = (
     "p_away",
     "predicted",
     "confidence",
+    "made_at",
     "created_at",
 )
 EVALUATION_COLUMNS = (
@@ -45,6 +46,7 @@ HEADERS = {
     "model_version": "version",
     "is_champion": "champion",
     "created_at": "created (UTC)",
+    "made_at": "made (event time)",
     "evaluated_at": "evaluated (UTC)",
 }
 
