@@ -1,199 +1,164 @@
-"""The worker's Prometheus metrics (streams/worker/metrics.py), without a broker: the names
-the runtime counters get, dead-letter reasons, the fixture-to-champion clock, histograms."""
+"""Scoring rules against hand-computed values and the data README's market reference figures."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from pathlib import Path
+import math
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from agents.dead_letters import dead_letter, processing_failure
-from agents.testing import Message
-from schemas.codec import InvalidEvent, decode
-from schemas.events import MatchFeatures, ValidationIssue
-from streams.settings import Settings
-from streams.worker.app import create_app
-from streams.worker.metrics import (
-    COUNTERS,
-    SKIPPED_KINDS,
-    Arrivals,
-    WorkerMetrics,
-    counter_families,
-    dead_letter_reason,
+from models.metrics import (
+    MetricSummary,
+    ProbabilityMap,
+    brier,
+    calibration_bins,
+    hit,
+    log_loss,
+    normalised_implied,
+    predicted_outcome,
+    rps,
 )
+from schemas.events import Odds, Outcome
+from schemas.football_csv import default_data_files, read_rows
 
-ROOT = Path(__file__).resolve().parents[2]
-COUNTED = re.compile(r"counters\[f?\"([a-z_]+)")
-
-
-def samples(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the registry's text, parsed back by prometheus-client's parser."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(metrics.text().decode())
-        for s in family.samples
-    }
-
-
-def test_every_counter_the_code_increments_has_a_metric_name() -> None:
-    """A new ``runtime.counters[...]`` kind in agents/ or streams/ fails here until it is given
-    a name, a label and a help text in COUNTERS (it would be exposed under a generic name)."""
-    kinds = {
-        kind
-        for package in ("agents", "streams")
-        for path in (ROOT / package).rglob("*.py")
-        for kind in COUNTED.findall(path.read_text())
-    }
-    assert kinds, "no counter found in the code"
-    assert sorted(kinds - set(COUNTERS) - SKIPPED_KINDS) == []
-
-
-def test_runtime_counters_are_exposed_with_their_labels_and_unlabelled_ones_at_zero() -> None:
-    """``kind:label`` becomes ``<name>_total{<label>=...}``; a kind never counted is 0."""
-    counters = Counter({"faults:scorer": 2, "produced:t.predictions": 8, "scored": 5})
-    metrics = WorkerMetrics(counters, lambda: None)
-    counters["scored"] += 1  # read at scrape time, not copied when the registry is built
-    got = samples(metrics)
-    assert got[("tipstream_processing_faults_total", (("agent", "scorer"),))] == 2
-    assert got[("tipstream_produced_messages_total", (("topic", "t.predictions"),))] == 8
-    assert got[("tipstream_scored_events_total", ())] == 6
-    assert got[("tipstream_evaluations_total", ())] == 0
-
-
-def test_an_unnamed_counter_is_still_exposed() -> None:
-    """A counter kind missing from COUNTERS is not lost: ``tipstream_<kind>_total{name=...}``."""
-    families = {f.name: f for f in counter_families(Counter({"surprise:x": 3}))}
-    assert [(s.labels, s.value) for s in families["tipstream_surprise"].samples] == [
-        ({"name": "x"}, 3)
-    ]
-
-
-def _rejected(raw: bytes) -> ValidationIssue:
-    try:
-        decode(raw, MatchFeatures)
-    except InvalidEvent as error:
-        return error.issue
-    raise AssertionError("the payload was accepted")
+P = {"H": 0.5, "D": 0.3, "A": 0.2}
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("outcome", "expected"),
+    [("H", -math.log(0.5)), ("D", -math.log(0.3)), ("A", -math.log(0.2))],
+)
+def test_log_loss_is_minus_log_of_the_outcome_probability(
+    outcome: Outcome, expected: float
+) -> None:
+    """Log loss is -ln p(outcome)."""
+    assert log_loss(P, outcome) == pytest.approx(expected)
+
+
+def test_log_loss_is_clipped_not_infinite() -> None:
+    """A zero probability for what happened costs -ln(1e-15), not infinity."""
+    assert log_loss({"H": 1.0, "D": 0.0, "A": 0.0}, "A") == pytest.approx(-math.log(1e-15))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
     [
-        (b"", "malformed"),
-        (b"{not json", "malformed"),
-        (b'{"schema_version": 99}', "unsupported_schema_version"),
-        (b'{"schema_version": 1, "match_id": 5}', "invalid_field"),
+        # (0.5-1)^2 + 0.3^2 + 0.2^2 = 0.25 + 0.09 + 0.04
+        ("H", 0.38),
+        # 0.5^2 + (0.3-1)^2 + 0.2^2 = 0.25 + 0.49 + 0.04
+        ("D", 0.78),
+        # 0.5^2 + 0.3^2 + (0.2-1)^2 = 0.25 + 0.09 + 0.64
+        ("A", 0.98),
     ],
 )
-def test_dead_letter_reasons_are_a_closed_set(raw: bytes, reason: str) -> None:
-    """The reason label is one of a few words, whatever values the rule's text holds."""
-    letter = dead_letter(Message("t.match-features", 0, 1, b"k", raw), _rejected(raw), "scorer")
-    assert dead_letter_reason(letter) == reason
+def test_brier_sums_squared_errors_over_three_classes(outcome: Outcome, expected: float) -> None:
+    """Brier is the sum of squared errors over H, D, A (0..2)."""
+    assert brier(P, outcome) == pytest.approx(expected)
 
 
-def test_a_processing_failure_is_its_own_reason() -> None:
-    """An event an agent raised on is counted apart from invalid input."""
-    letter = processing_failure(Message("t.x", 0, 1, b"k", b"{}"), KeyError("boom"), "learner")
-    assert dead_letter_reason(letter) == "processing_failed"
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        # cumulative (0.5, 0.8) vs (1, 1): (0.25 + 0.04) / 2
+        ("H", 0.145),
+        # vs (0, 1): (0.25 + 0.04) / 2
+        ("D", 0.145),
+        # vs (0, 0): (0.25 + 0.64) / 2
+        ("A", 0.445),
+    ],
+)
+def test_rps_is_half_the_sum_of_squared_cumulative_differences(
+    outcome: Outcome, expected: float
+) -> None:
+    """RPS over ordered H, D, A: squared differences of the first two cumulatives, halved."""
+    assert rps(P, outcome) == pytest.approx(expected)
 
 
-def test_the_fixture_clock_counts_the_first_arrival_once_per_match() -> None:
-    """A re-delivered fixture does not restart the clock; a second champion prediction of the
-    same match (a re-delivered feature) is not measured again; the memory is bounded."""
-    arrivals = Arrivals(kept=2)
-    arrivals.arrived("m1", 100.0)
-    arrivals.arrived("m1", 150.0)
-    assert arrivals.predicted("m1", 102.5) == 2.5
-    assert arrivals.predicted("m1", 103.0) is None
-    for match, at in [("a", 1.0), ("b", 2.0), ("c", 3.0)]:
-        arrivals.arrived(match, at)
-    assert len(arrivals) == 2
-    assert arrivals.predicted("a", 10.0) is None  # the oldest went first
+def test_rps_and_brier_bounds() -> None:
+    """A certain right answer scores 0; a certain wrong one scores Brier 2 and RPS 1 at most."""
+    certain_home = {"H": 1.0, "D": 0.0, "A": 0.0}
+    assert (brier(certain_home, "H"), rps(certain_home, "H")) == (0.0, 0.0)
+    assert (brier(certain_home, "A"), rps(certain_home, "A")) == (2.0, 1.0)
+    assert rps(certain_home, "D") == 0.5
 
 
-def test_champion_predictions_fill_the_fixture_to_champion_histogram() -> None:
-    """Only matches whose fixture arrival is known are observed, once each."""
-    metrics = WorkerMetrics({}, lambda: None)
-    metrics.arrivals.arrived("m1", 1000.0)
-    metrics.champion_acked(["m1", "m2", "m1"], 1000.2)
-    got = samples(metrics)
-    assert got[("tipstream_fixture_to_champion_seconds_count", ())] == 1
-    assert got[("tipstream_fixture_to_champion_seconds_bucket", (("le", "0.25"),))] == 1
-    assert got[("tipstream_fixture_to_champion_seconds_bucket", (("le", "0.1"),))] == 0
+def test_hit_takes_the_most_probable_and_breaks_ties_in_h_d_a_order() -> None:
+    """The predicted outcome is the argmax; a tie goes to the earlier of H, D, A."""
+    assert hit(P, "H")
+    assert not hit(P, "D")
+    assert predicted_outcome({"H": 0.3, "D": 0.35, "A": 0.35}) == "D"
 
 
-def test_observe_feeds_the_agents_histograms_and_refuses_unknown_names() -> None:
-    """``observe("batch_events", n, agent)`` is a per-agent histogram; a typo is an error."""
-    metrics = WorkerMetrics({}, lambda: None)
-    for size in (1, 1, 300):
-        metrics.observe("batch_events", size, "scorer")
-    got = samples(metrics)
-    assert got[("tipstream_batch_size_events_count", (("agent", "scorer"),))] == 3
-    assert got[("tipstream_batch_size_events_sum", (("agent", "scorer"),))] == 302
-    assert got[("tipstream_batch_size_events_bucket", (("agent", "scorer"), ("le", "1.0")))] == 2
-    with pytest.raises(ValueError, match="unknown metric 'batch_sizes'"):
-        metrics.observe("batch_sizes", 1, "scorer")
+def test_normalised_implied_removes_the_margin() -> None:
+    """Implied probabilities 1/odds are divided by their sum; the margin is the sum minus 1."""
+    implied = normalised_implied(Odds(home=2.0, draw=4.0, away=4.0))
+    assert implied.probabilities == pytest.approx({"H": 0.5, "D": 0.25, "A": 0.25})
+    assert implied.margin == pytest.approx(0.0)
+    implied = normalised_implied(Odds(home=1.8, draw=3.6, away=4.5))
+    total = 1 / 1.8 + 1 / 3.6 + 1 / 4.5
+    assert implied.margin == pytest.approx(total - 1)
+    assert implied.probabilities["H"] == pytest.approx((1 / 1.8) / total)
 
 
-class _Block:
-    """An async context manager standing in for a transaction block (no database here)."""
-
-    async def __aenter__(self) -> str:
-        return "entered"
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
+def test_normalised_implied_rejects_impossible_odds() -> None:
+    """Odds of 1 or less, or NaN, are refused rather than turned into probabilities."""
+    with pytest.raises(ValueError, match="decimal odds"):
+        normalised_implied(Odds(home=1.0, draw=3.0, away=3.0))
+    with pytest.raises(ValueError, match="decimal odds"):
+        normalised_implied(Odds(home=math.nan, draw=3.0, away=3.0))
 
 
-async def test_transaction_time_is_observed_by_outcome() -> None:
-    """A block that ends normally counts as a commit, one that raises as a rollback."""
-    metrics = WorkerMetrics({}, lambda: None)
-    async with metrics.timed_transaction(_Block()) as entered:
-        assert entered == "entered"
-    with pytest.raises(RuntimeError):
-        async with metrics.timed_transaction(_Block()):
-            raise RuntimeError("rolled back")
-    got = samples(metrics)
-    assert got[("tipstream_db_transaction_seconds_count", (("outcome", "commit"),))] == 1
-    assert got[("tipstream_db_transaction_seconds_count", (("outcome", "rollback"),))] == 1
+def test_calibration_bins_by_hand() -> None:
+    """Bins hold the mean prediction, observed frequency and count of their class's predictions."""
+    predictions: list[tuple[ProbabilityMap, Outcome]] = [
+        ({"H": 0.62, "D": 0.25, "A": 0.13}, "H"),
+        ({"H": 0.68, "D": 0.2, "A": 0.12}, "D"),
+        ({"H": 0.15, "D": 0.25, "A": 0.6}, "A"),
+        ({"H": 1.0, "D": 0.0, "A": 0.0}, "H"),
+    ]
+    bins = calibration_bins(predictions, bins=10)
+    home = {(b.lower, b.upper): b for b in bins["H"]}
+    assert sorted(home) == [(0.1, 0.2), (0.6, 0.7), (0.9, 1.0)]
+    assert home[(0.6, 0.7)].mean_predicted == pytest.approx(0.65)
+    assert home[(0.6, 0.7)].observed_frequency == 0.5
+    assert home[(0.6, 0.7)].count == 2
+    assert home[(0.9, 1.0)].observed_frequency == 1.0  # p == 1 falls in the last bin
+    draws = {round(b.lower, 1): b for b in bins["D"]}
+    assert draws[0.2].count == 3
+    assert draws[0.2].observed_frequency == pytest.approx(1 / 3)
+    assert sum(b.count for b in bins["A"]) == 4
 
 
-async def test_open_alerts_are_cached_between_scrapes() -> None:
-    """Open alerts are read at most once per cache period; every kind is exported, at 0."""
-    metrics = WorkerMetrics({}, lambda: None)
-    reads = []
-
-    async def read() -> dict[str, int]:
-        reads.append(1)
-        return {"decay": len(reads)}
-
-    await metrics.refresh_open_alerts(read, now=100.0)
-    await metrics.refresh_open_alerts(read, now=105.0)
-    got = samples(metrics)
-    assert got[("tipstream_alerts_open", (("kind", "decay"),))] == 1
-    assert got[("tipstream_alerts_open", (("kind", "fault"),))] == 0
-    await metrics.refresh_open_alerts(read, now=111.0)
-    assert samples(metrics)[("tipstream_alerts_open", (("kind", "decay"),))] == 2
-
-
-def test_two_worker_apps_in_one_process_have_their_own_registries() -> None:
-    """Each app's counters are its own: no duplicate-timeseries error, no shared figures."""
-    _, first = create_app(Settings(dev_mode=True))
-    _, second = create_app(Settings(dev_mode=True))
-    first.counters["scored"] += 3
-    first.metrics.observe("batch_events", 3, "scorer")
-    assert samples(first.metrics)[("tipstream_scored_events_total", ())] == 3
-    assert samples(second.metrics)[("tipstream_scored_events_total", ())] == 0
-    assert ("tipstream_batch_size_events_count", (("agent", "scorer"),)) not in samples(
-        second.metrics
-    )
+def test_summary_means_match_the_functions() -> None:
+    """MetricSummary's running means equal the means of the per-match functions."""
+    matches: list[tuple[ProbabilityMap, Outcome]] = [
+        (P, "H"),
+        ({"H": 0.2, "D": 0.3, "A": 0.5}, "D"),
+        (P, "A"),
+    ]
+    summary = MetricSummary()
+    for probabilities, outcome in matches:
+        summary.add(probabilities, outcome)
+    assert summary.count == 3
+    assert summary.log_loss == pytest.approx((-math.log(0.5) - math.log(0.3) - math.log(0.2)) / 3)
+    assert summary.brier == pytest.approx((0.38 + 0.78 + 0.98) / 3)
+    assert summary.rps == pytest.approx((0.145 + (0.04 + 0.25) / 2 + 0.445) / 3)
+    assert summary.accuracy == pytest.approx(1 / 3)
+    assert math.isnan(MetricSummary().log_loss)
 
 
-def test_agents_import_no_metrics_library() -> None:
-    """Agents measure through ``runtime.counters`` and ``runtime.observe``; only the worker
-    (streams/) knows prometheus-client."""
-    for path in (ROOT / "agents").rglob("*.py"):
-        assert "prometheus" not in path.read_text(), path
+def test_market_reference_figures_of_the_data_readme() -> None:
+    """Normalised opening and closing odds over all 27,700 matches score as the README says."""
+    rows = read_rows(default_data_files()).rows
+    opening, closing = MetricSummary(), MetricSummary()
+    for row in rows:
+        opening.add(normalised_implied(row.odds_open).probabilities, row.outcome)
+        closing.add(normalised_implied(row.odds_close).probabilities, row.outcome)
+    assert opening.count == 27_700
+    assert round(opening.log_loss, 4) == 0.9740
+    assert round(opening.rps, 4) == 0.1967
+    assert round(opening.brier, 4) == 0.5795
+    assert round(opening.accuracy, 3) == 0.533
+    assert round(closing.log_loss, 4) == 0.9671
+    assert round(closing.rps, 4) == 0.1946
+    assert round(closing.brier, 4) == 0.5748
+    assert round(closing.accuracy, 3) == 0.538
