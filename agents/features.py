@@ -25,10 +25,19 @@ import faust
 import structlog
 
 from agents.dead_letters import dead_letter
-from agents.features_rules import LeagueBook, apply_input, decode_book, encode_book, league_input
+from agents.features_rules import (
+    LeagueBook,
+    apply_input,
+    decode_book,
+    encode_book,
+    event_time,
+    league_input,
+    router_sources,
+    source_of,
+)
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime, Output
-from schemas.events import DeadLetter, Fixture, LeagueInput, MatchResult
+from schemas.events import DeadLetter, Fixture, LeagueInput, MatchResult, ValidationIssue
 
 log = structlog.get_logger(__name__)
 
@@ -65,14 +74,21 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
         )
 
 
-async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
-    """Re-key a batch of fixtures and results by league, in the order they were taken.
+async def route_batch(
+    runtime: AgentRuntime, events: Sequence[Any], *, now: datetime | None = None
+) -> None:
+    """Re-key a batch of fixtures and results by league, in the order they were taken, each
+    with its event time.
 
     Invalid facts are dead-lettered here (results by the reconciler, their owner), so the
-    features agent only ever sees valid ones."""
+    features agent only ever sees valid ones. A fact with an unusable event-time header is
+    dead-lettered by the router whatever its topic (the reconciler still takes such a result:
+    only the league's ratings miss it, and the dead letter says so)."""
+    now = now or datetime.now(UTC)
     topics = runtime.topics
     outputs: list[Output] = []
     letters: list[DeadLetter] = []
+    refused: list[DeadLetter] = []
     for event in events:
         record_type = Fixture if event.message.topic == topics.fixtures else MatchResult
         record = runtime.decode(event.message, record_type, ROUTER)
@@ -80,9 +96,15 @@ async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
             letters.append(record)
             continue
         assert isinstance(record, Fixture | MatchResult)
-        outputs.append((topics.league_inputs, record.league, league_input(record)))
+        at = event_time(getattr(event.message, "headers", None), now=now)
+        if isinstance(at, ValidationIssue):
+            refused.append(dead_letter(event.message, at, ROUTER))
+            continue
+        source = source_of(isinstance(record, Fixture), event.message.partition)
+        outputs.append((topics.league_inputs, record.league, league_input(record, at, source)))
     await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
+    await runtime.publish_dead_letters(refused, invalid=False)
     runtime.counters["routed"] += len(outputs)
 
 
@@ -93,6 +115,7 @@ async def features_batch(
     the changed books."""
     now = now or datetime.now(UTC)
     topics = runtime.topics
+    sources = router_sources(runtime.settings.partitions)
     loaded: dict[str, LeagueBook] = {}
     changed: set[str] = set()
     outputs: list[Output] = []
@@ -109,16 +132,16 @@ async def features_batch(
             book = loaded[league] = (
                 decode_book(stored) if stored is not None else LeagueBook.new(league)
             )
-        outcome = apply_input(book, item, now=now)
+        outcome = apply_input(book, item, now=now, sources=sources)
         runtime.counters[f"features:{outcome.kind}"] += 1
+        runtime.counters["features:published"] += len(outcome.features)
         if outcome.issue is not None:
             letters.append(dead_letter(event.message, outcome.issue, AGENT))
-        if outcome.note is not None:
+        if outcome.note is not None and not item.warm_up:
             log.warning(
                 "result not learned", league=league, match_id=item.match_id, why=outcome.note
             )
-        if outcome.features is not None:
-            outputs.append((topics.features, outcome.features.match_id, outcome.features))
+        outputs.extend((topics.features, issued.match_id, issued) for issued in outcome.features)
         if outcome.changed:
             changed.add(league)
     await runtime.publish_all(outputs)

@@ -29,10 +29,28 @@ latest final whistle, which bounds the book (and the table record). What that me
   is a duplicate: nothing.
 - **A result without its fixture** waits in ``open`` (it needs the teams); it counts from the
   moment its fixture arrives. Facts never completed by the time they settle are dropped.
+- **Settling follows the slowest input**: the horizon is :data:`HISTORY` behind the earlier
+  of the latest final whistle and the league's *low watermark*, the least of the latest event
+  times seen from each source partition of the router's input (every partition of
+  ``fixtures`` and ``match-results``; each delivers its facts in event-time order). In a fast
+  backfill the router reads partitions unevenly (a fetch hands over thousands of one
+  partition's records before the next's), so one partition runs weeks behind another; the
+  facts of the slowest can then never be behind the horizon, and no fixture is refused as
+  late because of the way the broker was read. Until every source has been seen, nothing
+  settles (warm-up history counts for every source: it precedes them all).
+
+**Fresh features for fixtures published early.** Every issue of a fixture's features carries
+its event time (``issued_at``: the fact's event time, see :class:`schemas.events.LeagueInput`)
+and a ``revision`` (0, 1, ... per match). A result whose final whistle is at or before the
+kickoff of an open fixture changes that fixture's features: it is re-issued with the next
+revision and scored again. The reconciler counts each model's prediction from the highest
+revision made before kickoff in event time, and keeps the latest revision as the match's
+features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,6 +65,13 @@ corrections within it are exact. Corrections and late fixtures come within days;
 keep a book at ~100 matches (a fixture's features fold at most ~40 open results, <1 ms)."""
 CLOCK_SLACK = timedelta(minutes=5)
 """A result may claim a final whistle at most this far after the wall clock (clock skew)."""
+DIRECT = "direct"
+"""The source of a league input without one (written straight to the features agent)."""
+EVENT_TIME_HEADER = "tipstream-event-time"
+"""Kafka header a producer sets to publish history (a backfill): when the fact happened, ISO
+8601 with an offset. Without it a fact happens when the router takes it (live traffic).
+A header, not the record timestamp: Kafka rolls and deletes segments by record timestamps, so
+years-old timestamps would roll a segment per batch and expire the topic at once."""
 
 
 class OpenMatch(msgspec.Struct, kw_only=True):
@@ -54,6 +79,12 @@ class OpenMatch(msgspec.Struct, kw_only=True):
 
     fixture: Fixture | None = None
     result: MatchResult | None = None
+    # Issues of the fixture's features so far (the next one's revision) and the event time
+    # of the latest (a re-issue is never stamped earlier than the issue it replaces).
+    issues: int = 0
+    issued_at: datetime | None = None
+    # Warm-up history (see :class:`schemas.events.LeagueInput`): learned, never issued.
+    warm_up: bool = False
 
     def key(self) -> ResultKey:
         fact = self.fixture if self.fixture is not None else self.result
@@ -79,6 +110,10 @@ class LeagueBook(msgspec.Struct, kw_only=True):
     settled: dict[str, SettledScore] = {}
     # Latest final whistle of a result accepted: the league's event-time clock.
     clock: datetime | None = None
+    # Latest event time seen from each source partition of the router (settling waits for
+    # the slowest), and of warm-up history (which precedes every source).
+    watermarks: dict[str, datetime] = {}
+    warm_up_clock: datetime | None = None
     # Facts with a final whistle at or before this are in the checkpoint (or dropped).
     settled_until: datetime | None = None
 
@@ -104,7 +139,7 @@ def decode_book(raw: bytes) -> LeagueBook:
 class Outcome:
     """What one fact did: features to publish, a reason to dead-letter it, a changed book."""
 
-    features: MatchFeatures | None = None
+    features: tuple[MatchFeatures, ...] = ()
     issue: ValidationIssue | None = None
     changed: bool = False
     kind: str = "unchanged"
@@ -124,25 +159,78 @@ def _ignore(kind: str, note: str) -> Outcome:
     return Outcome(kind=kind, note=note)
 
 
-def league_input(fact: Fixture | MatchResult) -> LeagueInput:
+def league_input(
+    fact: Fixture | MatchResult, event_time: datetime, source: str | None = None
+) -> LeagueInput:
     """The league-keyed envelope of a fixture or a result (what the router publishes)."""
     if isinstance(fact, Fixture):
-        return LeagueInput(fixture=fact)
-    return LeagueInput(result=fact)
+        return LeagueInput(fixture=fact, event_time=event_time, source=source)
+    return LeagueInput(result=fact, event_time=event_time, source=source)
 
 
-def apply_input(book: LeagueBook, item: LeagueInput, *, now: datetime) -> Outcome:
-    """Apply one routed fact to its league's book."""
+def event_time(
+    headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None, *, now: datetime
+) -> datetime | ValidationIssue:
+    """A fact's event time: its :data:`EVENT_TIME_HEADER`, else ``now``; or why the header is
+    refused (not an ISO 8601 time with an offset, or ahead of the wall clock)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    raw = next((value for name, value in pairs if name == EVENT_TIME_HEADER), None)
+    if raw is None:
+        return now
+    text = raw.decode("utf-8", "replace")
+    field = f"header {EVENT_TIME_HEADER}"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return ValidationIssue(field=field, value=text[:200], rule="not an ISO 8601 time")
+    if at.tzinfo is None:
+        return ValidationIssue(field=field, value=text, rule="needs a UTC offset (e.g. +00:00)")
+    if at > now + CLOCK_SLACK:
+        return ValidationIssue(
+            field=field, value=text, rule=f"ahead of the wall clock ({now.isoformat()})"
+        )
+    return at
+
+
+def apply_input(
+    book: LeagueBook,
+    item: LeagueInput,
+    *,
+    now: datetime,
+    sources: frozenset[str] = frozenset({DIRECT}),
+) -> Outcome:
+    """Apply one routed fact to its league's book; ``now`` is the wall clock, and the fact's
+    event time when the router gave it none; ``sources`` the router's input partitions (see
+    :func:`router_sources`)."""
+    at = item.event_time or now
+    _observe(book, item, at)
     if item.fixture is not None:
-        return add_fixture(book, item.fixture)
+        return add_fixture(book, item.fixture, at=at, warm_up=item.warm_up)
     assert item.result is not None
-    return add_result(book, item.result, now=now)
+    return add_result(book, item.result, now=now, at=at, sources=sources)
 
 
-def add_fixture(book: LeagueBook, fixture: Fixture) -> Outcome:
-    """Record a fixture and compute its features as of its kickoff (see the module docstring
-    for the fixture that comes too late)."""
+def router_sources(partitions: int) -> frozenset[str]:
+    """The names of the router's input partitions, as :func:`source_of` gives them."""
+    return frozenset(f"{kind}:{p}" for kind in ("fixtures", "results") for p in range(partitions))
+
+
+def source_of(is_fixture: bool, partition: int) -> str:
+    """The source name of a fact the router read from ``partition`` of its topic."""
+    return f"{'fixtures' if is_fixture else 'results'}:{partition}"
+
+
+def add_fixture(
+    book: LeagueBook, fixture: Fixture, *, at: datetime, warm_up: bool = False
+) -> Outcome:
+    """Record a fixture and compute its features as of its kickoff, issued at event time
+    ``at`` (see the module docstring for the fixture that comes too late); a warm-up fixture
+    is only recorded, to learn its match."""
     if book.settled_until is not None and fixture.kickoff < book.settled_until:
+        if fixture.match_id in book.settled:
+            return Outcome(kind="duplicate")  # a settled match again (a replay run twice)
+        if warm_up:
+            return Outcome(kind="late_warm_up")  # history the book is already past
         return _refuse(
             "kickoff",
             fixture.kickoff.isoformat(),
@@ -163,11 +251,35 @@ def add_fixture(book: LeagueBook, fixture: Fixture) -> Outcome:
         entry = book.open[fixture.match_id] = OpenMatch()
     kind = "issued" if entry.fixture is None else "updated"
     entry.fixture = fixture
-    return Outcome(features=features_as_of(book, fixture), changed=True, kind=kind)
+    if warm_up:
+        entry.warm_up = True
+        return Outcome(changed=True, kind="warm_up")
+    features = _issue(entry, features_as_of(book, fixture), at)
+    # A result that came before its fixture is learned from now on: the fixtures after it
+    # change too.
+    reissued = reissue_affected(book, entry.key()[0], at) if entry.result is not None else ()
+    return Outcome(features=(features, *reissued), changed=True, kind=kind)
 
 
-def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outcome:
-    """Record a result (a correction replaces the open score); then settle what is old."""
+def _issue(entry: OpenMatch, features: MatchFeatures, at: datetime) -> MatchFeatures:
+    """Stamp the next issue of an open match's features: its revision and event time."""
+    issued_at = at if entry.issued_at is None or at > entry.issued_at else entry.issued_at
+    stamped = msgspec.structs.replace(features, issued_at=issued_at, revision=entry.issues)
+    entry.issues += 1
+    entry.issued_at = issued_at
+    return stamped
+
+
+def add_result(
+    book: LeagueBook,
+    result: MatchResult,
+    *,
+    now: datetime,
+    at: datetime,
+    sources: frozenset[str] = frozenset({DIRECT}),
+) -> Outcome:
+    """Record a result (a correction replaces the open score), re-issue the features of the
+    open fixtures it changes, then settle what is old."""
     whistle, _ = result_key(result.kickoff, result.match_id)
     if whistle > now + CLOCK_SLACK:
         return _ignore(
@@ -207,16 +319,78 @@ def add_result(book: LeagueBook, result: MatchResult, *, now: datetime) -> Outco
     entry.result = result
     if book.clock is None or whistle > book.clock:
         book.clock = whistle
-    settle(book)
-    return Outcome(changed=True, kind=kind)
+    reissued = reissue_affected(book, whistle, at) if entry.fixture is not None else ()
+    settle(book, sources)
+    return Outcome(features=reissued, changed=True, kind=kind)
 
 
-def settle(book: LeagueBook) -> None:
+def reissue_affected(
+    book: LeagueBook, whistle: datetime, at: datetime
+) -> tuple[MatchFeatures, ...]:
+    """New features, issued at event time ``at``, for every open fixture a result with final
+    whistle ``whistle`` changes: those kicking off at or after it.
+
+    Played matches and matches past kickoff too: the latest issue is what the reconciler
+    keeps as the match's features, so it must be exact (in a fast backfill the router reads a
+    late partition's result after the matches it changes). Their new predictions count only
+    if made before kickoff in event time, which decides the reconciler.
+
+    One copy of the checkpoint learns the open results in order while the fixtures are read
+    in kickoff order, so re-issuing n fixtures costs one pass, not n."""
+    pending = sorted(
+        (entry.fixture.kickoff, entry.fixture.match_id, entry)
+        for entry in book.open.values()
+        if entry.fixture is not None and not entry.warm_up and entry.fixture.kickoff >= whistle
+    )
+    if not pending:
+        return ()
+    state = book.checkpoint.copy()
+    played = iter(_played(book))
+    upcoming = next(played, None)
+    out = []
+    for kickoff, _, entry in pending:
+        while upcoming is not None and upcoming[0][0] <= kickoff:
+            state.apply_result(upcoming[1], upcoming[2])
+            upcoming = next(played, None)
+        assert entry.fixture is not None
+        out.append(_issue(entry, state.features_for(entry.fixture), at))
+    return tuple(out)
+
+
+def low_watermark(book: LeagueBook, sources: frozenset[str]) -> datetime | None:
+    """The least latest event time over ``sources`` (None until each has been seen, warm-up
+    history standing in for every source)."""
+    low: datetime | None = None
+    for source in sources:
+        seen = book.watermarks.get(source)
+        if book.warm_up_clock is not None and (seen is None or book.warm_up_clock > seen):
+            seen = book.warm_up_clock
+        if seen is None:
+            return None
+        if low is None or seen < low:
+            low = seen
+    return low
+
+
+def _observe(book: LeagueBook, item: LeagueInput, at: datetime) -> None:
+    """Move the watermark of the fact's source to its event time."""
+    if item.warm_up:
+        if book.warm_up_clock is None or at > book.warm_up_clock:
+            book.warm_up_clock = at
+        return
+    source = item.source or DIRECT
+    seen = book.watermarks.get(source)
+    if seen is None or at > seen:
+        book.watermarks[source] = at
+
+
+def settle(book: LeagueBook, sources: frozenset[str] = frozenset({DIRECT})) -> None:
     """Fold the open matches :data:`HISTORY` behind the clock into the checkpoint, in
     ``result_key`` order; drop the facts that never became a whole match."""
-    if book.clock is None:
+    low = low_watermark(book, sources)
+    if book.clock is None or low is None:
         return
-    horizon = book.clock - HISTORY
+    horizon = min(book.clock, low) - HISTORY
     due = sorted(
         ((entry.key(), match_id) for match_id, entry in book.open.items()),
     )
@@ -239,16 +413,20 @@ def _played_by(book: LeagueBook, until: datetime | None) -> LeagueState:
     """A copy of the checkpoint that learned every open whole match whose final whistle is at
     or before ``until`` (all of them if None), in ``result_key`` order."""
     state = book.checkpoint.copy()
-    played = sorted(
-        (entry.key(), entry.fixture, entry.result)
-        for entry in book.open.values()
-        if entry.fixture is not None and entry.result is not None
-    )
-    for (whistle, _), fixture, result in played:
+    for (whistle, _), fixture, result in _played(book):
         if until is not None and whistle > until:
             break
         state.apply_result(fixture, result)
     return state
+
+
+def _played(book: LeagueBook) -> list[tuple[ResultKey, Fixture, MatchResult]]:
+    """The open whole matches in ``result_key`` order."""
+    return sorted(
+        (entry.key(), entry.fixture, entry.result)
+        for entry in book.open.values()
+        if entry.fixture is not None and entry.result is not None
+    )
 
 
 def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:

@@ -29,11 +29,12 @@ from agents.reconciler_rules import (
     apply_features,
     apply_prediction,
     apply_result,
+    counted_prediction,
     distrust,
     feed,
-    has_prediction_of,
     is_reconciled,
     made_after_kickoff,
+    would_count,
 )
 from agents.reconciler_store import LogBatch
 from agents.runtime import AgentRuntime, Output
@@ -173,6 +174,9 @@ async def reconcile_batch(
         match_id = record.match_id
         ledger = touched[match_id]
         if isinstance(record, Prediction):
+            if trust.stale(record, ledger):
+                runtime.counters["predictions_stale"] += 1
+                continue
             issue = trust.issue(record, ledger)
             if issue is not None:
                 letters.append(dead_letter(event.message, issue, AGENT))
@@ -185,7 +189,8 @@ async def reconcile_batch(
             log_batch.supersede(superseded.old_evaluation_id, superseded.new_evaluation_id)
         for evaluation in reconciled.evaluations:
             log_batch.add_evaluation(evaluation)
-        feed_items.extend(feed(ledger, reconciled.evaluations))
+        if not reconciled.revised:
+            feed_items.extend(feed(ledger, reconciled.evaluations))
 
     evaluations_topic, feed_topic = topics.evaluations, topics.model_feed
     outputs: list[Output] = [
@@ -277,11 +282,22 @@ class TrustFacts:
     registered: set[tuple[str, int]]
     knew: set[tuple[str, str, int]]
 
+    def stale(self, prediction: Prediction, ledger: MatchLedger) -> bool:
+        """A prediction from re-issued features made by a version that had learned the match's
+        result while the model's earlier prediction counts already: the features' re-issue
+        lost a race with the result in a fast backfill. Not a forgery: ignored (counted), the
+        earlier prediction keeps counting."""
+        return (
+            counted_prediction(ledger, prediction.model_id) is not None
+            and (prediction.model_id, prediction.match_id, prediction.model_version) in self.knew
+        )
+
     def issue(self, prediction: Prediction, ledger: MatchLedger) -> ValidationIssue | None:
-        """Why ``prediction`` must not be evaluated (``distrust``), or None. A prediction of a
-        model that already predicted the match is left to the ledger, which ignores it (a
-        re-scored match in a second replay): nothing to dead-letter."""
-        if has_prediction_of(ledger, prediction.model_id):
+        """Why ``prediction`` must not be evaluated (``distrust``), or None. A prediction that
+        would not count (made after kickoff, or from a revision its model predicted already:
+        a re-scored match in a second replay) is left to the ledger, which ignores it: nothing
+        to dead-letter."""
+        if not would_count(ledger, prediction):
             return None
         return distrust(
             prediction,
@@ -304,8 +320,7 @@ async def _trust_facts(
     candidates = [
         record
         for _, record in decoded
-        if isinstance(record, Prediction)
-        and not has_prediction_of(ledgers[record.match_id], record.model_id)
+        if isinstance(record, Prediction) and would_count(ledgers[record.match_id], record)
     ]
     pairs = {(p.model_id, p.model_version) for p in candidates}
     unknown = versions.missing(pairs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,9 +31,12 @@ _NAMESPACE = uuid.UUID("7b0f5d2e-3c1a-4e8b-9a55-1f0c2d7e6a10")
 _EVALUATION_PREFIX = hashlib.sha1(_NAMESPACE.bytes + b"evaluation|", usedforsecurity=False)
 
 
-def prediction_id(match_id: str, model_id: str, model_version: int) -> str:
-    """Deterministic id of a model version's prediction for a match: replays never duplicate."""
-    return str(uuid.uuid5(_NAMESPACE, f"prediction|{match_id}|{model_id}|{model_version}"))
+def prediction_id(match_id: str, model_id: str, model_version: int, revision: int = 0) -> str:
+    """Deterministic id of a model version's prediction for a match from one revision of its
+    features: replays never duplicate. Revision 0 (the first issue, and producers' features)
+    keeps the id it had before features were re-issued."""
+    suffix = f"|r{revision}" if revision else ""
+    return str(uuid.uuid5(_NAMESPACE, f"prediction|{match_id}|{model_id}|{model_version}{suffix}"))
 
 
 def evaluation_id(prediction_id: str, home_goals: int, away_goals: int) -> str:
@@ -83,6 +87,8 @@ class Reconciled(msgspec.Struct, frozen=True):
     evaluations: list[Evaluation]
     superseded: list[Supersession]
     changed: bool
+    # A counted prediction replaced after it was evaluated: publish, but do not feed again.
+    revised: bool = False
 
 
 NOTHING = Reconciled(evaluations=[], superseded=[], changed=False)
@@ -118,21 +124,58 @@ def evaluate(
 
 
 def apply_features(ledger: MatchLedger, features: MatchFeatures) -> bool:
-    """Remember a match's features (the learner needs them); True when the ledger changed."""
-    if ledger.features == features:
+    """Remember a match's latest features (the learner needs them); True when the ledger
+    changed. An older revision than the one kept changes nothing."""
+    if ledger.features == features or (
+        ledger.features is not None and features.revision < ledger.features.revision
+    ):
         return False
     ledger.features = features
     return True
 
 
-def has_prediction_of(ledger: MatchLedger, model_id: str) -> bool:
-    """Whether the ledger holds a prediction of ``model_id``: only a model's first counts."""
-    return any(p.model_id == model_id for p in ledger.predictions.values())
+def made_before_kickoff(prediction: Prediction) -> bool:
+    """Made before its match's kickoff in event time: the features' issue time, the wall clock
+    live and the history's own time in a backfill. A prediction from producers' own features
+    has no event time and is taken as made before kickoff (a backfill's features come after
+    the historical kickoff; whether its model knew the result is checked in the registry)."""
+    return prediction.made_at is None or prediction.made_at < prediction.kickoff
+
+
+def counted_prediction(ledger: MatchLedger, model_id: str) -> Prediction | None:
+    """The prediction of ``model_id`` that counts for the match so far (at most one)."""
+    return next((p for p in ledger.predictions.values() if p.model_id == model_id), None)
+
+
+def would_count(ledger: MatchLedger, prediction: Prediction) -> bool:
+    """Whether ``prediction`` becomes its model's prediction that counts: made before kickoff
+    and from a later revision of the match's features than the model's current one. Of
+    predictions from one revision the first counts: a later one (the match re-scored by a
+    newer version, e.g. in a second replay) may have been made after the model learned this
+    very result, so evaluating it would flatter the model."""
+    if not made_before_kickoff(prediction):
+        return False
+    current = counted_prediction(ledger, prediction.model_id)
+    return current is None or prediction.features_revision > current.features_revision
+
+
+def counted_predictions(predictions: Iterable[Prediction]) -> dict[str, Prediction]:
+    """The predictions that count among ``predictions`` taken in arrival order, by id (what
+    :func:`apply_prediction` would keep; the evaluation log rebuilds a ledger with it)."""
+    ledger = MatchLedger(predictions={})
+    for prediction in predictions:
+        if would_count(ledger, prediction):
+            current = counted_prediction(ledger, prediction.model_id)
+            if current is not None:
+                del ledger.predictions[current.prediction_id]
+            ledger.predictions[prediction.prediction_id] = prediction
+    return ledger.predictions
 
 
 def made_after_kickoff(prediction: Prediction) -> bool:
-    """A prediction stamped at or after its match's kickoff: a backfill's (every replayed
-    prediction is made long after the historical kickoff), or one that could know the result."""
+    """A prediction computed at or after its match's kickoff by the wall clock: a backfill's
+    (every replayed prediction is computed long after the historical kickoff), or one that
+    could know the result; the registry is asked whether its version had learned it."""
     return prediction.created_at >= prediction.kickoff
 
 
@@ -148,12 +191,17 @@ def distrust(
     The predictions topic is written by the scorers only (docs/RELIABILITY.md, "Security"), so
     these checks catch a buggy or misconfigured writer, and a forged prediction that does not
     know the service's ids and registry: its id must be the deterministic id of (match, model,
-    version), its match facts those of the match's features, its model version one in the
-    registry (``registered``), and the version must not have learned this match's result
-    already (``knew_result``: in a backfill, where every prediction is made after the
+    version, features revision), its match facts those of the match's features, its model
+    version one in the registry (``registered``), and the version must not have learned this
+    match's result already (``knew_result``: in a backfill, where every prediction is made after the
     historical kickoff, that is what "made without knowledge of the result" means).
     """
-    expected = prediction_id(prediction.match_id, prediction.model_id, prediction.model_version)
+    expected = prediction_id(
+        prediction.match_id,
+        prediction.model_id,
+        prediction.model_version,
+        prediction.features_revision,
+    )
     if prediction.prediction_id != expected:
         return ValidationIssue(
             field="prediction_id",
@@ -185,20 +233,29 @@ def distrust(
 
 
 def apply_prediction(ledger: MatchLedger, prediction: Prediction, *, now: datetime) -> Reconciled:
-    """Record a prediction; evaluate it at once when the result is already known.
+    """Record a prediction if it counts (:func:`would_count`); evaluate it at once when the
+    result is already known.
 
-    Only a model's first prediction for a match counts: a later one (the match re-scored by a
-    newer version, e.g. in a second replay) may have been made after the model learned this
-    very result, so evaluating it would flatter the model.
+    A prediction from re-issued features replaces its model's earlier one; if that one was
+    evaluated already, the new evaluation supersedes it (``revised``: its model learned the
+    match from the first, so it is not fed again).
     """
-    if has_prediction_of(ledger, prediction.model_id):
+    if not would_count(ledger, prediction):
         return NOTHING
+    replaced = counted_prediction(ledger, prediction.model_id)
+    old: str | None = None
+    if replaced is not None:
+        del ledger.predictions[replaced.prediction_id]
+        old = ledger.evaluated.pop(replaced.prediction_id, None)
     ledger.predictions[prediction.prediction_id] = prediction
     if ledger.result is None:
         return Reconciled(evaluations=[], superseded=[], changed=True)
-    evaluation = evaluate(prediction, ledger.result, now=now)
+    evaluation = evaluate(prediction, ledger.result, now=now, supersedes=old)
     ledger.evaluated[prediction.prediction_id] = evaluation.evaluation_id
-    return Reconciled(evaluations=[evaluation], superseded=[], changed=True)
+    superseded = [] if old is None else [Supersession(old, evaluation.evaluation_id)]
+    return Reconciled(
+        evaluations=[evaluation], superseded=superseded, changed=True, revised=old is not None
+    )
 
 
 def apply_result(ledger: MatchLedger, result: MatchResult, *, now: datetime) -> Reconciled:

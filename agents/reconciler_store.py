@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agents.reconciler_rules import MatchLedger
+from agents.reconciler_rules import MatchLedger, counted_predictions
 from schemas.codec import decode, encode
 from schemas.events import Evaluation, MatchFeatures, MatchResult, Prediction, Probabilities
 
@@ -95,8 +95,8 @@ async def write(conn: Any, batch: LogBatch) -> None:
             await conn.executemany(
                 """INSERT INTO predictions (prediction_id, match_id, league, kickoff, model_id,
                        model_version, is_champion, p_home, p_draw, p_away, predicted,
-                       confidence, created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                       confidence, created_at, made_at, features_revision)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                    ON CONFLICT (prediction_id) DO NOTHING""",
                 [
                     (
@@ -113,6 +113,8 @@ async def write(conn: Any, batch: LogBatch) -> None:
                         p.predicted,
                         p.confidence,
                         p.created_at,
+                        p.made_at,
+                        p.features_revision,
                     )
                     for p in batch.predictions.values()
                 ],
@@ -259,29 +261,39 @@ async def stored_ledgers(conn: Any, match_ids: Sequence[str]) -> dict[str, Match
         ids,
     ):
         ledger(row["match_id"]).result = decode(row["payload"].encode(), MatchResult)
+    stored: dict[str, list[Prediction]] = {}
     for row in await conn.fetch(
         """SELECT prediction_id, match_id, league, kickoff, model_id, model_version,
-                  is_champion, p_home, p_draw, p_away, predicted, confidence, created_at
-           FROM predictions WHERE match_id = ANY($1::text[])""",
+                  is_champion, p_home, p_draw, p_away, predicted, confidence, created_at,
+                  made_at, features_revision
+           FROM predictions WHERE match_id = ANY($1::text[])
+           ORDER BY created_at, features_revision, prediction_id""",
         ids,
     ):
-        ledger(row["match_id"]).predictions[row["prediction_id"]] = Prediction(
-            prediction_id=row["prediction_id"],
-            match_id=row["match_id"],
-            league=row["league"],
-            kickoff=row["kickoff"],
-            model_id=row["model_id"],
-            model_version=row["model_version"],
-            is_champion=row["is_champion"],
-            probabilities=Probabilities(H=row["p_home"], D=row["p_draw"], A=row["p_away"]),
-            predicted=row["predicted"],
-            confidence=row["confidence"],
-            created_at=row["created_at"],
+        stored.setdefault(row["match_id"], []).append(
+            Prediction(
+                prediction_id=row["prediction_id"],
+                match_id=row["match_id"],
+                league=row["league"],
+                kickoff=row["kickoff"],
+                model_id=row["model_id"],
+                model_version=row["model_version"],
+                is_champion=row["is_champion"],
+                probabilities=Probabilities(H=row["p_home"], D=row["p_draw"], A=row["p_away"]),
+                predicted=row["predicted"],
+                confidence=row["confidence"],
+                created_at=row["created_at"],
+                made_at=row["made_at"],
+                features_revision=row["features_revision"],
+            )
         )
+    for match_id, predictions in stored.items():
+        ledger(match_id).predictions = counted_predictions(predictions)
     for row in await conn.fetch(
         """SELECT match_id, prediction_id, evaluation_id FROM evaluations
            WHERE match_id = ANY($1::text[]) AND superseded_by IS NULL""",
         ids,
     ):
-        ledger(row["match_id"]).evaluated[row["prediction_id"]] = row["evaluation_id"]
+        if row["prediction_id"] in ledger(row["match_id"]).predictions:
+            ledger(row["match_id"]).evaluated[row["prediction_id"]] = row["evaluation_id"]
     return ledgers

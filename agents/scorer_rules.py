@@ -47,7 +47,7 @@ def predict(
     predictions = []
     for entry in models:
         probabilities = normalised(entry.model.predict_proba_one(x))
-        pid = prediction_id(features.match_id, entry.model_id, entry.version)
+        pid = prediction_id(features.match_id, entry.model_id, entry.version, features.revision)
         predictions.append(_prediction(features, entry, probabilities, pid, now))
     return predictions
 
@@ -68,7 +68,8 @@ def predict_many(
         match_id = features.match_id
         for entry, rows, make_id in zip(models, columns, ids, strict=True):
             probabilities = _normalised_row(*rows[row])
-            predictions.append(_prediction(features, entry, probabilities, make_id(match_id), now))
+            pid = make_id(match_id, features.revision)
+            predictions.append(_prediction(features, entry, probabilities, pid, now))
     return predictions
 
 
@@ -93,6 +94,8 @@ def _prediction(
         predicted=predicted,
         confidence=getattr(probabilities, predicted),
         created_at=now,
+        made_at=features.issued_at,
+        features_revision=features.revision,
     )
 
 
@@ -109,8 +112,10 @@ class _PredictionIds:
         self.prefix = hashlib.sha1(_NAMESPACE.bytes + b"prediction|", usedforsecurity=False)
         self.suffix = f"|{entry.model_id}|{entry.version}".encode()
 
-    def __call__(self, match_id: str) -> str:
+    def __call__(self, match_id: str, revision: int = 0) -> str:
         digest = self.prefix.copy()
         digest.update(match_id.encode())
         digest.update(self.suffix)
+        if revision:
+            digest.update(f"|r{revision}".encode())
         return uuid5_string(digest)

@@ -362,6 +362,12 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
     odds_close: Odds | None = None
     # Named numeric features built from earlier matches only (ratings, form, rest days, ...).
     features: Features = {}
+    # Set by the service's features agent: the event time it issued these features at (the
+    # wall clock live, the history's own time in a backfill) and how many times it issued this
+    # match's features before (a result before kickoff re-issues them). Producers' own
+    # features leave both unset.
+    issued_at: AwareDatetime | None = None
+    revision: Version = 0
 
     def __post_init__(self) -> None:
         _check_match(self)
@@ -423,6 +429,11 @@ class Prediction(Record, frozen=True, kw_only=True):
     predicted: Outcome
     confidence: Probability
     created_at: AwareDatetime
+    # The features' ``issued_at`` and ``revision``: when, in event time, the prediction was
+    # made and from which issue of the features. Of a model's predictions for a match the
+    # last one made before kickoff is the one evaluated.
+    made_at: AwareDatetime | None = None
+    features_revision: Version = 0
 
     def __post_init__(self) -> None:
         _check_consistent(self.probabilities, self.predicted, self.confidence)
@@ -511,6 +522,15 @@ class LeagueInput(Record, frozen=True, kw_only=True):
 
     fixture: Fixture | None = None
     result: MatchResult | None = None
+    # When the fact happened in event time: the producer's ``tipstream-event-time`` header
+    # (a backfill's history), else the moment the router took it (live).
+    event_time: AwareDatetime | None = None
+    # The router's input partition the fact came from (``fixtures:3``): the features agent
+    # settles a league only as far as its slowest source has come.
+    source: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # A replay's history before its window (``tipstream replay --from``), written here by the
+    # replay itself: it builds the league's state, and no features are issued for it.
+    warm_up: bool = False
 
     def __post_init__(self) -> None:
         if (self.fixture is None) == (self.result is None):

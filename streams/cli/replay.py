@@ -1,11 +1,14 @@
 """``tipstream replay``: backfill history through the real topics, in event-time order.
 
-A match's features are an event at its kickoff; its result an event ``RESULT_DELAY`` later
-(the final whistle). Replaying sorts all events on that time line, so a match's result comes
-after its own features and a later match's features come after the earlier results they were
-built from. Publishing is idempotent (same keys and bytes, deterministic ids downstream) and
-resumable: after every acknowledged chunk the position is checkpointed in PostgreSQL under a
-replay id derived from the exact events, and ``--resume`` continues after it.
+A replay publishes what a live producer does, raw facts: a match's fixture just before its
+kickoff (``FIXTURE_LEAD``) and its result ``RESULT_DELAY`` after it (the final whistle), each
+with its event time in the ``tipstream-event-time`` header, so the service's features agent
+computes the features and the reconciler knows which predictions were made before kickoff in
+the history's own time. Replaying sorts all events on that time line, so a match's result
+comes after its own fixture and a later fixture after the earlier results. Publishing is
+idempotent (same keys and bytes, deterministic ids downstream) and resumable: after every
+acknowledged chunk the position is checkpointed in PostgreSQL under a replay id derived from
+the exact events, and ``--resume`` continues after it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from agents import reconciler_store
+from agents.features_rules import EVENT_TIME_HEADER
 from models.features import RESULT_DELAY, result_event
-from models.timeline import Filters, TimedEvent, timeline
+from models.timeline import Filters, TimedEvent, fact_timeline
 from schemas.codec import InvalidEvent, decode, encode
-from schemas.events import MatchFeatures, MatchResult
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow, RowError, parse_file
 from streams.db import connect
 from streams.kafka import client_options
@@ -124,11 +128,12 @@ class ReplayCounts:
     valid: int = 0
     rejected: int = 0
     published: int = 0
+    warm_up: int = 0
 
     def line(self) -> str:
         return (
             f"REPLAY rows={self.rows} valid={self.valid} rejected={self.rejected} "
-            f"published={self.published}"
+            f"published={self.published} warm_up={self.warm_up}"
         )
 
 
@@ -186,7 +191,9 @@ def reject(error: RowError | str, on_error: str, counts: ReplayCounts) -> None:
 async def read_database(
     settings: Settings, filters: Filters, on_error: str, counts: ReplayCounts
 ) -> list[TimedEvent]:
-    """Events stored by the reconciler, re-validated, on the same time line."""
+    """Events stored by the reconciler, re-validated, on the same time line: each stored
+    match's features as the service computed them (a re-drive through new models, not a
+    backfill: the features agent already holds these matches) and its result."""
     pool = await connect(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
@@ -211,15 +218,23 @@ async def read_database(
         counts.valid += 1
         leagues.add(record.league)
         if filters.keep(record.league, record.kickoff):
-            at = record.kickoff + (RESULT_DELAY if kind == "result" else timedelta(0))
-            events.append(
-                TimedEvent(at, "result" if kind == "result" else "features", record, origin)
-            )
+            if isinstance(record, MatchResult):
+                events.append(TimedEvent(record.kickoff + RESULT_DELAY, "result", record, origin))
+            else:
+                events.append(TimedEvent(record.kickoff, "features", record, origin))
     problem = unknown_leagues(filters.leagues, leagues)
     if problem is not None:
         refuse(problem)
     events.sort(key=lambda event: event.sort_key)
     return events
+
+
+_RECORD_TYPES: dict[str, type[MatchFeatures | Fixture | MatchResult | LeagueInput]] = {
+    "features": MatchFeatures,
+    "fixture": Fixture,
+    "result": MatchResult,
+    "warm_up": LeagueInput,
+}
 
 
 def encode_all(
@@ -228,13 +243,13 @@ def encode_all(
     """The wire bytes of every event, each checked by the decoder the workers use.
 
     A built event the workers would dead-letter is a bad row: both events of its match are
-    dropped (a result without its features would only be orphaned).
+    dropped (a result without its fixture would only be orphaned).
     """
     payloads = [encode(event.record) for event in events]
     bad: set[str] = set()
     for event, payload in zip(events, payloads, strict=True):
         try:
-            decode(payload, MatchFeatures if event.kind == "features" else MatchResult)
+            decode(payload, _RECORD_TYPES[event.kind])
         except InvalidEvent as error:
             if event.key not in bad:
                 bad.add(event.key)
@@ -260,7 +275,8 @@ def replay_id(prefix: str, events: Sequence[TimedEvent], payloads: Sequence[byte
 
 
 class Pacer:
-    """Sleeps between events: a fixed rate, a time compression of event time, or not at all."""
+    """Sleeps between events: a fixed rate, a time compression of event time, or not at all.
+    Warm-up history goes at full speed: it only prepares the window, which is paced."""
 
     def __init__(self, rate: float | None, speed: float | None) -> None:
         self.rate, self.speed = rate, speed
@@ -269,6 +285,9 @@ class Pacer:
         self.sent = 0
 
     async def wait(self, event: TimedEvent) -> None:
+        if event.kind == "warm_up":
+            self.started = time.monotonic()
+            return
         self.sent += 1
         if self.rate:
             due = self.started + (self.sent - 1) / self.rate
@@ -294,9 +313,17 @@ class Drain:
         topics = Topics.from_settings(settings)
         self.group = settings.group_id
         self.timeout = timeout
-        # Every hop between a result and the next prediction: features -> predictions ->
-        # reconciler -> model-feed -> learner.
-        self.topics = [topics.features, topics.results, topics.predictions, topics.model_feed]
+        # Every hop between a result and the next prediction: router -> league-inputs ->
+        # features agent -> features -> scorer -> predictions -> reconciler -> model-feed ->
+        # learner.
+        self.topics = [
+            topics.fixtures,
+            topics.results,
+            topics.league_inputs,
+            topics.features,
+            topics.predictions,
+            topics.model_feed,
+        ]
         self.admin = AIOKafkaAdminClient(**client_options(settings))
         self.consumer = AIOKafkaConsumer(
             **client_options(settings), group_id=None, enable_auto_commit=False
@@ -339,7 +366,7 @@ class Drain:
 
 
 def sync_points(events: Sequence[TimedEvent]) -> set[int]:
-    """Positions before which ``--sync`` waits: the first features of each later match day
+    """Positions before which ``--sync`` waits: the first fixture of each later match day
     after results were published."""
     points: set[int] = set()
     results_since = False
@@ -421,7 +448,7 @@ async def publish(
     pool = await connect(settings.database_url, max_size=1)
     await producer.start()
     try:
-        pending: list[Any] = []
+        pending: list[tuple[bool, Any]] = []  # (a warm-up input?, its delivery)
         last = len(plan.events) - 1
         for position in range(plan.start, len(plan.events)):
             event = plan.events[position]
@@ -430,10 +457,13 @@ async def publish(
                 pending = []
                 await drain.wait()
             await pacer.wait(event)
-            topic = topics.features if event.kind == "features" else topics.results
-            pending.append(
-                await producer.send(topic, plan.payloads[position], key=event.key.encode())
+            delivery = await producer.send(
+                _topic(topics, event),
+                plan.payloads[position],
+                key=_key(event).encode(),
+                headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode())],
             )
+            pending.append((event.kind == "warm_up", delivery))
             if len(pending) >= plan.checkpoint_every or position == last:
                 await _acknowledge(pending, counts, progress)
                 pending = []
@@ -446,11 +476,33 @@ async def publish(
         await pool.close()
 
 
-async def _acknowledge(pending: list[Any], counts: ReplayCounts, progress: Progress) -> None:
+def _topic(topics: Topics, event: TimedEvent) -> str:
+    """Facts go where a producer sends them; warm-up history straight to the features agent's
+    input (past the router and the reconciler: nothing of it is scored or evaluated)."""
+    return {
+        "fixture": topics.fixtures,
+        "result": topics.results,
+        "features": topics.features,
+        "warm_up": topics.league_inputs,
+    }[event.kind]
+
+
+def _key(event: TimedEvent) -> str:
+    """The match id; a warm-up input is keyed by league, as the router keys it."""
+    if isinstance(event.record, LeagueInput):
+        return event.record.league
+    return event.key
+
+
+async def _acknowledge(
+    pending: list[tuple[bool, Any]], counts: ReplayCounts, progress: Progress
+) -> None:
     """Wait until the broker has every pending event."""
     if pending:
-        await asyncio.gather(*pending)
-        counts.published += len(pending)
+        await asyncio.gather(*(delivery for _, delivery in pending))
+        warm_up = sum(is_warm_up for is_warm_up, _ in pending)
+        counts.warm_up += warm_up
+        counts.published += len(pending) - warm_up
         progress.update(len(pending))
 
 
@@ -569,11 +621,12 @@ async def run(
         problem = unknown_leagues(filters.leagues, {row.league for row in rows})
         if problem is not None:
             refuse(problem)
-        events = timeline(rows, filters)
+        events = fact_timeline(rows, filters)
     events, payloads = encode_all(events, args.on_error, counts)
-    matches = len({event.key for event in events})
+    matches = len({event.key for event in events if event.kind != "warm_up"})
+    warm_up = sum(event.kind == "warm_up" for event in events)
     if args.dry_run:
-        log.info("dry run: nothing published", matches=matches, events=len(events))
+        log.info("dry run: nothing published", matches=matches, events=len(events), warm_up=warm_up)
         return 0
     replay = replay_id(settings.topic_prefix, events, payloads)
     start = 0
@@ -585,7 +638,14 @@ async def run(
             )
         start = resumed or 0
     await ensure_topics(settings)  # broker auto-creation would get the partition counts wrong
-    log.info("replay starting", replay_id=replay, matches=matches, events=len(events), start=start)
+    log.info(
+        "replay starting",
+        replay_id=replay,
+        matches=matches,
+        events=len(events),
+        warm_up=warm_up,
+        start=start,
+    )
     drain = Drain(settings, args.sync_timeout) if args.sync else None
     if drain is not None:
         await drain.start()

@@ -15,21 +15,28 @@ import pytest
 
 from agents import features as features_agent
 from agents.features_rules import (
+    EVENT_TIME_HEADER,
     HISTORY,
     LeagueBook,
+    OpenMatch,
     add_fixture,
     add_result,
     apply_input,
     current_state,
     decode_book,
     encode_book,
+    event_time,
     features_as_of,
     league_input,
+    low_watermark,
+    router_sources,
+    source_of,
 )
-from agents.testing import InMemoryRuntime, MemoryTable
+from agents.testing import Event, InMemoryRuntime, MemoryTable, Message
 from models.features import RESULT_DELAY, FeatureBuilder, build_events, fixture_of, result_event
+from models.timeline import FIXTURE_LEAD
 from schemas.codec import encode
-from schemas.events import Fixture, MatchFeatures, MatchResult
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult, ValidationIssue
 from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.settings import Settings
 from streams.topics import Topics
@@ -60,14 +67,30 @@ def in_event_time(rows: Iterable[FootballRow]) -> list[Fact]:
     return [fact for _, fact in timed]
 
 
+def at(fact: Fact) -> datetime:
+    """A fact's event time as a replay stamps it: a fixture just before kickoff, a result at
+    the final whistle."""
+    if isinstance(fact, Fixture):
+        return fact.kickoff - FIXTURE_LEAD
+    return fact.kickoff + RESULT_DELAY
+
+
+SOURCES = router_sources(1)
+"""The router's inputs in these tests: partition 0 of fixtures and of results."""
+
+
+def routed(fact: Fact) -> LeagueInput:
+    return league_input(fact, at(fact), source_of(isinstance(fact, Fixture), 0))
+
+
 def feed(book: LeagueBook, facts: Iterable[Fact]) -> dict[str, MatchFeatures]:
     """The features the book issues for the facts, by match (the last issued for each)."""
     issued: dict[str, MatchFeatures] = {}
     for fact in facts:
-        outcome = apply_input(book, league_input(fact), now=NOW)
+        outcome = apply_input(book, routed(fact), now=NOW, sources=SOURCES)
         assert outcome.issue is None, outcome.issue
-        if outcome.features is not None:
-            issued[outcome.features.match_id] = outcome.features
+        for features in outcome.features:
+            issued[features.match_id] = features
     return issued
 
 
@@ -75,13 +98,16 @@ def offline(rows: Iterable[FootballRow]) -> dict[str, MatchFeatures]:
     return {features.match_id: features for features, _ in build_events(rows)}
 
 
+def unstamped(match: MatchFeatures, **changes: object) -> MatchFeatures:
+    """The features without the agent's issue stamp (the offline builder has none)."""
+    return msgspec.structs.replace(match, issued_at=None, revision=0, **changes)
+
+
 def assert_equal_features(got: dict[str, MatchFeatures], want: dict[str, MatchFeatures]) -> None:
     assert got.keys() == want.keys()
     for match_id, features in want.items():
         other = got[match_id]
-        assert msgspec.structs.replace(other, features={}) == msgspec.structs.replace(
-            features, features={}
-        )
+        assert unstamped(other, features={}) == unstamped(features, features={})
         for name, value in features.features.items():
             assert other.features[name] == pytest.approx(value, abs=1e-9), (match_id, name)
 
@@ -131,9 +157,18 @@ def test_a_fixture_never_sees_a_result_from_after_its_kickoff() -> None:
     ]
     book = LeagueBook.new(EPL)
     feed(book, facts)
-    outcome = add_fixture(book, fixture_of(late))
-    assert outcome.features is not None
-    assert outcome.features == offline(rows)[late.match_id]
+    outcome = add_fixture(book, fixture_of(late), at=NOW)
+    features, *reissued = outcome.features
+    want = offline(rows)
+    assert unstamped(features) == want[late.match_id]
+    assert features.issued_at == NOW
+    # Its result was known: the match is learned now, and every later fixture is re-issued
+    # with it (what the offline builder, which had it all along, gives them).
+    assert reissued
+    assert all(f.kickoff >= late.kickoff + RESULT_DELAY for f in reissued)
+    assert_equal_features(
+        {f.match_id: f for f in reissued}, {f.match_id: want[f.match_id] for f in reissued}
+    )
 
 
 def test_a_fixture_older_than_the_kept_history_is_refused_with_the_reason() -> None:
@@ -146,8 +181,8 @@ def test_a_fixture_older_than_the_kept_history_is_refused_with_the_reason() -> N
     assert book.settled_until is not None
     assert book.settled_until > first.kickoff
     before = encode_book(book)
-    outcome = add_fixture(book, fixture_of(first))
-    assert outcome.features is None
+    outcome = add_fixture(book, fixture_of(first), at=NOW)
+    assert outcome.features == ()
     assert outcome.issue is not None
     assert outcome.issue.field == "kickoff"
     assert "cannot compute these features as of kickoff" in outcome.issue.rule
@@ -180,9 +215,9 @@ def test_a_corrected_result_leaves_the_ratings_as_if_only_it_was_played() -> Non
     book = LeagueBook.new(EPL)
     facts = in_event_time(rows)
     feed(book, facts)
-    outcome = add_result(book, _corrected(result_event(target)), now=NOW)
+    outcome = add_result(book, _corrected(result_event(target)), now=NOW, at=NOW)
     assert outcome.kind == "corrected"
-    assert add_result(book, _corrected(result_event(target)), now=NOW).kind == "duplicate"
+    assert add_result(book, _corrected(result_event(target)), now=NOW, at=NOW).kind == "duplicate"
     fixed = [corrected_row if row is target else row for row in rows]
     want = offline(fixed)
     got = {row.match_id: features_as_of(book, fixture_of(row)) for row in rows}
@@ -201,8 +236,8 @@ def test_a_correction_of_a_settled_match_is_refused_and_a_duplicate_ignored() ->
     old = result_event(rows[0])
     assert old.match_id in book.settled
     before = encode_book(book)
-    assert add_result(book, old, now=NOW).kind == "duplicate"
-    refused = add_result(book, _corrected(old), now=NOW)
+    assert add_result(book, old, now=NOW, at=NOW).kind == "duplicate"
+    refused = add_result(book, _corrected(old), now=NOW, at=NOW)
     assert refused.issue is None
     assert refused.kind == "late_correction"
     assert refused.note is not None
@@ -217,7 +252,7 @@ def test_a_result_before_its_final_whistle_is_refused() -> None:
     early = NOW - RESULT_DELAY + timedelta(minutes=30)
     result = msgspec.structs.replace(result_event(row), kickoff=early)
     book = LeagueBook.new(EPL)
-    outcome = add_result(book, result, now=NOW)
+    outcome = add_result(book, result, now=NOW, at=NOW)
     assert not outcome.changed
     assert outcome.note is not None
     assert "before its final whistle" in outcome.note
@@ -225,13 +260,16 @@ def test_a_result_before_its_final_whistle_is_refused() -> None:
 
 
 def test_the_book_stays_bounded() -> None:
-    """Open facts stay within the kept history of the latest result; settled scores within
-    two seasons."""
+    """Open facts stay within the kept history of the slower input (the latest result or the
+    latest fixture); settled scores within two seasons."""
     rows = [row for row in _epl() if row.season in ("2010-2011", "2011-2012", "2012-2013")]
     book = LeagueBook.new(EPL)
     feed(book, in_event_time(rows))
     assert book.clock is not None
-    assert all(m.key()[0] > book.clock - HISTORY for m in book.open.values())
+    low = low_watermark(book, SOURCES)
+    assert low is not None
+    horizon = min(book.clock, low) - HISTORY
+    assert all(m.key()[0] > horizon for m in book.open.values())
     assert {s.season for s in book.settled.values()} <= {"2011-2012", "2012-2013"}
     assert len(encode_book(book)) < 200_000
 
@@ -240,7 +278,7 @@ def test_the_book_stays_bounded() -> None:
 
 
 def _runtime() -> InMemoryRuntime:
-    settings = Settings()
+    settings = Settings(partitions=1)
     return InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
 
 
@@ -258,10 +296,14 @@ async def test_router_rekeys_by_league_in_order_and_dead_letters_bad_fixtures() 
         (topics.results, b"not json"),
     )
     await runtime.drive(
-        features_agent.ROUTER, lambda batch: features_agent.route_batch(runtime, batch), events
+        features_agent.ROUTER,
+        lambda batch: features_agent.route_batch(runtime, batch, now=NOW),
+        events,
     )
     published = [(t, k, r) for t, k, r in runtime.published if t == topics.league_inputs]
-    assert [r for _, _, r in published] == [league_input(f) for f in facts]
+    assert [r for _, _, r in published] == [
+        league_input(f, NOW, source_of(isinstance(f, Fixture), 0)) for f in facts
+    ]
     assert {k for _, k, _ in published} == {EPL}
     assert [dl.source_topic for dl in runtime.dead_letters] == [topics.fixtures]
 
@@ -278,7 +320,7 @@ async def test_features_agent_publishes_the_offline_features_and_survives_a_rest
     half = len(facts) // 2
 
     async def run(batch: Sequence[Fact], rt: InMemoryRuntime) -> None:
-        events = rt.events(*[(topics.league_inputs, league_input(f)) for f in batch])
+        events = rt.events(*[(topics.league_inputs, routed(f)) for f in batch])
         await rt.drive(
             features_agent.AGENT,
             lambda evs: features_agent.features_batch(rt, table, evs, now=NOW),
@@ -312,7 +354,7 @@ async def test_features_agent_dead_letters_a_late_fixture_with_the_reason() -> N
     facts = [f for f in in_event_time(rows) if f != fixture_of(rows[0])]
     table = MemoryTable()
     events = runtime.events(
-        *[(topics.league_inputs, league_input(f)) for f in [*facts, fixture_of(rows[0])]]
+        *[(topics.league_inputs, routed(f)) for f in [*facts, fixture_of(rows[0])]]
     )
     await features_agent.features_batch(runtime, table, events, now=NOW)
     assert rows[0].match_id not in {f.match_id for f in runtime.on(topics.features)}  # type: ignore[attr-defined]
@@ -320,7 +362,7 @@ async def test_features_agent_dead_letters_a_late_fixture_with_the_reason() -> N
     assert letter.source_topic == topics.league_inputs
     assert letter.agent == features_agent.AGENT
     assert "as of kickoff" in letter.error.rule
-    assert base64.b64decode(letter.payload_b64) == encode(league_input(fixture_of(rows[0])))
+    assert base64.b64decode(letter.payload_b64) == encode(routed(fixture_of(rows[0])))
 
 
 def test_features_show_reads_the_changelog_of_the_deployments_own_group() -> None:
@@ -333,3 +375,190 @@ def test_features_show_reads_the_changelog_of_the_deployments_own_group() -> Non
     assert changelog_topic(Settings(topic_prefix="staging")) == (
         "tipstream-staging-league-books-changelog"
     )
+
+
+# Fixtures published early: re-issued as results come in (item 4 of the live path).
+
+
+def _round(start: str, end: str) -> tuple[list[FootballRow], list[FootballRow]]:
+    """The matches of a week (Saturday to Friday) and those of the week after."""
+    this = _between(start, end)
+    low = datetime.fromisoformat(end)
+    following = _between(end, (low + timedelta(days=7)).isoformat())
+    assert this
+    assert following
+    return this, following
+
+
+def test_a_fixture_published_early_is_reissued_with_each_result_before_its_kickoff() -> None:
+    """Next week's fixtures published before this week's results: each result re-issues
+    every pending fixture it changes, with the next revision and a later issue time, and the
+    last issue of each equals the offline builder's features (it includes those results)."""
+    history = _between("2013-08-01", "2013-09-21")
+    this, following = _round("2013-09-21", "2013-09-27")
+    book = LeagueBook.new(EPL)
+    feed(book, in_event_time(history))
+    early = this[0].kickoff - timedelta(days=3)
+    issues: dict[str, list[MatchFeatures]] = {}
+    for row in [*this, *following]:
+        for features in add_fixture(book, fixture_of(row), at=early).features:
+            issues.setdefault(features.match_id, []).append(features)
+    for result in sorted((result_event(r) for r in this), key=lambda r: (r.kickoff, r.match_id)):
+        outcome = add_result(book, result, now=NOW, at=result.kickoff + RESULT_DELAY)
+        for features in outcome.features:
+            issues.setdefault(features.match_id, []).append(features)
+    want = offline([*history, *this, *following])
+    # The offline builder also learns next week's early results before its later kickoffs;
+    # the book was sent none: compare the matches that start before any of them ends.
+    first_whistle = min(r.kickoff for r in following) + RESULT_DELAY
+    comparable = [r for r in following if r.kickoff < first_whistle]
+    assert comparable
+    for row in following:
+        issued = issues[row.match_id]
+        assert [f.revision for f in issued] == list(range(len(issued)))
+        assert len(issued) == len(this) + 1  # every result of the week came before its kickoff
+        stamps = [f.issued_at for f in issued]
+        assert all(s is not None for s in stamps)
+        assert stamps == sorted(stamps)  # type: ignore[type-var]
+        if row in comparable:
+            assert_equal_features({row.match_id: issued[-1]}, {row.match_id: want[row.match_id]})
+    # The first issue did not know this week's results: it differs.
+    first = issues[following[0].match_id][0]
+    assert first.features != want[following[0].match_id].features
+
+
+def test_a_result_reissues_only_the_fixtures_it_changes() -> None:
+    """A result re-issues the open fixtures that kick off at or after its final whistle, played
+    or not (their latest features must be exact), and none that kick off before it."""
+    history = _between("2013-08-01", "2013-09-21")
+    this, _ = _round("2013-09-21", "2013-09-27")
+    book = LeagueBook.new(EPL)
+    feed(book, in_event_time(history))
+    early = this[0].kickoff - timedelta(days=3)
+    for row in this:
+        add_fixture(book, fixture_of(row), at=early)
+    # A match that others kick off alongside (before its final whistle), with later ones.
+    first = next(
+        r
+        for r in sorted(this, key=lambda r: (r.kickoff, r.match_id))
+        if sum(o.kickoff < r.kickoff + RESULT_DELAY for o in this) >= 2
+        and sum(o.kickoff >= r.kickoff + RESULT_DELAY for o in this) >= 2
+    )
+    whistle = first.kickoff + RESULT_DELAY
+    later = sorted((r for r in this if r.kickoff >= whistle), key=lambda r: r.kickoff)
+    played = later[-1]
+    add_result(book, result_event(played), now=NOW, at=played.kickoff + RESULT_DELAY)
+    outcome = add_result(book, result_event(first), now=NOW, at=whistle)
+    assert {f.match_id for f in outcome.features} == {r.match_id for r in later}
+    assert all(f.revision == 1 for f in outcome.features)
+
+
+def test_reissuing_in_one_pass_equals_features_as_of_each_kickoff() -> None:
+    """The one-pass re-issue gives each fixture exactly ``features_as_of`` its kickoff."""
+    history = _between("2014-08-01", "2014-09-20")
+    this, following = _round("2014-09-20", "2014-09-26")
+    book = LeagueBook.new(EPL)
+    feed(book, in_event_time(history))
+    for row in following:
+        add_fixture(book, fixture_of(row), at=NOW - timedelta(days=3650))
+    for row in this:
+        book.open.setdefault(row.match_id, OpenMatch()).fixture = fixture_of(row)
+    for row in this[:-1]:
+        book.open[row.match_id].result = result_event(row)
+    last = result_event(this[-1])
+    outcome = add_result(book, last, now=NOW, at=last.kickoff + RESULT_DELAY)
+    assert outcome.features
+    for features in outcome.features:
+        fixture = book.open[features.match_id].fixture
+        assert fixture is not None
+        assert unstamped(features) == unstamped(features_as_of(book, fixture))
+
+
+def test_results_running_ahead_of_fixtures_lose_nothing() -> None:
+    """In a fast backfill one topic runs ahead of the other: two months of results before any
+    of their fixtures. Nothing is refused or dropped, and every fixture gets the offline
+    builder's features (settling waits for the slower input)."""
+    rows = _between("2015-08-01", "2015-10-01")
+    facts = in_event_time(rows)
+    results = [f for f in facts if isinstance(f, MatchResult)]
+    fixtures = [f for f in facts if isinstance(f, Fixture)]
+    book = LeagueBook.new(EPL)
+    issued = feed(book, [*results, *fixtures])
+    assert_equal_features(issued, offline(rows))
+
+
+def test_the_event_time_header() -> None:
+    """A fact's event time is its header when it has one, else the router's clock; a header
+    that is not an ISO time with an offset, or is ahead of the wall clock, is refused."""
+    when = datetime(2015, 3, 1, 15, 0, tzinfo=UTC)
+    assert event_time([(EVENT_TIME_HEADER, when.isoformat().encode())], now=NOW) == when
+    assert event_time({EVENT_TIME_HEADER: b"2015-03-01T15:00:00Z"}, now=NOW) == when
+    assert event_time(None, now=NOW) == NOW
+    assert event_time([("other", b"x")], now=NOW) == NOW
+    for raw, why in [
+        (b"yesterday", "not an ISO 8601 time"),
+        (b"2015-03-01T15:00:00", "needs a UTC offset"),
+        ((NOW + timedelta(hours=1)).isoformat().encode(), "ahead of the wall clock"),
+    ]:
+        issue = event_time([(EVENT_TIME_HEADER, raw)], now=NOW)
+        assert isinstance(issue, ValidationIssue)
+        assert why in issue.rule
+        assert issue.field == f"header {EVENT_TIME_HEADER}"
+
+
+async def test_router_dead_letters_a_fact_with_a_bad_event_time_header() -> None:
+    """A fixture whose event-time header is unusable is dead-lettered by the router with the
+    reason, its bytes kept; the other facts are routed with their header's time."""
+    runtime = _runtime()
+    topics = runtime.topics
+    good, bad = (fixture_of(row) for row in _between("2012-09-01", "2012-09-20")[:2])
+    events = [
+        Event(
+            Message(
+                topic=topics.fixtures,
+                partition=0,
+                offset=offset,
+                key=fixture.match_id.encode(),
+                value=encode(fixture),
+                headers=((EVENT_TIME_HEADER, header),),
+            )
+        )
+        for offset, (fixture, header) in enumerate(
+            [(good, b"2012-09-01T14:59:00+00:00"), (bad, b"soon")]
+        )
+    ]
+    await features_agent.route_batch(runtime, events, now=NOW)
+    routed_inputs = runtime.on(topics.league_inputs)
+    assert routed_inputs == [
+        league_input(good, datetime(2012, 9, 1, 14, 59, tzinfo=UTC), "fixtures:0")
+    ]
+    (letter,) = runtime.dead_letters
+    assert letter.agent == features_agent.ROUTER
+    assert letter.error.field == f"header {EVENT_TIME_HEADER}"
+    assert base64.b64decode(letter.payload_b64) == encode(bad)
+
+
+def test_a_partition_running_behind_never_makes_its_fixtures_late() -> None:
+    """In a fast backfill the router reads one partition weeks behind another: settling
+    follows the slowest source, so a fixture of the lagging partition is still computed as
+    of its kickoff (the offline builder's features), not refused."""
+    rows = _between("2015-08-01", "2015-11-01")
+    sources = router_sources(2)
+    lagging = {row.match_id for row in rows[::2]}
+
+    def on(fact: Fact) -> LeagueInput:
+        partition = 1 if fact.match_id in lagging else 0
+        return league_input(fact, at(fact), source_of(isinstance(fact, Fixture), partition))
+
+    facts = in_event_time(rows)
+    ahead = [f for f in facts if f.match_id not in lagging]
+    behind = [f for f in facts if f.match_id in lagging]
+    book = LeagueBook.new(EPL)
+    issued: dict[str, MatchFeatures] = {}
+    for fact in [*ahead, *behind]:  # one partition all read before the other
+        outcome = apply_input(book, on(fact), now=NOW, sources=sources)
+        assert outcome.issue is None, outcome.issue
+        for features in outcome.features:
+            issued[features.match_id] = features
+    assert_equal_features(issued, offline(rows))
+    assert book.settled_until is not None  # it did settle, once the slow source caught up

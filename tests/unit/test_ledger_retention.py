@@ -112,6 +112,8 @@ def runtime(days: int = 30) -> InMemoryRuntime:
         "predicted",
         "confidence",
         "created_at",
+        "made_at",
+        "features_revision",
     ]
     db.answer(
         "FROM predictions",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +11,8 @@ from agents.reconciler_rules import (
     apply_features,
     apply_prediction,
     apply_result,
+    counted_predictions,
+    distrust,
     evaluation_id,
     feed,
     prediction_id,
@@ -24,13 +26,21 @@ MATCH = "england-premier-league:2023-12-30:arsenal:chelsea"
 
 
 def prediction(
-    model_id: str = "m1", version: int = 1, h: float = 0.5, d: float = 0.3
+    model_id: str = "m1",
+    version: int = 1,
+    h: float = 0.5,
+    d: float = 0.3,
+    *,
+    revision: int = 0,
+    made_at: datetime | None = None,
 ) -> Prediction:
     probabilities = Probabilities(H=h, D=d, A=1.0 - h - d)
     as_dict = probabilities.as_dict()
     predicted = max(as_dict, key=lambda k: as_dict[k])
     return Prediction(
-        prediction_id=prediction_id(MATCH, model_id, version),
+        prediction_id=prediction_id(MATCH, model_id, version, revision),
+        made_at=made_at,
+        features_revision=revision,
         match_id=MATCH,
         league="england-premier-league",
         kickoff=KICKOFF,
@@ -169,3 +179,102 @@ def test_evaluation_id_is_the_uuid5_of_its_name() -> None:
         for home, away in ((0, 0), (2, 1), (99, 10)):
             expected = uuid.uuid5(_NAMESPACE, f"evaluation|{pid}|{home}-{away}")
             assert evaluation_id(pid, home, away) == str(expected)
+
+
+# Re-issued features: each model's last prediction made before kickoff counts.
+
+BEFORE = KICKOFF - timedelta(days=2)
+
+
+def test_a_prediction_from_a_later_revision_replaces_the_earlier_one() -> None:
+    """Features re-issued before kickoff are scored again: the model's prediction from the
+    later revision counts, and the result evaluates only it."""
+    ledger = MatchLedger()
+    first = prediction("m1", revision=0, made_at=BEFORE)
+    second = prediction("m1", h=0.6, revision=1, made_at=BEFORE + timedelta(hours=5))
+    apply_prediction(ledger, first, now=NOW)
+    assert apply_prediction(ledger, second, now=NOW).changed
+    assert list(ledger.predictions) == [second.prediction_id]
+    (evaluation,) = apply_result(ledger, result(), now=NOW).evaluations
+    assert evaluation.prediction_id == second.prediction_id
+    # The earlier revision arriving again (re-delivered) changes nothing.
+    assert not apply_prediction(ledger, first, now=NOW).changed
+
+
+def test_a_prediction_made_at_or_after_kickoff_never_counts() -> None:
+    """Made after kickoff in event time (a fixture published late, or re-issued after the
+    match started): not evaluated, even when the model has no other prediction."""
+    ledger = MatchLedger()
+    assert not apply_prediction(ledger, prediction(made_at=KICKOFF), now=NOW).changed
+    late = prediction("m1", revision=1, made_at=KICKOFF + timedelta(minutes=1))
+    apply_prediction(ledger, prediction(made_at=BEFORE), now=NOW)
+    assert not apply_prediction(ledger, late, now=NOW).changed
+    assert [p.made_at for p in ledger.predictions.values()] == [BEFORE]
+
+
+def test_a_revision_after_the_result_supersedes_the_evaluation_and_is_not_fed_again() -> None:
+    """In a fast backfill a re-issued prediction can reach the reconciler after the result:
+    its evaluation supersedes the first one (named), and is marked revised so the learner,
+    which learned the match from the first, does not learn it twice."""
+    ledger = MatchLedger()
+    apply_features(ledger, features())
+    apply_prediction(ledger, prediction(made_at=BEFORE), now=NOW)
+    (old,) = apply_result(ledger, result(), now=NOW).evaluations
+    revised = apply_prediction(
+        ledger, prediction(h=0.7, d=0.2, revision=1, made_at=BEFORE), now=NOW
+    )
+    (new,) = revised.evaluations
+    assert revised.revised
+    assert new.supersedes == old.evaluation_id
+    assert [(s.old_evaluation_id, s.new_evaluation_id) for s in revised.superseded] == [
+        (old.evaluation_id, new.evaluation_id)
+    ]
+    assert ledger.evaluated == {new.prediction_id: new.evaluation_id}
+
+
+def test_one_revision_scored_by_two_versions_counts_the_first() -> None:
+    """The same features re-scored by a newer version (a second replay, a restart) do not
+    replace the prediction that counts."""
+    ledger = MatchLedger()
+    apply_prediction(ledger, prediction(version=1, revision=2, made_at=BEFORE), now=NOW)
+    assert not apply_prediction(
+        ledger, prediction(version=2, revision=2, made_at=BEFORE), now=NOW
+    ).changed
+
+
+def test_counted_predictions_rebuilds_what_the_ledger_kept() -> None:
+    """From every stored prediction in arrival order, the rebuild keeps what the ledger kept:
+    per model the highest revision made before kickoff, the first of a revision."""
+    stored = [
+        prediction("m1", version=1, revision=0, made_at=BEFORE),
+        prediction("m2", version=1, revision=0, made_at=BEFORE),
+        prediction("m1", version=1, revision=1, made_at=BEFORE),
+        prediction("m1", version=2, revision=1, made_at=BEFORE),
+        prediction("m1", version=2, revision=2, made_at=KICKOFF),
+    ]
+    ledger = MatchLedger()
+    for p in stored:
+        apply_prediction(ledger, p, now=NOW)
+    assert counted_predictions(stored) == ledger.predictions
+    assert {
+        (p.model_id, p.model_version, p.features_revision) for p in ledger.predictions.values()
+    } == {
+        ("m1", 1, 1),
+        ("m2", 1, 0),
+    }
+
+
+def test_a_revision_with_a_forged_id_is_refused() -> None:
+    """The id must be the one of (match, model, version, revision): a prediction claiming
+    another revision than its id is distrusted."""
+    honest = prediction(revision=1, made_at=BEFORE)
+    forged = Prediction(
+        **{
+            **{f: getattr(honest, f) for f in honest.__struct_fields__},
+            "features_revision": 3,
+        }
+    )
+    assert distrust(honest, MatchLedger(), registered=True, knew_result=False) is None
+    issue = distrust(forged, MatchLedger(), registered=True, knew_result=False)
+    assert issue is not None
+    assert issue.field == "prediction_id"
