@@ -46,6 +46,11 @@ COUNTERS: dict[str, CounterSpec] = {
     "evaluated": CounterSpec(
         "tipstream_evaluations", None, "Predictions evaluated against their result."
     ),
+    "predictions_stale": CounterSpec(
+        "tipstream_stale_predictions",
+        None,
+        "Re-issued predictions ignored: their version had learned the result already.",
+    ),
     "routed": CounterSpec(
         "tipstream_routed_inputs", None, "Fixtures and results re-keyed by league."
     ),

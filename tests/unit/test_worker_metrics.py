@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,10 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.dead_letters import dead_letter, processing_failure
 from agents.testing import Message
 from schemas.codec import InvalidEvent, decode
-from schemas.events import MatchFeatures, ValidationIssue
+from schemas.events import AlertKind, MatchFeatures, ValidationIssue
 from streams.settings import Settings
 from streams.worker.app import create_app
 from streams.worker.metrics import (
+    ALERT_KINDS,
     COUNTERS,
     SKIPPED_KINDS,
     Arrivals,
@@ -197,3 +199,8 @@ def test_agents_import_no_metrics_library() -> None:
     (streams/) knows prometheus-client."""
     for path in (ROOT / "agents").rglob("*.py"):
         assert "prometheus" not in path.read_text(), path
+
+
+def test_every_alert_kind_has_an_open_alerts_series() -> None:
+    """A new alert kind in the schema gets its tipstream_alerts_open series (at 0 when none)."""
+    assert set(ALERT_KINDS) == set(get_args(AlertKind))
