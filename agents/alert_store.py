@@ -14,8 +14,10 @@ async def write(conn: Any, alerts: Sequence[Alert]) -> None:
     await conn.executemany(
         """INSERT INTO alerts (alert_id, kind, state, model_id, source, scope, metric, detector,
                window_size, baseline, current_value, threshold, first_evaluation_id,
-               last_evaluation_id, message, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+               last_evaluation_id, message, created_at, model_version, first_match_id,
+               last_match_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                   $18, $19)
            ON CONFLICT (alert_id) DO NOTHING""",
         [
             (
@@ -35,6 +37,9 @@ async def write(conn: Any, alerts: Sequence[Alert]) -> None:
                 a.last_evaluation_id,
                 a.message,
                 a.created_at,
+                a.model_version,
+                a.first_match_id,
+                a.last_match_id,
             )
             for a in alerts
         ],

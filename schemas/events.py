@@ -554,7 +554,13 @@ AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
 
 
 class Alert(Record, frozen=True, kw_only=True):
-    """An operator-facing event: decay, drift, recovery, promotion candidate or fault."""
+    """An operator-facing event: decay, drift, recovery, promotion candidate or fault.
+
+    A monitor alert says what an operator needs to act: the model and its version, the scope,
+    the metric, its baseline and current value, the window (evaluations the value is over) and
+    the detector, the first and last evaluation and match of that window, and in ``message`` one
+    plain sentence.
+    """
 
     alert_id: Identifier
     kind: AlertKind
@@ -572,6 +578,11 @@ class Alert(Record, frozen=True, kw_only=True):
     last_evaluation_id: Identifier | None = None
     message: Annotated[str, msgspec.Meta(max_length=2000)]
     created_at: AwareDatetime
+    # Added within schema version 1, optional so alerts written before still decode: the model
+    # version of the last evaluation the alert is about, and the matches of its first and last.
+    model_version: Version | None = None
+    first_match_id: Identifier | None = None
+    last_match_id: Identifier | None = None
 
 
 class ValidationIssue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,6 +19,7 @@ from schemas.events import MatchFeatures
 from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.deployment import free_port
 from tests.integration.conftest import Worker, publish_facts, read_topic, wait_for
 from tests.integration.test_pipeline import SEEDED_MODELS, cli, count
 
@@ -48,7 +49,8 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
     """A month of one league as a producer sends it (each fixture before its kickoff, each
     result after its final whistle): the service publishes for every match exactly the features
     build_events gives it (to 1e-9), every seeded model scores them, a SIGKILL of the worker
-    half-way changes no feature (the league books come back from their changelog), and
+    half-way and a second worker joining later (a rebalance) change no feature (the league
+    books come back from their changelog), and
     `tipstream features show` prints the offline builder's final ratings."""
     topics = Topics.from_settings(settings)
     rows = month_rows()
@@ -61,6 +63,8 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
             await asyncio.sleep(2.0)  # let the changelog and the offsets be committed
             worker.kill()
             worker.start()
+        if step == 3 * len(kickoffs) // 4:  # a second worker: the leagues' books move
+            start_worker(TIPSTREAM_WEB_PORT=str(free_port()))
         # The results known by this kickoff, routed before its fixtures are published (the
         # router reads two topics: a result sent first is not necessarily routed first).
         done = [r for r in unpublished if r.kickoff + RESULT_DELAY <= kickoff]
@@ -169,13 +173,26 @@ async def test_fixtures_published_before_the_last_round_get_predictions_with_its
         timeout=120,
         what="this week's results routed",
     )
-    await publish_facts(producer, topics.results, [result_event(r) for r in following])
-
-    offline = {f.match_id: f for f, _ in build_events(history + this + following)}
+    # Next week's results once every model has scored the last issue of the matches that
+    # start before any of them ends (else a model version that learned such a match's result
+    # may score its last issue: that prediction is ignored, the previous issue's counts).
     first_whistle = min(r.kickoff for r in following) + RESULT_DELAY
     comparable = [r for r in following if r.kickoff < first_whistle]
     assert comparable
     assert len(comparable) < len(following)
+    await wait_for(
+        lambda: _count_is(
+            db,
+            "SELECT count(*) FROM predictions WHERE features_revision = "
+            f"{len(this)} AND match_id IN ({', '.join(repr(r.match_id) for r in comparable)})",
+            len(comparable) * SEEDED_MODELS,
+        ),
+        timeout=180,
+        what="the last issue of next week's first matches scored",
+    )
+    await publish_facts(producer, topics.results, [result_event(r) for r in following])
+
+    offline = {f.match_id: f for f, _ in build_events(history + this + following)}
     matches = len(history) + len(this) + len(following)
     expected = matches * SEEDED_MODELS
     await wait_for(
