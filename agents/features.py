@@ -32,6 +32,8 @@ from agents.features_rules import (
     encode_book,
     event_time,
     league_input,
+    router_sources,
+    source_of,
 )
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime, Output
@@ -98,7 +100,8 @@ async def route_batch(
         if isinstance(at, ValidationIssue):
             refused.append(dead_letter(event.message, at, ROUTER))
             continue
-        outputs.append((topics.league_inputs, record.league, league_input(record, at)))
+        source = source_of(isinstance(record, Fixture), event.message.partition)
+        outputs.append((topics.league_inputs, record.league, league_input(record, at, source)))
     await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
     await runtime.publish_dead_letters(refused, invalid=False)
@@ -112,6 +115,7 @@ async def features_batch(
     the changed books."""
     now = now or datetime.now(UTC)
     topics = runtime.topics
+    sources = router_sources(runtime.settings.partitions)
     loaded: dict[str, LeagueBook] = {}
     changed: set[str] = set()
     outputs: list[Output] = []
@@ -128,12 +132,12 @@ async def features_batch(
             book = loaded[league] = (
                 decode_book(stored) if stored is not None else LeagueBook.new(league)
             )
-        outcome = apply_input(book, item, now=now)
+        outcome = apply_input(book, item, now=now, sources=sources)
         runtime.counters[f"features:{outcome.kind}"] += 1
         runtime.counters["features:published"] += len(outcome.features)
         if outcome.issue is not None:
             letters.append(dead_letter(event.message, outcome.issue, AGENT))
-        if outcome.note is not None:
+        if outcome.note is not None and not item.warm_up:
             log.warning(
                 "result not learned", league=league, match_id=item.match_id, why=outcome.note
             )

@@ -29,18 +29,23 @@ latest final whistle, which bounds the book (and the table record). What that me
   is a duplicate: nothing.
 - **A result without its fixture** waits in ``open`` (it needs the teams); it counts from the
   moment its fixture arrives. Facts never completed by the time they settle are dropped.
-- **Settling follows the slower of the two inputs**: the horizon is :data:`HISTORY` behind
-  the earlier of the latest final whistle and the latest fixture kickoff. Fixtures and results
-  come on two topics the router reads independently; in a fast backfill one runs ahead of the
-  other, and settling by results alone would refuse the lagging fixtures as too late.
+- **Settling follows the slowest input**: the horizon is :data:`HISTORY` behind the earlier
+  of the latest final whistle and the league's *low watermark*, the least of the latest event
+  times seen from each source partition of the router's input (every partition of
+  ``fixtures`` and ``match-results``; each delivers its facts in event-time order). In a fast
+  backfill the router reads partitions unevenly (a fetch hands over thousands of one
+  partition's records before the next's), so one partition runs weeks behind another; the
+  facts of the slowest can then never be behind the horizon, and no fixture is refused as
+  late because of the way the broker was read. Until every source has been seen, nothing
+  settles (warm-up history counts for every source: it precedes them all).
 
 **Fresh features for fixtures published early.** Every issue of a fixture's features carries
 its event time (``issued_at``: the fact's event time, see :class:`schemas.events.LeagueInput`)
 and a ``revision`` (0, 1, ... per match). A result whose final whistle is at or before the
-kickoff of a pending fixture (one without its result) changes that fixture's features; while
-its kickoff is still ahead in event time, the fixture is re-issued with the next revision and
-is scored again. The reconciler counts each model's prediction from the highest revision made
-before kickoff.
+kickoff of an open fixture changes that fixture's features: it is re-issued with the next
+revision and scored again. The reconciler counts each model's prediction from the highest
+revision made before kickoff in event time, and keeps the latest revision as the match's
+features.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ corrections within it are exact. Corrections and late fixtures come within days;
 keep a book at ~100 matches (a fixture's features fold at most ~40 open results, <1 ms)."""
 CLOCK_SLACK = timedelta(minutes=5)
 """A result may claim a final whistle at most this far after the wall clock (clock skew)."""
+DIRECT = "direct"
+"""The source of a league input without one (written straight to the features agent)."""
 EVENT_TIME_HEADER = "tipstream-event-time"
 """Kafka header a producer sets to publish history (a backfill): when the fact happened, ISO
 8601 with an offset. Without it a fact happens when the router takes it (live traffic).
@@ -76,6 +83,8 @@ class OpenMatch(msgspec.Struct, kw_only=True):
     # of the latest (a re-issue is never stamped earlier than the issue it replaces).
     issues: int = 0
     issued_at: datetime | None = None
+    # Warm-up history (see :class:`schemas.events.LeagueInput`): learned, never issued.
+    warm_up: bool = False
 
     def key(self) -> ResultKey:
         fact = self.fixture if self.fixture is not None else self.result
@@ -101,8 +110,10 @@ class LeagueBook(msgspec.Struct, kw_only=True):
     settled: dict[str, SettledScore] = {}
     # Latest final whistle of a result accepted: the league's event-time clock.
     clock: datetime | None = None
-    # Latest kickoff of a fixture accepted (settling waits for the slower input).
-    fixture_clock: datetime | None = None
+    # Latest event time seen from each source partition of the router (settling waits for
+    # the slowest), and of warm-up history (which precedes every source).
+    watermarks: dict[str, datetime] = {}
+    warm_up_clock: datetime | None = None
     # Facts with a final whistle at or before this are in the checkpoint (or dropped).
     settled_until: datetime | None = None
 
@@ -148,11 +159,13 @@ def _ignore(kind: str, note: str) -> Outcome:
     return Outcome(kind=kind, note=note)
 
 
-def league_input(fact: Fixture | MatchResult, event_time: datetime) -> LeagueInput:
+def league_input(
+    fact: Fixture | MatchResult, event_time: datetime, source: str | None = None
+) -> LeagueInput:
     """The league-keyed envelope of a fixture or a result (what the router publishes)."""
     if isinstance(fact, Fixture):
-        return LeagueInput(fixture=fact, event_time=event_time)
-    return LeagueInput(result=fact, event_time=event_time)
+        return LeagueInput(fixture=fact, event_time=event_time, source=source)
+    return LeagueInput(result=fact, event_time=event_time, source=source)
 
 
 def event_time(
@@ -179,22 +192,45 @@ def event_time(
     return at
 
 
-def apply_input(book: LeagueBook, item: LeagueInput, *, now: datetime) -> Outcome:
+def apply_input(
+    book: LeagueBook,
+    item: LeagueInput,
+    *,
+    now: datetime,
+    sources: frozenset[str] = frozenset({DIRECT}),
+) -> Outcome:
     """Apply one routed fact to its league's book; ``now`` is the wall clock, and the fact's
-    event time when the router gave it none."""
+    event time when the router gave it none; ``sources`` the router's input partitions (see
+    :func:`router_sources`)."""
     at = item.event_time or now
+    _observe(book, item, at)
     if item.fixture is not None:
-        return add_fixture(book, item.fixture, at=at)
+        return add_fixture(book, item.fixture, at=at, warm_up=item.warm_up)
     assert item.result is not None
-    return add_result(book, item.result, now=now, at=at)
+    return add_result(book, item.result, now=now, at=at, sources=sources)
 
 
-def add_fixture(book: LeagueBook, fixture: Fixture, *, at: datetime) -> Outcome:
+def router_sources(partitions: int) -> frozenset[str]:
+    """The names of the router's input partitions, as :func:`source_of` gives them."""
+    return frozenset(f"{kind}:{p}" for kind in ("fixtures", "results") for p in range(partitions))
+
+
+def source_of(is_fixture: bool, partition: int) -> str:
+    """The source name of a fact the router read from ``partition`` of its topic."""
+    return f"{'fixtures' if is_fixture else 'results'}:{partition}"
+
+
+def add_fixture(
+    book: LeagueBook, fixture: Fixture, *, at: datetime, warm_up: bool = False
+) -> Outcome:
     """Record a fixture and compute its features as of its kickoff, issued at event time
-    ``at`` (see the module docstring for the fixture that comes too late)."""
+    ``at`` (see the module docstring for the fixture that comes too late); a warm-up fixture
+    is only recorded, to learn its match."""
     if book.settled_until is not None and fixture.kickoff < book.settled_until:
         if fixture.match_id in book.settled:
             return Outcome(kind="duplicate")  # a settled match again (a replay run twice)
+        if warm_up:
+            return Outcome(kind="late_warm_up")  # history the book is already past
         return _refuse(
             "kickoff",
             fixture.kickoff.isoformat(),
@@ -215,12 +251,13 @@ def add_fixture(book: LeagueBook, fixture: Fixture, *, at: datetime) -> Outcome:
         entry = book.open[fixture.match_id] = OpenMatch()
     kind = "issued" if entry.fixture is None else "updated"
     entry.fixture = fixture
-    if book.fixture_clock is None or fixture.kickoff > book.fixture_clock:
-        book.fixture_clock = fixture.kickoff
+    if warm_up:
+        entry.warm_up = True
+        return Outcome(changed=True, kind="warm_up")
     features = _issue(entry, features_as_of(book, fixture), at)
     # A result that came before its fixture is learned from now on: the fixtures after it
     # change too.
-    reissued = reissue_pending(book, entry.key()[0], at) if entry.result is not None else ()
+    reissued = reissue_affected(book, entry.key()[0], at) if entry.result is not None else ()
     return Outcome(features=(features, *reissued), changed=True, kind=kind)
 
 
@@ -233,9 +270,16 @@ def _issue(entry: OpenMatch, features: MatchFeatures, at: datetime) -> MatchFeat
     return stamped
 
 
-def add_result(book: LeagueBook, result: MatchResult, *, now: datetime, at: datetime) -> Outcome:
+def add_result(
+    book: LeagueBook,
+    result: MatchResult,
+    *,
+    now: datetime,
+    at: datetime,
+    sources: frozenset[str] = frozenset({DIRECT}),
+) -> Outcome:
     """Record a result (a correction replaces the open score), re-issue the features of the
-    pending fixtures it changes, then settle what is old."""
+    open fixtures it changes, then settle what is old."""
     whistle, _ = result_key(result.kickoff, result.match_id)
     if whistle > now + CLOCK_SLACK:
         return _ignore(
@@ -275,24 +319,28 @@ def add_result(book: LeagueBook, result: MatchResult, *, now: datetime, at: date
     entry.result = result
     if book.clock is None or whistle > book.clock:
         book.clock = whistle
-    reissued = reissue_pending(book, whistle, at) if entry.fixture is not None else ()
-    settle(book)
+    reissued = reissue_affected(book, whistle, at) if entry.fixture is not None else ()
+    settle(book, sources)
     return Outcome(features=reissued, changed=True, kind=kind)
 
 
-def reissue_pending(book: LeagueBook, whistle: datetime, at: datetime) -> tuple[MatchFeatures, ...]:
-    """New features for every pending fixture a result with final whistle ``whistle`` changes:
-    no result yet, kickoff at or after the whistle and still ahead of event time ``at``.
+def reissue_affected(
+    book: LeagueBook, whistle: datetime, at: datetime
+) -> tuple[MatchFeatures, ...]:
+    """New features, issued at event time ``at``, for every open fixture a result with final
+    whistle ``whistle`` changes: those kicking off at or after it.
+
+    Played matches and matches past kickoff too: the latest issue is what the reconciler
+    keeps as the match's features, so it must be exact (in a fast backfill the router reads a
+    late partition's result after the matches it changes). Their new predictions count only
+    if made before kickoff in event time, which decides the reconciler.
 
     One copy of the checkpoint learns the open results in order while the fixtures are read
     in kickoff order, so re-issuing n fixtures costs one pass, not n."""
     pending = sorted(
         (entry.fixture.kickoff, entry.fixture.match_id, entry)
         for entry in book.open.values()
-        if entry.fixture is not None
-        and entry.result is None
-        and entry.fixture.kickoff >= whistle
-        and entry.fixture.kickoff > at
+        if entry.fixture is not None and not entry.warm_up and entry.fixture.kickoff >= whistle
     )
     if not pending:
         return ()
@@ -309,12 +357,40 @@ def reissue_pending(book: LeagueBook, whistle: datetime, at: datetime) -> tuple[
     return tuple(out)
 
 
-def settle(book: LeagueBook) -> None:
+def low_watermark(book: LeagueBook, sources: frozenset[str]) -> datetime | None:
+    """The least latest event time over ``sources`` (None until each has been seen, warm-up
+    history standing in for every source)."""
+    low: datetime | None = None
+    for source in sources:
+        seen = book.watermarks.get(source)
+        if book.warm_up_clock is not None and (seen is None or book.warm_up_clock > seen):
+            seen = book.warm_up_clock
+        if seen is None:
+            return None
+        if low is None or seen < low:
+            low = seen
+    return low
+
+
+def _observe(book: LeagueBook, item: LeagueInput, at: datetime) -> None:
+    """Move the watermark of the fact's source to its event time."""
+    if item.warm_up:
+        if book.warm_up_clock is None or at > book.warm_up_clock:
+            book.warm_up_clock = at
+        return
+    source = item.source or DIRECT
+    seen = book.watermarks.get(source)
+    if seen is None or at > seen:
+        book.watermarks[source] = at
+
+
+def settle(book: LeagueBook, sources: frozenset[str] = frozenset({DIRECT})) -> None:
     """Fold the open matches :data:`HISTORY` behind the clock into the checkpoint, in
     ``result_key`` order; drop the facts that never became a whole match."""
-    if book.clock is None or book.fixture_clock is None:
+    low = low_watermark(book, sources)
+    if book.clock is None or low is None:
         return
-    horizon = min(book.clock, book.fixture_clock) - HISTORY
+    horizon = min(book.clock, low) - HISTORY
     due = sorted(
         ((entry.key(), match_id) for match_id, entry in book.open.items()),
     )

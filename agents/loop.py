@@ -152,7 +152,10 @@ async def run_batches(
     snapshot is stored, so a crash never loses a learn step).
     """
     async for events in batches(stream, Batcher(batch_size, linger)):
+        started = time.perf_counter()
         await handle_batch(runtime, agent, handle, events)
+        runtime.observe("batch_events", len(events), agent)
+        runtime.observe("batch_seconds", time.perf_counter() - started, agent)
         if ack:
             for event in events:
                 await stream.ack(event)

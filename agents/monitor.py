@@ -1,6 +1,11 @@
-"""Decay monitor agent: rolling windows and a drift detector per model and per model and league.
+"""Decay monitor agent: rolling windows, a drift detector and a paired test against the market
+per model and per model and league.
 
-It reads the model feed (keyed by model id, so one worker watches each model). State: one
+It reads the model feed (keyed by model id, so one worker watches each model). The paired
+test needs the opening line's log loss on each match: it is computed from the feed item's own
+model inputs (``open_p_H/D/A``, the normalised opening odds the market-open reference reads,
+:func:`agents.monitor_rules.reference_log_loss`), so no join with the market-open model's
+evaluation of the same match, which may arrive later or on another partition, is needed. State: one
 :class:`ScopeMonitor` per (model, scope), in memory. After a restart or a rebalance a model's
 monitors are rebuilt by replaying its evaluation log from PostgreSQL silently, which restores
 the windows, the baselines and which alerts are firing; alert ids are deterministic, so an
@@ -17,9 +22,16 @@ import faust
 
 from agents import alert_store, reconciler_store
 from agents.loop import run_batches
-from agents.monitor_rules import Decision, ScopeMonitor, alert_id
+from agents.monitor_rules import (
+    PAIRED_METRIC,
+    Decision,
+    ScopeMonitor,
+    alert_id,
+    reference_log_loss,
+)
 from agents.runtime import AgentRuntime
-from schemas.events import Alert, DeadLetter, Evaluation, ModelFeedItem
+from models.catalog import REFERENCE_MODEL_IDS
+from schemas.events import Alert, DeadLetter, Evaluation, ModelFeedItem, Outcome
 
 AGENT = "decay-monitor"
 
@@ -44,12 +56,20 @@ class Monitor:
             )
         return monitor
 
-    def observe(self, evaluation: Evaluation) -> list[tuple[str, Decision]]:
-        """Feed one evaluation to its model's overall and league monitors."""
+    def observe(
+        self, evaluation: Evaluation, inputs: dict[str, float]
+    ) -> list[tuple[str, Decision]]:
+        """Feed one evaluation (and its match's model inputs) to its model's overall and league
+        monitors."""
+        reference = market_reference(evaluation.model_id, inputs, evaluation.outcome)
         decisions = []
         for scope in ("all", f"league:{evaluation.league}"):
             for decision in self.scope(evaluation.model_id, scope).observe(
-                evaluation.evaluation_id, evaluation.log_loss, evaluation.hit
+                evaluation.evaluation_id,
+                evaluation.log_loss,
+                evaluation.hit,
+                reference,
+                match_id=evaluation.match_id,
             ):
                 decisions.append((scope, decision))
         return decisions
@@ -58,15 +78,32 @@ class Monitor:
         """Replay the model's earlier evaluations without alerting, once per ownership."""
         rows = await reconciler_store.evaluation_history(conn, model_id, before)
         for row in rows:
+            line = {"open_p_H": row["open_p_h"], "open_p_D": row["open_p_d"]}
+            line["open_p_A"] = row["open_p_a"]
+            inputs = {name: p for name, p in line.items() if p is not None}
+            reference = market_reference(model_id, inputs, row["outcome"])
             for scope in ("all", f"league:{row['league']}"):
                 self.scope(model_id, scope).observe(
-                    row["evaluation_id"], row["log_loss"], row["hit"]
+                    row["evaluation_id"],
+                    row["log_loss"],
+                    row["hit"],
+                    reference,
+                    match_id=row["match_id"],
                 )
         self.warm.add(model_id)
 
     def forget(self) -> None:
         self.scopes.clear()
         self.warm.clear()
+
+
+def market_reference(model_id: str, inputs: dict[str, float], outcome: Outcome) -> float | None:
+    """The opening line's log loss for the paired test; None for the market references
+    themselves: they are the baseline (``market-open`` against itself is 0 on every match, a
+    spread of 0 that the paired test would read as a decay at the first rounding)."""
+    if model_id in REFERENCE_MODEL_IDS:
+        return None
+    return reference_log_loss(inputs, outcome)
 
 
 def register(app: faust.App, runtime: AgentRuntime) -> Monitor:
@@ -111,8 +148,11 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
     alerts = []
     now = datetime.now(UTC)
     for item in items:
-        for scope, decision in monitor.observe(item.evaluation):
-            alerts.append(to_alert(item.evaluation.model_id, scope, decision, now))
+        evaluation = item.evaluation
+        for scope, decision in monitor.observe(evaluation, item.inputs):
+            alerts.append(
+                to_alert(evaluation.model_id, scope, decision, now, evaluation.model_version)
+            )
     if alerts:
 
         async def store() -> None:
@@ -125,25 +165,16 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
     await runtime.publish_dead_letters(letters)
 
 
-def to_alert(model_id: str, scope: str, decision: Decision, now: datetime) -> Alert:
-    """The operator-facing event of a decision."""
-    if decision.kind == "drift":
-        message = (
-            f"{model_id} ({scope}): {decision.detector} detected a rise of the log loss "
-            f"(window mean {decision.current:.4f})"
-        )
-    else:
-        verb = "decayed" if decision.kind == "decay" else "recovered"
-        message = (
-            f"{model_id} ({scope}): {decision.metric} {verb}: {decision.current:.4f} "
-            f"over the last {decision.window} evaluations against a baseline of "
-            f"{decision.baseline:.4f} (threshold {decision.threshold:.0%})"
-        )
+def to_alert(
+    model_id: str, scope: str, decision: Decision, now: datetime, model_version: int | None = None
+) -> Alert:
+    """The operator-facing event of a decision, with one plain sentence that says it all."""
     return Alert(
         alert_id=alert_id(model_id, scope, decision),
         kind=decision.kind,
         state=decision.state,
         model_id=model_id,
+        model_version=model_version,
         source=AGENT,
         scope=scope,
         metric=decision.metric,
@@ -154,6 +185,52 @@ def to_alert(model_id: str, scope: str, decision: Decision, now: datetime) -> Al
         threshold=decision.threshold,
         first_evaluation_id=decision.first_evaluation_id,
         last_evaluation_id=decision.last_evaluation_id,
-        message=message,
+        first_match_id=decision.first_match_id,
+        last_match_id=decision.last_match_id,
+        message=sentence(model_id, model_version, scope, decision),
         created_at=now,
     )
+
+
+def sentence(model_id: str, model_version: int | None, scope: str, decision: Decision) -> str:
+    """One sentence an operator can act on: what changed, by how much, over which matches."""
+    who = model_id if model_version is None else f"{model_id} v{model_version}"
+    where = "all leagues" if scope == "all" else scope.removeprefix("league:")
+    span = _span(decision)
+    baseline = "none yet" if decision.baseline is None else f"{decision.baseline:+.4f}"
+    if decision.metric == PAIRED_METRIC:
+        if decision.kind == "decay":
+            return (
+                f"{who} ({where}) now loses to the opening line: its log loss is "
+                f"{decision.current:+.4f} per match against the market's over the last "
+                f"{_evaluations(decision.window)} ({span}), where its baseline was {baseline} "
+                f"({decision.detector}, threshold {decision.threshold:g} robust deviations)."
+            )
+        return (
+            f"{who} ({where}) is back at its usual distance to the opening line: "
+            f"{decision.current:+.4f} per match over the last {_evaluations(decision.window)} "
+            f"({span}) against a baseline of {baseline} ({decision.detector})."
+        )
+    baseline = "none yet" if decision.baseline is None else f"{decision.baseline:.4f}"
+    if decision.kind == "drift":
+        return (
+            f"{who} ({where}): {decision.detector} detected a rise of the log loss at "
+            f"{span}; the window mean is {decision.current:.4f} against a baseline of "
+            f"{baseline}."
+        )
+    verb = "got worse" if decision.kind == "decay" else "recovered"
+    return (
+        f"{who} ({where}): {decision.metric} {verb}, {decision.current:.4f} over the last "
+        f"{_evaluations(decision.window)} ({span}) against a baseline of {baseline} "
+        f"({decision.detector} test, threshold {decision.threshold:.0%})."
+    )
+
+
+def _evaluations(count: int) -> str:
+    return "evaluation" if count == 1 else f"{count} evaluations"
+
+
+def _span(decision: Decision) -> str:
+    first = decision.first_match_id or decision.first_evaluation_id
+    last = decision.last_match_id or decision.last_evaluation_id
+    return f"match {first}" if first == last else f"matches {first} to {last}"

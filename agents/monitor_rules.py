@@ -1,6 +1,14 @@
-"""Decay detection rules (pure): rolling count windows against a baseline, plus a River drift
-detector on the per-prediction loss. One :class:`ScopeMonitor` watches one model in one scope
-(all leagues, or one league); it returns alert decisions, never the same state twice in a row.
+"""Decay detection rules (pure): rolling count windows against a baseline, a River drift
+detector on the per-prediction loss, and a CUSUM on the loss relative to the market. One
+:class:`ScopeMonitor` watches one model in one scope (all leagues, or one league); it returns
+alert decisions, never the same state twice in a row.
+
+Why the market: the log loss of one match has a standard deviation of ~0.47 (the outcome is
+random), but its difference to the opening line's log loss on the same match has ~0.04, since
+both are scored on the same outcome (measured over the shared data: docs/MONITORING.md). A
+test on that paired difference sees a model break within a few evaluations where the window
+test on the raw loss needs a few hundred; the window test stays, for faults that hit the market
+too (results joined to the wrong matches).
 """
 
 from __future__ import annotations
@@ -9,9 +17,14 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from statistics import fmean, median
 from typing import Any, Literal
 
 from river import drift as _drift
+
+from models.market import OPEN_INPUTS
+from models.metrics import log_loss as _log_loss
+from schemas.events import OUTCOMES, Outcome
 
 _NAMESPACE = uuid.UUID("0c6f3a57-52d4-4f43-8a8e-3a7e0f5c9b21")
 
@@ -23,6 +36,27 @@ MIN_Z = 3.0
 least this many standard errors. Without it a 5% threshold on a 200-match accuracy window (one
 standard error is ~7% relative) fires on noise; with it an ordinary season stays quiet while a
 real break (scrambled results: log loss +30%, ~10 standard errors) still fires within a window."""
+
+
+Change = Literal["decay", "recovery"]
+
+PAIRED_METRIC = "log_loss_vs_market"
+"""The paired test's metric: the model's log loss minus the opening line's, per match."""
+PAIRED_DETECTOR = "paired-cusum"
+PAIRED_ALLOWANCE = 1.5
+"""CUSUM allowance ``k``, in robust standard deviations of the baseline's paired difference: a
+smaller sustained shift (~0.06 log loss per match on the shared data) is left to the window test.
+Chosen with ``PAIRED_THRESHOLD`` on the seasons before 2017-18 only (``python -m tests.monitoring
+--sweep``, docs/MONITORING.md): of the pairs with no false alarm in any scope there, the one with
+the shortest worst median delay over the four model faults."""
+PAIRED_THRESHOLD = 10.0
+"""CUSUM decision threshold ``h`` (same units): the model faults of the measurement move the
+standardised difference by 1.7 to 11 per evaluation on average, so they cross it in a few."""
+MAD_TO_SD = 1.4826
+"""Median absolute deviation to standard deviation for a normal distribution."""
+MIN_SCALE = 1e-3
+"""Floor of the robust scale (log-loss units): a model that copies the market exactly has a MAD
+of 0, and any move would be infinitely many deviations. 1e-3 is 1/40 of the shared data's."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +73,19 @@ class Decision:
     threshold: float
     first_evaluation_id: str
     last_evaluation_id: str
+    first_match_id: str | None = None
+    last_match_id: str | None = None
+
+
+def reference_log_loss(inputs: dict[str, float], outcome: Outcome) -> float | None:
+    """The opening line's log loss on a match, from the normalised implied probabilities of its
+    model inputs (``open_p_H/D/A``, :data:`models.market.OPEN_INPUTS`), as ``market-open``
+    scores it; None when the inputs lack a usable line (a producer's own features)."""
+    line = [inputs.get(name) for name in OPEN_INPUTS]
+    if any(p is None or not p > 0.0 for p in line):
+        return None
+    probabilities = dict(zip(OUTCOMES, (float(p) for p in line if p is not None), strict=True))
+    return _log_loss(probabilities, outcome)
 
 
 def relative_decay(metric: Metric, baseline: float, current: float) -> float:
@@ -65,6 +112,94 @@ def make_detector(name: str) -> Any:
 
 
 @dataclass
+class PairedCusum:
+    """One-sided CUSUM on the standardised paired difference (model minus market log loss).
+
+    The first ``baseline_size`` differences give the centre (their mean: the CUSUM tests a
+    shift of the mean) and the scale (their MAD, robust to the few matches where one side was
+    very wrong). It fires when the cumulative excess over the allowance passes the threshold,
+    and resolves once the mean standardised difference of the last ``baseline_size`` paired
+    evaluations since it fired is back under half the allowance: a window, not a reverse CUSUM,
+    because a broken model's difference is heavy-tailed (an overconfident one is mostly better
+    than the market and now and then far worse), and a reverse CUSUM would resolve in a lull.
+    """
+
+    baseline_size: int
+    allowance: float = PAIRED_ALLOWANCE
+    threshold: float = PAIRED_THRESHOLD
+    centre: float | None = None
+    scale: float | None = None
+    statistic: float = 0.0
+    firing: bool = False
+    _baseline: list[float] = field(default_factory=list)
+    _run: list[tuple[str, str | None, float]] = field(default_factory=list)
+    _since: deque[tuple[str, str | None, float, float]] = field(default_factory=deque)
+    _since_z: float = 0.0
+
+    def update(self, evaluation_id: str, match_id: str | None, difference: float) -> Change | None:
+        """Add one paired difference; ``"decay"`` or ``"recovery"`` when the state changes."""
+        if self.centre is None or self.scale is None:
+            self._learn_baseline(difference)
+            return None
+        z = (difference - self.centre) / self.scale
+        if self.firing:
+            return self._towards_recovery(evaluation_id, match_id, difference, z)
+        self.statistic = max(0.0, self.statistic + z - self.allowance)
+        if self.statistic == 0.0:
+            self._run = []
+            return None
+        self._run.append((evaluation_id, match_id, difference))
+        if self.statistic > self.threshold:
+            self.firing = True
+            self._since, self._since_z = deque(), 0.0
+            return "decay"
+        return None
+
+    def _learn_baseline(self, difference: float) -> None:
+        self._baseline.append(difference)
+        if len(self._baseline) >= self.baseline_size:
+            self.centre = fmean(self._baseline)
+            middle = median(self._baseline)
+            mad = median(abs(d - middle) for d in self._baseline)
+            self.scale = max(MIN_SCALE, MAD_TO_SD * mad)
+            self._baseline = []
+
+    def _towards_recovery(
+        self, evaluation_id: str, match_id: str | None, difference: float, z: float
+    ) -> Change | None:
+        self._since.append((evaluation_id, match_id, difference, z))
+        self._since_z += z
+        if len(self._since) > self.baseline_size:
+            self._since_z -= self._since.popleft()[3]
+        full = len(self._since) == self.baseline_size
+        if full and self._since_z / self.baseline_size < self.allowance / 2:
+            self.firing = False
+            self.statistic = 0.0
+            self._run = []
+            return "recovery"
+        return None
+
+    def decision(self, kind: Literal["decay", "recovery"]) -> Decision:
+        """The decision of a state change just returned by :meth:`update`: a decay is about the
+        evaluations of the CUSUM's excursion, a recovery about the last window since firing."""
+        rows = list(self._run) if kind == "decay" else [row[:3] for row in self._since]
+        return Decision(
+            kind=kind,
+            state="firing" if kind == "decay" else "resolved",
+            metric=PAIRED_METRIC,
+            detector=PAIRED_DETECTOR,
+            window=len(rows),
+            baseline=self.centre,
+            current=fmean(d for _, _, d in rows),
+            threshold=self.threshold,
+            first_evaluation_id=rows[0][0],
+            last_evaluation_id=rows[-1][0],
+            first_match_id=rows[0][1],
+            last_match_id=rows[-1][1],
+        )
+
+
+@dataclass
 class ScopeMonitor:
     """Rolling windows of one model in one scope, with the alert state machine."""
 
@@ -75,7 +210,9 @@ class ScopeMonitor:
     baseline_variance: dict[str, float] = field(default_factory=dict)
     firing: dict[str, bool] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    paired: PairedCusum | None = None
     _ids: deque[str] = field(default_factory=deque)
+    _matches: deque[str | None] = field(default_factory=deque)
     _log_loss: deque[float] = field(default_factory=deque)
     _hits: deque[float] = field(default_factory=deque)
     _sums: dict[str, float] = field(default_factory=lambda: {"log_loss": 0.0, "accuracy": 0.0})
@@ -84,6 +221,8 @@ class ScopeMonitor:
 
     def __post_init__(self) -> None:
         self._detector = make_detector(self.detector_name)
+        if self.paired is None:
+            self.paired = PairedCusum(baseline_size=self.window)
 
     def current(self, metric: Metric) -> float:
         return self._sums[metric] / max(1, len(self._ids))
@@ -95,13 +234,30 @@ class ScopeMonitor:
             return mean * (1.0 - mean)
         return max(0.0, self._squares / max(1, len(self._ids)) - mean * mean)
 
-    def observe(self, evaluation_id: str, log_loss: float, hit: bool) -> list[Decision]:
-        """Add one evaluation; return the alerts it triggers (usually none)."""
+    def observe(
+        self,
+        evaluation_id: str,
+        log_loss: float,
+        hit: bool,
+        reference_log_loss: float | None = None,
+        *,
+        match_id: str | None = None,
+    ) -> list[Decision]:
+        """Add one evaluation; return the alerts it triggers (usually none).
+
+        ``reference_log_loss`` is the opening line's log loss on the same match
+        (:func:`reference_log_loss`); without it the evaluation feeds the window test and the
+        drift detector only.
+        """
         if evaluation_id in self.seen:
             return []
         self.seen.add(evaluation_id)
-        self._push(evaluation_id, log_loss, 1.0 if hit else 0.0)
-        decisions = self._drift(evaluation_id, log_loss)
+        self._push(evaluation_id, match_id, log_loss, 1.0 if hit else 0.0)
+        decisions = self._drift(evaluation_id, match_id, log_loss)
+        if reference_log_loss is not None and self.paired is not None:
+            change = self.paired.update(evaluation_id, match_id, log_loss - reference_log_loss)
+            if change is not None:
+                decisions.append(self.paired.decision(change))
         if len(self._ids) < self.window:
             return decisions
         for metric in METRICS:
@@ -114,8 +270,9 @@ class ScopeMonitor:
             decisions.extend(self._threshold(metric, current))
         return decisions
 
-    def _push(self, evaluation_id: str, log_loss: float, hit: float) -> None:
+    def _push(self, evaluation_id: str, match_id: str | None, log_loss: float, hit: float) -> None:
         self._ids.append(evaluation_id)
+        self._matches.append(match_id)
         self._log_loss.append(log_loss)
         self._hits.append(hit)
         self._sums["log_loss"] += log_loss
@@ -123,6 +280,7 @@ class ScopeMonitor:
         self._squares += log_loss * log_loss
         if len(self._ids) > self.window:
             self.seen.discard(self._ids.popleft())
+            self._matches.popleft()
             dropped = self._log_loss.popleft()
             self._sums["log_loss"] -= dropped
             self._squares -= dropped * dropped
@@ -146,7 +304,7 @@ class ScopeMonitor:
         error = math.sqrt((self.variance(metric) + self.baseline_variance[metric]) / n)
         return abs(current - self.baseline[metric]) >= MIN_Z * error
 
-    def _drift(self, evaluation_id: str, log_loss: float) -> list[Decision]:
+    def _drift(self, evaluation_id: str, match_id: str | None, log_loss: float) -> list[Decision]:
         self._detector.update(log_loss)
         if not self._detector.drift_detected:
             return []
@@ -162,6 +320,8 @@ class ScopeMonitor:
                 threshold=self.threshold,
                 first_evaluation_id=evaluation_id,
                 last_evaluation_id=evaluation_id,
+                first_match_id=match_id,
+                last_match_id=match_id,
             )
         ]
 
@@ -185,6 +345,8 @@ class ScopeMonitor:
             threshold=self.threshold,
             first_evaluation_id=self._ids[0],
             last_evaluation_id=self._ids[-1],
+            first_match_id=self._matches[0],
+            last_match_id=self._matches[-1],
         )
 
 

@@ -166,11 +166,16 @@ async def write(conn: Any, batch: LogBatch) -> None:
 
 async def evaluation_history(conn: Any, model_id: str, before: datetime) -> list[Any]:
     """A model's current evaluations before ``before``, in the order they were made (the decay
-    monitor's warm-up)."""
+    monitor's warm-up), with the match's opening-line probabilities (``open_p_H/D/A`` of its
+    stored features; NULL without them) for the monitor's paired test."""
     rows: list[Any] = await conn.fetch(
-        """SELECT evaluation_id, league, log_loss, hit FROM evaluations
-           WHERE model_id = $1 AND superseded_by IS NULL AND evaluated_at < $2
-           ORDER BY evaluated_at, kickoff, evaluation_id""",
+        """SELECT e.evaluation_id, e.match_id, e.league, e.outcome, e.log_loss, e.hit,
+                  (f.payload->'features'->>'open_p_H')::float8 AS open_p_h,
+                  (f.payload->'features'->>'open_p_D')::float8 AS open_p_d,
+                  (f.payload->'features'->>'open_p_A')::float8 AS open_p_a
+           FROM evaluations e LEFT JOIN match_features f ON f.match_id = e.match_id
+           WHERE e.model_id = $1 AND e.superseded_by IS NULL AND e.evaluated_at < $2
+           ORDER BY e.evaluated_at, e.kickoff, e.evaluation_id""",
         model_id,
         before,
     )

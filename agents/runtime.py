@@ -125,6 +125,12 @@ class AgentRuntime(Protocol):
         """Run ``action`` until it succeeds, waiting out transient failures."""
         ...
 
+    def observe(self, metric: str, value: float, label: str = "") -> None:
+        """One measurement for a distribution the worker keeps (its /metrics/ histograms):
+        ``batch_events`` (events per batch) or ``batch_seconds`` (time to handle it), labelled
+        by agent. Counts go to ``counters``; agents never import a metrics library."""
+        ...
+
     def partition_for(self, key: bytes) -> int:
         """The partition a message (or table changelog record) keyed ``key`` goes to."""
         ...

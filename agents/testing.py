@@ -212,6 +212,7 @@ class InMemoryRuntime:
     published: list[Output] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
+    observations: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _offsets: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def connection(self) -> Any:
@@ -246,6 +247,10 @@ class InMemoryRuntime:
                 self.retries[what] += 1
                 self.counters[f"retries:{what}"] += 1
         raise RuntimeError(f"{what}: still failing after {RETRIES_AT_MOST} retries")
+
+    def observe(self, metric: str, value: float, label: str = "") -> None:
+        """Kept in ``observations`` under ``metric:label`` (``metric`` without a label)."""
+        self.observations[f"{metric}:{label}" if label else metric].append(value)
 
     @asynccontextmanager
     async def follow(self, topic: str) -> AsyncIterator[_Notices]:

@@ -14,11 +14,11 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from models.features import RESULT_DELAY, build_events, fixture_of, result_event
-from schemas.events import Fixture, MatchFeatures, MatchResult
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow
 
-Kind = Literal["features", "fixture", "result"]
-_ORDER: dict[str, int] = {"result": 0, "features": 1, "fixture": 1}
+Kind = Literal["features", "fixture", "result", "warm_up"]
+_ORDER: dict[str, int] = {"result": 0, "features": 1, "fixture": 1, "warm_up": 1}
 """At equal times a result is known before features are built (as in ``build_events``)."""
 FIXTURE_LEAD = timedelta(minutes=1)
 """How long before kickoff a replay publishes a fixture (its event time): just before, so
@@ -32,8 +32,10 @@ class TimedEvent:
 
     at: datetime
     kind: Kind
-    record: MatchFeatures | Fixture | MatchResult
+    record: MatchFeatures | Fixture | MatchResult | LeagueInput
     origin: str = ""
+    # Sorts before other kinds at the same time (a warm-up result, as results do).
+    first: bool = False
 
     @property
     def key(self) -> str:
@@ -41,7 +43,7 @@ class TimedEvent:
 
     @property
     def sort_key(self) -> tuple[datetime, int, str]:
-        return self.at, _ORDER[self.kind], self.key
+        return self.at, 0 if self.first else _ORDER[self.kind], self.key
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,9 @@ def fact_timeline(rows: Sequence[FootballRow], filters: Filters = Filters()) -> 
     :data:`FIXTURE_LEAD` before its kickoff and its result at the final whistle. The service's
     features agent computes the features from them (``tipstream replay``).
 
-    Unlike :func:`timeline`, only the kept matches shape the ratings: the service learns from
-    what it is sent, so a replay from ``--from`` starts the ratings there.
+    With a start date, the kept leagues' matches before it come first as warm-up facts
+    (:func:`warm_up`): they build the ratings and are never scored, so, as in :func:`timeline`,
+    history before ``--from`` still shapes the features.
     """
     events: list[TimedEvent] = []
     for row in rows:
@@ -97,5 +100,24 @@ def fact_timeline(rows: Sequence[FootballRow], filters: Filters = Filters()) -> 
             events.append(
                 TimedEvent(row.kickoff + RESULT_DELAY, "result", result_event(row), origin)
             )
+    events.sort(key=lambda event: event.sort_key)
+    return warm_up(rows, filters) + events
+
+
+def warm_up(rows: Sequence[FootballRow], filters: Filters) -> list[TimedEvent]:
+    """The kept leagues' matches before ``filters.start`` as league inputs marked warm-up,
+    in event-time order: the features agent learns them and issues no features."""
+    if filters.start is None:
+        return []
+    start = filters.start
+    events: list[TimedEvent] = []
+    for row in rows:
+        if (not filters.leagues or row.league in filters.leagues) and row.kickoff.date() < start:
+            origin = f"{row.source}:{row.line}"
+            fixture_at, result_at = row.kickoff - FIXTURE_LEAD, row.kickoff + RESULT_DELAY
+            fixture = LeagueInput(fixture=fixture_of(row), event_time=fixture_at, warm_up=True)
+            result = LeagueInput(result=result_event(row), event_time=result_at, warm_up=True)
+            events.append(TimedEvent(fixture_at, "warm_up", fixture, origin))
+            events.append(TimedEvent(result_at, "warm_up", result, origin, first=True))
     events.sort(key=lambda event: event.sort_key)
     return events

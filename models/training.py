@@ -23,11 +23,10 @@ def training_set(
     inputs: dict[str, dict[str, float]] = {}
     outcomes: dict[str, str] = {}
     for event in events:
-        if event.record.kickoff.date() >= until:
-            continue
-        if isinstance(event.record, MatchFeatures):
-            inputs[event.key] = model_input(event.record)
-        elif isinstance(event.record, MatchResult):
-            outcomes[event.key] = event.record.outcome
+        record = event.record
+        if isinstance(record, MatchFeatures) and record.kickoff.date() < until:
+            inputs[event.key] = model_input(record)
+        elif isinstance(record, MatchResult) and record.kickoff.date() < until:
+            outcomes[event.key] = record.outcome
     keys = [k for k in inputs if k in outcomes]
     return [inputs[k] for k in keys], [outcomes[k] for k in keys]

@@ -525,6 +525,12 @@ class LeagueInput(Record, frozen=True, kw_only=True):
     # When the fact happened in event time: the producer's ``tipstream-event-time`` header
     # (a backfill's history), else the moment the router took it (live).
     event_time: AwareDatetime | None = None
+    # The router's input partition the fact came from (``fixtures:3``): the features agent
+    # settles a league only as far as its slowest source has come.
+    source: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # A replay's history before its window (``tipstream replay --from``), written here by the
+    # replay itself: it builds the league's state, and no features are issued for it.
+    warm_up: bool = False
 
     def __post_init__(self) -> None:
         if (self.fixture is None) == (self.result is None):
@@ -548,7 +554,13 @@ AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
 
 
 class Alert(Record, frozen=True, kw_only=True):
-    """An operator-facing event: decay, drift, recovery, promotion candidate or fault."""
+    """An operator-facing event: decay, drift, recovery, promotion candidate or fault.
+
+    A monitor alert says what an operator needs to act: the model and its version, the scope,
+    the metric, its baseline and current value, the window (evaluations the value is over) and
+    the detector, the first and last evaluation and match of that window, and in ``message`` one
+    plain sentence.
+    """
 
     alert_id: Identifier
     kind: AlertKind
@@ -566,6 +578,11 @@ class Alert(Record, frozen=True, kw_only=True):
     last_evaluation_id: Identifier | None = None
     message: Annotated[str, msgspec.Meta(max_length=2000)]
     created_at: AwareDatetime
+    # Added within schema version 1, optional so alerts written before still decode: the model
+    # version of the last evaluation the alert is about, and the matches of its first and last.
+    model_version: Version | None = None
+    first_match_id: Identifier | None = None
+    last_match_id: Identifier | None = None
 
 
 class ValidationIssue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

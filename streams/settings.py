@@ -31,6 +31,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 """Accepted values of ``TIPSTREAM_LOG_LEVEL`` (any case)."""
 EVENT_LOOPS = ("uvloop", "asyncio")
 """Accepted values of ``TIPSTREAM_EVENT_LOOP``."""
+TABLE_STORES = ("memory", "rocksdb")
+"""Accepted values of ``TIPSTREAM_TABLE_STORE``: Faust's in-memory store, or RocksDB on local
+disk through ``rocksdict`` (the ``rocksdb`` extra); docs/DEPLOYMENT.md has the figures."""
 DRIFT_DETECTORS = ("adwin", "page-hinkley")
 """Accepted values of ``TIPSTREAM_DRIFT_DETECTOR``: the names ``agents.monitor_rules.make_detector``
 knows (a unit test keeps the two in step; importing it here would load River in every command)."""
@@ -105,6 +108,11 @@ class Settings:
     ledger_segment_seconds: int = 3600
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
+    # Where the worker keeps its tables (``ledgers``, ``league-books``): "memory" (rebuilt from
+    # the changelogs at each start) or "rocksdb" (on disk under table_dir, in a directory of
+    # its own per app id and web port; a restart reads only the changelogs' tail).
+    table_store: str = "memory"
+    table_dir: str = ".local/tables"
 
     def __post_init__(self) -> None:
         problems = [
@@ -274,6 +282,8 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("log_format", lambda v: v in LOG_FORMATS, f"one of {', '.join(LOG_FORMATS)}"),
     ("log_level", lambda v: v.lower() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     ("event_loop", lambda v: v in EVENT_LOOPS, f"one of {', '.join(EVENT_LOOPS)}"),
+    ("table_store", lambda v: v in TABLE_STORES, f"one of {', '.join(TABLE_STORES)}"),
+    ("table_dir", lambda v: bool(v.strip()) and "{" not in v, "a directory path without braces"),
     ("drift_detector", lambda v: v in DRIFT_DETECTORS, f"one of {', '.join(DRIFT_DETECTORS)}"),
     (
         "learning_policy",

@@ -112,7 +112,7 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 def _registered() -> list[Register]:
     """Every module's subcommands; imported here so `tipstream --help` stays quick to load."""
     from models import evaluate
-    from streams.cli import features, operator, replay, train
+    from streams.cli import alerts, dead_letters, features, operator, predictions, replay, train
 
     return [
         _register_worker,
@@ -120,6 +120,9 @@ def _registered() -> list[Register]:
         _register_topics,
         _register_settings,
         operator.register,
+        alerts.register,
+        dead_letters.register,
+        predictions.register,
         features.register,
         replay.register,
         evaluate.register,

@@ -33,9 +33,9 @@ from tqdm import tqdm
 from agents import reconciler_store
 from agents.features_rules import EVENT_TIME_HEADER
 from models.features import RESULT_DELAY, result_event
-from models.timeline import FIXTURE_LEAD, Filters, TimedEvent, fact_timeline
+from models.timeline import Filters, TimedEvent, fact_timeline
 from schemas.codec import InvalidEvent, decode, encode
-from schemas.events import Fixture, MatchFeatures, MatchResult
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult
 from schemas.football_csv import FootballRow, RowError, parse_file
 from streams.db import connect
 from streams.kafka import client_options
@@ -128,11 +128,12 @@ class ReplayCounts:
     valid: int = 0
     rejected: int = 0
     published: int = 0
+    warm_up: int = 0
 
     def line(self) -> str:
         return (
             f"REPLAY rows={self.rows} valid={self.valid} rejected={self.rejected} "
-            f"published={self.published}"
+            f"published={self.published} warm_up={self.warm_up}"
         )
 
 
@@ -190,8 +191,9 @@ def reject(error: RowError | str, on_error: str, counts: ReplayCounts) -> None:
 async def read_database(
     settings: Settings, filters: Filters, on_error: str, counts: ReplayCounts
 ) -> list[TimedEvent]:
-    """Facts stored by the reconciler, re-validated, on the same time line: each stored
-    match's fixture (its features without them) and its result."""
+    """Events stored by the reconciler, re-validated, on the same time line: each stored
+    match's features as the service computed them (a re-drive through new models, not a
+    backfill: the features agent already holds these matches) and its result."""
     pool = await connect(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
@@ -219,8 +221,7 @@ async def read_database(
             if isinstance(record, MatchResult):
                 events.append(TimedEvent(record.kickoff + RESULT_DELAY, "result", record, origin))
             else:
-                fixture = fixture_from(record)
-                events.append(TimedEvent(record.kickoff - FIXTURE_LEAD, "fixture", fixture, origin))
+                events.append(TimedEvent(record.kickoff, "features", record, origin))
     problem = unknown_leagues(filters.leagues, leagues)
     if problem is not None:
         refuse(problem)
@@ -228,24 +229,11 @@ async def read_database(
     return events
 
 
-def fixture_from(features: MatchFeatures) -> Fixture:
-    """The fixture a match's stored features were computed from (the facts, not the features)."""
-    return Fixture(
-        match_id=features.match_id,
-        league=features.league,
-        season=features.season,
-        kickoff=features.kickoff,
-        home_team=features.home_team,
-        away_team=features.away_team,
-        odds_open=features.odds_open,
-        odds_close=features.odds_close,
-    )
-
-
-_RECORD_TYPES: dict[str, type[MatchFeatures | Fixture | MatchResult]] = {
+_RECORD_TYPES: dict[str, type[MatchFeatures | Fixture | MatchResult | LeagueInput]] = {
     "features": MatchFeatures,
     "fixture": Fixture,
     "result": MatchResult,
+    "warm_up": LeagueInput,
 }
 
 
@@ -287,7 +275,8 @@ def replay_id(prefix: str, events: Sequence[TimedEvent], payloads: Sequence[byte
 
 
 class Pacer:
-    """Sleeps between events: a fixed rate, a time compression of event time, or not at all."""
+    """Sleeps between events: a fixed rate, a time compression of event time, or not at all.
+    Warm-up history goes at full speed: it only prepares the window, which is paced."""
 
     def __init__(self, rate: float | None, speed: float | None) -> None:
         self.rate, self.speed = rate, speed
@@ -296,6 +285,9 @@ class Pacer:
         self.sent = 0
 
     async def wait(self, event: TimedEvent) -> None:
+        if event.kind == "warm_up":
+            self.started = time.monotonic()
+            return
         self.sent += 1
         if self.rate:
             due = self.started + (self.sent - 1) / self.rate
@@ -456,7 +448,7 @@ async def publish(
     pool = await connect(settings.database_url, max_size=1)
     await producer.start()
     try:
-        pending: list[Any] = []
+        pending: list[tuple[bool, Any]] = []  # (a warm-up input?, its delivery)
         last = len(plan.events) - 1
         for position in range(plan.start, len(plan.events)):
             event = plan.events[position]
@@ -465,14 +457,13 @@ async def publish(
                 pending = []
                 await drain.wait()
             await pacer.wait(event)
-            pending.append(
-                await producer.send(
-                    _topic(topics, event),
-                    plan.payloads[position],
-                    key=event.key.encode(),
-                    headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode())],
-                )
+            delivery = await producer.send(
+                _topic(topics, event),
+                plan.payloads[position],
+                key=_key(event).encode(),
+                headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode())],
             )
+            pending.append((event.kind == "warm_up", delivery))
             if len(pending) >= plan.checkpoint_every or position == last:
                 await _acknowledge(pending, counts, progress)
                 pending = []
@@ -486,16 +477,32 @@ async def publish(
 
 
 def _topic(topics: Topics, event: TimedEvent) -> str:
-    return {"fixture": topics.fixtures, "result": topics.results, "features": topics.features}[
-        event.kind
-    ]
+    """Facts go where a producer sends them; warm-up history straight to the features agent's
+    input (past the router and the reconciler: nothing of it is scored or evaluated)."""
+    return {
+        "fixture": topics.fixtures,
+        "result": topics.results,
+        "features": topics.features,
+        "warm_up": topics.league_inputs,
+    }[event.kind]
 
 
-async def _acknowledge(pending: list[Any], counts: ReplayCounts, progress: Progress) -> None:
+def _key(event: TimedEvent) -> str:
+    """The match id; a warm-up input is keyed by league, as the router keys it."""
+    if isinstance(event.record, LeagueInput):
+        return event.record.league
+    return event.key
+
+
+async def _acknowledge(
+    pending: list[tuple[bool, Any]], counts: ReplayCounts, progress: Progress
+) -> None:
     """Wait until the broker has every pending event."""
     if pending:
-        await asyncio.gather(*pending)
-        counts.published += len(pending)
+        await asyncio.gather(*(delivery for _, delivery in pending))
+        warm_up = sum(is_warm_up for is_warm_up, _ in pending)
+        counts.warm_up += warm_up
+        counts.published += len(pending) - warm_up
         progress.update(len(pending))
 
 
@@ -616,9 +623,10 @@ async def run(
             refuse(problem)
         events = fact_timeline(rows, filters)
     events, payloads = encode_all(events, args.on_error, counts)
-    matches = len({event.key for event in events})
+    matches = len({event.key for event in events if event.kind != "warm_up"})
+    warm_up = sum(event.kind == "warm_up" for event in events)
     if args.dry_run:
-        log.info("dry run: nothing published", matches=matches, events=len(events))
+        log.info("dry run: nothing published", matches=matches, events=len(events), warm_up=warm_up)
         return 0
     replay = replay_id(settings.topic_prefix, events, payloads)
     start = 0
@@ -630,7 +638,14 @@ async def run(
             )
         start = resumed or 0
     await ensure_topics(settings)  # broker auto-creation would get the partition counts wrong
-    log.info("replay starting", replay_id=replay, matches=matches, events=len(events), start=start)
+    log.info(
+        "replay starting",
+        replay_id=replay,
+        matches=matches,
+        events=len(events),
+        warm_up=warm_up,
+        start=start,
+    )
     drain = Drain(settings, args.sync_timeout) if args.sync else None
     if drain is not None:
         await drain.start()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,13 +28,42 @@ from streams.worker.runtime import Runtime
 log = get_logger(__name__)
 
 
+def table_store(settings: Settings) -> dict[str, Any]:
+    """Faust's ``store`` (and ``datadir``) for ``TIPSTREAM_TABLE_STORE``.
+
+    ``memory``: the tables live in memory and are rebuilt from their changelogs at each start.
+    ``rocksdb``: one RocksDB database per table partition on local disk; a restarted worker
+    reads only the changelog records past the offsets its databases hold. Each worker gets a
+    directory of its own (app id and web port, both unique on a machine: two deployments or
+    two workers of one never open each other's databases, which RocksDB would refuse with a
+    lock error); a restart with the same settings finds its state again.
+    """
+    if settings.table_store == "memory":
+        return {"store": "memory://"}
+    if importlib.util.find_spec("rocksdict") is None:
+        raise SystemExit(
+            "tipstream: TIPSTREAM_TABLE_STORE=rocksdb needs rocksdict: "
+            "pip install 'tipstream[rocksdb]' (or set TIPSTREAM_TABLE_STORE=memory)"
+        )
+    from streams.worker import table_store as rocksdb  # imports rocksdict: only when chosen
+
+    return {"store": rocksdb.register(), "datadir": str(table_data_dir(settings))}
+
+
+def table_data_dir(settings: Settings) -> Path:
+    """The worker's own RocksDB directory: ``<table_dir>/<app id>-<web port>``."""
+    return Path(settings.table_dir).absolute() / f"{settings.group_id}-{settings.web_port}"
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """The Faust app with all agents, and the runtime they share."""
+    store = table_store(settings)
+    if "datadir" in store:
+        Path(store["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
         broker=settings.kafka_url,
-        # Tables live in memory and are rebuilt from their changelog topics on start.
-        store="memory://",
+        **store,
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

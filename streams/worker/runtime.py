@@ -6,6 +6,7 @@ their own connections.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,13 @@ from aiokafka import AIOKafkaConsumer
 from agents.dead_letters import dead_letter_owners, decode_or_letter, original_key, owned
 from agents.runtime import Output
 from schemas.codec import encode
-from schemas.events import DeadLetter, Record
+from schemas.events import DeadLetter, Fixture, Prediction, Record
 from streams.kafka import client_options
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker import faust_fixes, faust_speedups
+from streams.worker.metrics import TimedConnection, WorkerMetrics
 from streams.worker.output import KeyPartitioner, OutputProducer
 from streams.worker.watchdog import CHECK_EVERY_S, Watchdog
 
@@ -76,6 +78,9 @@ class Runtime:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.counters: Counter[str] = Counter()
+        # This worker's Prometheus registry (GET /metrics/): the counters above, read at scrape
+        # time, and what the runtime measures itself (streams/worker/metrics.py).
+        self.metrics = WorkerMetrics(self.counters, lambda: app.consumer)
         self.registry_keys = settings.registry_keys()
         # Faust can drain a partition before seeking it after a rebalance (re-delivery, holes)
         # and commit past a hole: streams/worker/faust_fixes.py corrects both;
@@ -105,8 +110,9 @@ class Runtime:
         return self._partitioner(key, partitions, partitions)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; the pool is opened on first use, in the worker's own loop."""
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled connection (asyncpg's API; its transactions are timed for /metrics/); the
+        pool is opened on first use, in the worker's own loop."""
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
@@ -114,7 +120,7 @@ class Runtime:
 
                     self._pool = await connect(self.settings.database_url, min_size=1, max_size=6)
         async with self._pool.acquire() as conn:
-            yield conn
+            yield TimedConnection(conn, self.metrics)
 
     async def stop(self) -> None:
         """Run the agents' shutdown hooks, then close the producer and the pool.
@@ -136,10 +142,14 @@ class Runtime:
     async def publish_all(self, items: Iterable[Output]) -> None:
         """Publish many records and wait until the broker has acknowledged every one."""
         produced: Counter[str] = Counter()
+        champions: list[str] = []
+        predictions = self.topics.predictions
 
         def messages() -> Iterator[tuple[str, bytes | None, bytes]]:
             for topic, key, record in items:
                 produced[topic] += 1
+                if topic == predictions and isinstance(record, Prediction) and record.is_champion:
+                    champions.append(record.match_id)
                 yield topic, key.encode() if key is not None else None, encode(record)
 
         try:
@@ -150,10 +160,23 @@ class Runtime:
                 self.counters[f"produced:{topic}"] += count
         if futures:
             await asyncio.gather(*futures)
+        if champions:
+            self.metrics.champion_acked(champions, time.time())
 
     def decode(self, message: Any, record_type: type[R], agent: str) -> R | DeadLetter:
-        """Decode one consumed message, or return the dead letter that explains why not."""
-        return decode_or_letter(message, record_type, agent)
+        """Decode one consumed message, or return the dead letter that explains why not.
+
+        A fixture's Kafka timestamp is remembered: the clock of
+        ``tipstream_fixture_to_champion_seconds`` starts there (docs/OPERATIONS.md, "Metrics").
+        """
+        decoded = decode_or_letter(message, record_type, agent)
+        if isinstance(decoded, Fixture) and message.timestamp:
+            self.metrics.arrivals.arrived(decoded.match_id, message.timestamp)
+        return decoded
+
+    def observe(self, metric: str, value: float, label: str = "") -> None:
+        """One measurement for a histogram of /metrics/ (``agents.runtime.AgentRuntime``)."""
+        self.metrics.observe(metric, value, label)
 
     async def publish_dead_letters(
         self, letters: list[DeadLetter], *, invalid: bool = True
@@ -174,6 +197,7 @@ class Runtime:
         )
         for letter in letters:
             self.counters[f"dead_letters:{letter.source_topic}"] += 1
+            self.metrics.dead_lettered(letter)
             log.warning(
                 "event dead-lettered",
                 agent=letter.agent,

@@ -1,6 +1,7 @@
 """The worker's operator endpoints on its Faust web port (``TIPSTREAM_WEB_HOST``:
 ``TIPSTREAM_WEB_PORT``, loopback by default): ``GET /status/`` (JSON: models in use,
-partitions, counters), ``GET /metrics/`` (the same counters in Prometheus text format),
+partitions, counters), ``GET /metrics/`` (Prometheus: the worker's registry of
+:mod:`streams.worker.metrics`),
 ``GET /health`` (liveness: the process and its event loop answer) and ``GET /ready``
 (readiness: 200 once recovery is done, partitions are assigned and the database answers, else
 503 with the reasons)."""
@@ -8,40 +9,43 @@ partitions, counters), ``GET /metrics/`` (the same counters in Prometheus text f
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Mapping
+import time
 from typing import Any
 
 import faust
 
 from agents.scorer import ActiveModels
+from streams.log import get_logger
+from streams.worker.metrics import read_open_alerts
 from streams.worker.runtime import Runtime
+
+log = get_logger(__name__)
 
 DATABASE_PROBE_SECONDS = 2.0
 """Longest wait for ``SELECT 1`` before /ready calls the database unreachable."""
 
-_LABEL = re.compile(r"[^A-Za-z0-9_.:\-]")
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus' text format, as prometheus-client writes it (every Prometheus reads 0.0.4)."""
 
 
-def prometheus_text(counters: Mapping[str, int], models: ActiveModels) -> str:
-    """Counters named ``kind`` or ``kind:label`` as ``tipstream_<kind>_total{label=...}``."""
-    lines: list[str] = []
-    seen_kinds: set[str] = set()
-    for name in sorted(counters):
-        kind, _, label = name.partition(":")
-        metric = f"tipstream_{kind}_total"
-        if kind not in seen_kinds:
-            seen_kinds.add(kind)
-            lines.append(f"# TYPE {metric} counter")
-        labels = f'{{name="{_LABEL.sub("_", label)}"}}' if label else ""
-        lines.append(f"{metric}{labels} {counters[name]}")
-    lines.append("# TYPE tipstream_model_version gauge")
-    for entry in models.models:
-        lines.append(
-            f'tipstream_model_version{{model="{entry.model_id}",status="{entry.status}"}} '
-            f"{entry.version}"
-        )
-    return "\n".join(lines) + "\n"
+def model_versions(models: ActiveModels) -> list[tuple[str, str, str, int]]:
+    """(model id, status, kind, version) of every model the scorer uses."""
+    return [(m.model_id, m.status, m.kind, m.version) for m in models.models]
+
+
+async def metrics_text(runtime: Runtime) -> bytes:
+    """The worker's metrics, the open alerts re-read first if their cache is stale. A
+    database that does not answer leaves the last figures: the scrape still answers."""
+
+    async def read() -> dict[str, int]:
+        async with asyncio.timeout(DATABASE_PROBE_SECONDS), runtime.connection() as conn:
+            return await read_open_alerts(conn)
+
+    try:
+        await runtime.metrics.refresh_open_alerts(read, time.monotonic())
+    except Exception as error:  # noqa: BLE001 - metrics must answer; the failure is logged
+        log.warning("open alerts not read for /metrics/", error=repr(error))
+    return runtime.metrics.text()
 
 
 def status(runtime: Runtime, models: ActiveModels) -> dict[str, Any]:
@@ -111,6 +115,7 @@ async def ready(runtime: Runtime) -> dict[str, Any]:
 
 def register(app: faust.App, runtime: Runtime, models: ActiveModels) -> None:
     """Declare the views on ``app``."""
+    runtime.metrics.models = lambda: model_versions(models)
 
     @app.page("/status/")
     async def status_view(web: Any, request: Any) -> Any:
@@ -127,6 +132,6 @@ def register(app: faust.App, runtime: Runtime, models: ActiveModels) -> None:
 
     @app.page("/metrics/")
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.text(
-            prometheus_text(runtime.counters, models), content_type="text/plain; version=0.0.4"
+        return web.bytes(
+            await metrics_text(runtime), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )

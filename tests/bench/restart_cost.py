@@ -4,12 +4,16 @@ changelog a restarted worker reads back (docs/DEPLOYMENT.md, "What a restart cos
     python -m tests.bench.restart_cost --from 2022-01-15            # ~5,000 matches
     python -m tests.bench.restart_cost                              # all 27,700
     python -m tests.bench.restart_cost --from 2022-01-15 --retention-days 36500  # no retirement
+    python -m tests.bench.restart_cost --store rocksdb                 # RocksDB table store
 
 A deployment of its own (prefix, app id, database, web port) on the running services: one
 worker, a replay of the shipped matches from ``--from`` (no ``--sync``: as fast as the worker
 goes), a wait until every match is evaluated by every seeded model, then the worker's RSS,
-a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. Prints one JSON
-line; removes the deployment afterwards.
+a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. With
+``--store rocksdb`` the worker keeps its tables on disk (a directory of its own under
+``--log-dir``): the size of that directory is reported, and a second restart with it removed
+(``cold``: a worker that starts on another machine) is timed too. Prints one JSON line;
+removes the deployment (and the table directory) afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,13 +29,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.settings import Settings
+from streams.settings import TABLE_STORES, Settings
+from streams.worker.app import table_data_dir
 from tests.deployment import REPO, base_settings, create, environment, isolated, remove
 
 MODELS = 4  # seeded: champion, challenger, two market references
@@ -42,6 +49,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def disk_mb(path: Path) -> float:
+    """Bytes of the files under ``path``, in MB."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
 
 
 def ready(settings: Settings) -> bool:
@@ -71,6 +88,46 @@ def wait_ready(settings: Settings, worker: subprocess.Popen[bytes], limit: float
             raise TimeoutError("the worker did not get ready")
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+def recovery(log: Path, since: int) -> dict[str, float]:
+    """What the worker whose log starts at byte ``since`` read back: the changelog offsets
+    between where its recovery started reading and the highwater (Faust's two tables of
+    partitions; a compacted changelog has gaps, so this is an upper bound on records), and the
+    seconds from the first table to "Recovery complete"."""
+    started = done = None
+    reading: dict[tuple[str, int], int] = {}
+    highwater: dict[tuple[str, int], int] = {}
+    with log.open("rb") as source:
+        source.seek(since)
+        for line in source:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            event = str(entry.get("event", "")) if isinstance(entry, dict) else ""
+            into = None
+            if "active offsets at start of reading" in event and not reading:
+                into = reading
+            elif "Highwater for active changelog partitions" in event and not highwater:
+                into = highwater
+            elif "Recovery complete" in event and done is None:
+                done = entry["timestamp"]
+            if into is not None:
+                started = started or entry["timestamp"]
+                topic = ""
+                for row in event.splitlines():
+                    cells = [c.strip() for c in row.strip("|").split("|")]
+                    if len(cells) == 3 and cells[1].isdigit():
+                        topic = topic if cells[0] == "\u3003" else cells[0]
+                        into[(topic, int(cells[1]))] = int(cells[2])
+    span = sum(max(0, end - reading.get(tp, -1)) for tp, end in highwater.items())
+    seconds = (
+        (datetime.fromisoformat(done) - datetime.fromisoformat(started)).total_seconds()
+        if started and done
+        else float("nan")
+    )
+    return {"changelog_offsets_read": span, "recovery_s": round(seconds, 2)}
 
 
 async def evaluations(settings: Settings) -> int:
@@ -117,6 +174,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = isolated(
         base, tag, database=f"tipstream_{tag.replace('-', '_')}", log_format="json",
         ledger_retention_days=args.retention_days, ledger_segment_seconds=args.segment_seconds,
+        table_store=args.store, table_dir=str(Path(args.log_dir) / f"{tag}-tables"),
     )  # fmt: skip
     log = Path(args.log_dir) / f"{tag}.log"
     await create(settings, base)
@@ -141,14 +199,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         processed_s = time.monotonic() - t0
         await asyncio.sleep(3.0)  # the last batch's changelog writes and offsets
         rss_after_replay = rss_mb(worker.pid)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_worker(worker)
         await asyncio.sleep(args.settle)  # time for the broker's log cleaner, if asked
         figures = await changelog(settings)
+        since = log.stat().st_size
         worker = start_worker(settings, log)
         to_ready = wait_ready(settings, worker, 600)
+        read_back = recovery(log, since)
         rss_ready = rss_mb(worker.pid)
+        local: dict[str, float] = {}
+        if args.store == "rocksdb":
+            await asyncio.sleep(3.0)
+            stop_worker(worker)
+            local["table_dir_mb"] = round(disk_mb(table_data_dir(settings)), 1)
+            shutil.rmtree(table_data_dir(settings))
+            since = log.stat().st_size
+            worker = start_worker(settings, log)
+            local["cold_restart_to_ready_s"] = round(wait_ready(settings, worker, 600), 2)
+            cold = recovery(log, since)
+            local["cold_changelog_offsets_read"] = cold["changelog_offsets_read"]
+            local["cold_recovery_s"] = cold["recovery_s"]
+            local["rss_at_cold_ready_mb"] = round(rss_mb(worker.pid))
         return {
+            "store": args.store,
             "matches": matches,
             "retention_days": args.retention_days,
             "segment_seconds": args.segment_seconds,
@@ -156,15 +229,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "replay_and_processing_s": round(processed_s, 1),
             "rss_after_replay_mb": round(rss_after_replay),
             "restart_to_ready_s": round(to_ready, 2),
+            **read_back,
             "rss_at_ready_mb": round(rss_ready),
             **figures,
+            **local,
         }
     finally:
         if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_worker(worker)
         if not args.keep:
             await remove(settings, base)
+            shutil.rmtree(settings.table_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -173,6 +248,7 @@ if __name__ == "__main__":
     parser.add_argument("--retention-days", type=int, default=30)
     parser.add_argument("--segment-seconds", type=int, default=3600)
     parser.add_argument("--settle", type=float, default=0.0, help="seconds before the restart")
+    parser.add_argument("--store", choices=TABLE_STORES, default="memory", help="table store")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--keep", action="store_true", help="leave the deployment in place")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

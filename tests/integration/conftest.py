@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from agents.features_rules import EVENT_TIME_HEADER
+from models.features import RESULT_DELAY
+from models.timeline import FIXTURE_LEAD
 from schemas.codec import encode
-from schemas.events import Record
+from schemas.events import Fixture, MatchResult, Record
 from streams.db import create_database, drop_database, migrate_url
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -156,6 +160,35 @@ async def publish(
 ) -> None:
     """Publish records keyed by their key and wait until the broker has them all."""
     futures = [await producer.send(topic, encode(r), key=k.encode()) for k, r in records]
+    await asyncio.gather(*futures)
+
+
+async def publish_facts(
+    producer: AIOKafkaProducer,
+    topic: str,
+    facts: Sequence[Fixture | MatchResult],
+    *,
+    at: datetime | None = None,
+) -> None:
+    """Publish fixtures or results keyed by match id, each with the event-time header a
+    backfill sets (``tipstream replay``: a fixture just before kickoff, a result at its final
+    whistle), or ``at`` for all; historical facts without it would happen now, after their
+    kickoff, and no prediction of theirs would count."""
+    futures = []
+    for fact in facts:
+        when = at or (
+            fact.kickoff - FIXTURE_LEAD
+            if isinstance(fact, Fixture)
+            else fact.kickoff + RESULT_DELAY
+        )
+        futures.append(
+            await producer.send(
+                topic,
+                encode(fact),
+                key=fact.match_id.encode(),
+                headers=[(EVENT_TIME_HEADER, when.isoformat().encode())],
+            )
+        )
     await asyncio.gather(*futures)
 
 

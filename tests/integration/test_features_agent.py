@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,12 +19,18 @@ from schemas.events import MatchFeatures
 from schemas.football_csv import FootballRow, league_file, read_rows
 from streams.settings import Settings
 from streams.topics import Topics
-from tests.integration.conftest import Worker, publish, read_topic, wait_for
+from tests.deployment import free_port
+from tests.integration.conftest import Worker, publish_facts, read_topic, wait_for
 from tests.integration.test_pipeline import SEEDED_MODELS, cli, count
 
 pytestmark = pytest.mark.integration
 
 EPL = "england-premier-league"
+
+
+SATURDAY = datetime(2015, 9, 12, tzinfo=UTC)
+WEEK = timedelta(days=7)
+NEXT_SATURDAY = SATURDAY + WEEK
 
 
 def month_rows() -> list[FootballRow]:
@@ -43,7 +49,8 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
     """A month of one league as a producer sends it (each fixture before its kickoff, each
     result after its final whistle): the service publishes for every match exactly the features
     build_events gives it (to 1e-9), every seeded model scores them, a SIGKILL of the worker
-    half-way changes no feature (the league books come back from their changelog), and
+    half-way and a second worker joining later (a rebalance) change no feature (the league
+    books come back from their changelog), and
     `tipstream features show` prints the offline builder's final ratings."""
     topics = Topics.from_settings(settings)
     rows = month_rows()
@@ -56,12 +63,14 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
             await asyncio.sleep(2.0)  # let the changelog and the offsets be committed
             worker.kill()
             worker.start()
+        if step == 3 * len(kickoffs) // 4:  # a second worker: the leagues' books move
+            start_worker(TIPSTREAM_WEB_PORT=str(free_port()))
         # The results known by this kickoff, routed before its fixtures are published (the
         # router reads two topics: a result sent first is not necessarily routed first).
         done = [r for r in unpublished if r.kickoff + RESULT_DELAY <= kickoff]
         unpublished = [r for r in unpublished if r not in done]
         if done:
-            await publish(producer, topics.results, [(r.match_id, result_event(r)) for r in done])
+            await publish_facts(producer, topics.results, [result_event(r) for r in done])
             published += len(done)
             expected = published
             await wait_for(
@@ -70,9 +79,9 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
                 what=f"{expected} routed facts",
             )
         starting = [row for row in rows if row.kickoff == kickoff]
-        await publish(producer, topics.fixtures, [(r.match_id, fixture_of(r)) for r in starting])
+        await publish_facts(producer, topics.fixtures, [fixture_of(r) for r in starting])
         published += len(starting)
-    await publish(producer, topics.results, [(r.match_id, result_event(r)) for r in unpublished])
+    await publish_facts(producer, topics.results, [result_event(r) for r in unpublished])
 
     messages = await read_topic(topics.features, expect=len(rows), timeout=120)
     issued: dict[str, MatchFeatures] = {}
@@ -124,3 +133,103 @@ async def _at_least(topic: str, expected: int) -> bool:
 
 async def _count_is(pool: asyncpg.Pool, sql: str, expected: int) -> bool:
     return await count(pool, sql) == expected
+
+
+async def test_fixtures_published_before_the_last_round_get_predictions_with_its_results(
+    settings: Settings, start_worker: Callable[..., Worker], producer: Any, db: asyncpg.Pool
+) -> None:
+    """Live use: next week's fixtures are published days ahead, before this week's results.
+    Each result re-issues them, every model scores each issue, and the prediction the
+    evaluation log keeps for each model is the one from the last issue made before kickoff:
+    its features are the offline builder's, which include this week's results."""
+    topics = Topics.from_settings(settings)
+    rows = read_rows([league_file(EPL)]).rows
+    history = [r for r in rows if datetime(2015, 8, 1, tzinfo=UTC) <= r.kickoff < SATURDAY]
+    this = [r for r in rows if SATURDAY <= r.kickoff < NEXT_SATURDAY]
+    following = [r for r in rows if NEXT_SATURDAY <= r.kickoff < NEXT_SATURDAY + WEEK]
+    start_worker()
+    await publish_facts(producer, topics.fixtures, [fixture_of(r) for r in history])
+    await publish_facts(producer, topics.results, [result_event(r) for r in history])
+    await wait_for(
+        lambda: _at_least(topics.league_inputs, 2 * len(history)),
+        timeout=120,
+        what="the history routed",
+    )
+    early = SATURDAY - timedelta(days=2)
+    await publish_facts(
+        producer, topics.fixtures, [fixture_of(r) for r in this + following], at=early
+    )
+    routed_so_far = 2 * len(history) + len(this) + len(following)
+    await wait_for(
+        lambda: _at_least(topics.league_inputs, routed_so_far),
+        timeout=120,
+        what="the early fixtures routed",
+    )
+    # This week's results, then (once routed: the router reads partitions in any order)
+    # next week's.
+    await publish_facts(producer, topics.results, [result_event(r) for r in this])
+    await wait_for(
+        lambda: _at_least(topics.league_inputs, routed_so_far + len(this)),
+        timeout=120,
+        what="this week's results routed",
+    )
+    # Next week's results once every model has scored the last issue of the matches that
+    # start before any of them ends (else a model version that learned such a match's result
+    # may score its last issue: that prediction is ignored, the previous issue's counts).
+    first_whistle = min(r.kickoff for r in following) + RESULT_DELAY
+    comparable = [r for r in following if r.kickoff < first_whistle]
+    assert comparable
+    assert len(comparable) < len(following)
+    await wait_for(
+        lambda: _count_is(
+            db,
+            "SELECT count(*) FROM predictions WHERE features_revision = "
+            f"{len(this)} AND match_id IN ({', '.join(repr(r.match_id) for r in comparable)})",
+            len(comparable) * SEEDED_MODELS,
+        ),
+        timeout=180,
+        what="the last issue of next week's first matches scored",
+    )
+    await publish_facts(producer, topics.results, [result_event(r) for r in following])
+
+    offline = {f.match_id: f for f, _ in build_events(history + this + following)}
+    matches = len(history) + len(this) + len(following)
+    expected = matches * SEEDED_MODELS
+    await wait_for(
+        lambda: _count_is(
+            db, "SELECT count(*) FROM evaluations WHERE superseded_by IS NULL", expected
+        ),
+        timeout=180,
+        what=f"{expected} current evaluations",
+    )
+    async with db.acquire() as conn:
+        counted = await conn.fetch(
+            """SELECT e.match_id, p.features_revision, p.made_at, p.kickoff
+               FROM evaluations e JOIN predictions p USING (prediction_id)
+               WHERE e.superseded_by IS NULL AND e.match_id = ANY($1::text[])""",
+            [r.match_id for r in following],
+        )
+        stored = {
+            row["match_id"]: decode(row["payload"].encode(), MatchFeatures)
+            for row in await conn.fetch(
+                "SELECT match_id, payload::text AS payload FROM match_features "
+                "WHERE match_id = ANY($1::text[])",
+                [r.match_id for r in following],
+            )
+        }
+    assert len(counted) == len(following) * SEEDED_MODELS
+    settled_first = {r.match_id for r in comparable}
+    for row in counted:
+        assert row["made_at"] < row["kickoff"]
+        if row["match_id"] in settled_first:
+            # The last issue counts. (Later in the week a re-issue from next week's own
+            # early results can lose the race with the match's result, learned first: the
+            # earlier issue then keeps counting.)
+            assert row["features_revision"] == stored[row["match_id"]].revision
+    for row in following:
+        features = stored[row.match_id]
+        if row in comparable:  # no result of next week before its kickoff
+            assert features.revision == len(this)  # re-issued once per result of this week
+        want = offline[row.match_id].features
+        for name, value in want.items():
+            assert features.features[name] == pytest.approx(value, abs=1e-9), name

@@ -267,6 +267,11 @@ async def test_decay_alert_then_recovery(
         )
         assert alert["state"] == "firing"
         assert alert["metric"] in ("log_loss", "accuracy")
+        # What an operator acts on: the version and the matches of the window, in the row.
+        assert alert["model_version"] is not None
+        assert alert["first_match_id"] is not None
+        assert alert["last_match_id"] is not None
+        assert alert["message"].startswith(f"market-open v{alert['model_version']} (all leagues)")
         # It fired after the scrambling began, within one window of it.
         fired_at = await count(
             db,

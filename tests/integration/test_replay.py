@@ -16,6 +16,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from agents import registry
 from models import catalog
 from schemas.codec import decode
-from schemas.events import MatchFeatures
-from schemas.football_csv import league_file
+from schemas.events import Fixture
+from schemas.football_csv import league_file, read_rows
 from streams.db import create_database, drop_database
 from streams.settings import Settings
 from streams.topics import Topics, describe_existing, ensure_topics
@@ -50,6 +51,9 @@ SEEDED_MODELS = 4
 WINDOW = ("--from", "2015-08-01", "--to", "2015-09-30")
 """Two months of one league: 66 matches, 132 events; enough for several checkpoints."""
 WINDOW_MATCHES = 66
+WARM_UP = 2 * sum(row.kickoff.date() < date(2015, 8, 1) for row in read_rows([EPL]).rows)
+"""Warm-up inputs before the window: each earlier match's fixture and result, published to
+the features agent only (they build the ratings)."""
 NO_SNAPSHOTS = {"snapshot_every": 10**9, "snapshot_seconds": 1e9}
 """Models stay at version 0: predictions then depend on the events only, not on how fast the
 learner kept up, so two deployments can be compared row for row."""
@@ -70,6 +74,38 @@ COLUMNS = {
     "last_evaluation_id",
     "replay_checkpoints": "replay_id, position",
 }
+
+
+OUTCOME = {
+    # What a backfill leaves, whatever order the worker read the facts in: a fast replay's
+    # features are re-issued a varying number of times (so revisions and the counted
+    # predictions' ids vary), but the final features, the counted predictions' figures and
+    # the current evaluations do not.
+    "match_features": "SELECT match_id, league, season, kickoff, home_team, away_team, "
+    "(payload::jsonb - 'issued_at' - 'revision')::text FROM match_features",
+    "results": f"SELECT {COLUMNS['results']} FROM results",
+    "counted predictions": "SELECT match_id, model_id, model_version, is_champion, p_home, "
+    "p_draw, p_away, predicted, confidence FROM predictions WHERE prediction_id IN "
+    "(SELECT prediction_id FROM evaluations WHERE superseded_by IS NULL)",
+    "current evaluations": "SELECT match_id, model_id, model_version, is_champion, predicted, "
+    "outcome, home_goals, away_goals, hit, log_loss, brier, rps FROM evaluations "
+    "WHERE superseded_by IS NULL",
+    "models": f"SELECT {COLUMNS['models']} FROM models",
+    "model_versions": "SELECT model_id, version, parent_version, kind, learned FROM model_versions",
+    "learner_checkpoints": f"SELECT {COLUMNS['learner_checkpoints']} FROM learner_checkpoints",
+    "alerts": "SELECT kind, state, model_id, scope, metric FROM alerts",
+}
+
+
+async def outcome(url: str) -> dict[str, list[Any]]:
+    """The rows of :data:`OUTCOME`, sorted."""
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            name: sorted(tuple(r) for r in await conn.fetch(sql)) for name, sql in OUTCOME.items()
+        }
+    finally:
+        await conn.close()
 
 
 def replay(
@@ -115,7 +151,9 @@ async def count(url: str, sql: str) -> int:
 
 
 async def evaluated(url: str, expected: int) -> bool:
-    return await count(url, "SELECT count(*) FROM evaluations") == expected
+    """Every match evaluated by every model: ``expected`` current evaluations."""
+    sql = "SELECT count(*) FROM evaluations WHERE superseded_by IS NULL"
+    return await count(url, sql) == expected
 
 
 def _evaluated(url: str, expected: int) -> Callable[[], Awaitable[bool]]:
@@ -161,10 +199,16 @@ async def test_dry_run_publishes_nothing(settings: Settings) -> None:
     the checkpoint table empty."""
     done = replay(settings, "--data", str(EPL), *WINDOW, "--dry-run")
     assert done.returncode == 0, done.stderr
-    assert counts_of(done) == {"rows": EPL_ROWS, "valid": EPL_ROWS, "rejected": 0, "published": 0}
+    assert counts_of(done) == {
+        "rows": EPL_ROWS,
+        "valid": EPL_ROWS,
+        "rejected": 0,
+        "published": 0,
+        "warm_up": 0,
+    }
     assert f'"matches": {WINDOW_MATCHES}' in done.stderr
     topics = Topics.from_settings(settings)
-    assert await end_offsets(topics.features, topics.results) == 0
+    assert await end_offsets(topics.fixtures, topics.results, topics.league_inputs) == 0
     assert await count(settings.database_url, "SELECT count(*) FROM replay_checkpoints") == 0
 
 
@@ -172,8 +216,9 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
     settings: Settings, other_settings: Settings, tmp_path: Path
 ) -> None:
     """SIGKILL part-way, then --resume: the resumed run publishes exactly the events after the
-    checkpoint, the topics hold every event (at most one chunk twice), and the database equals
-    that of a single uninterrupted replay into another fresh deployment."""
+    checkpoint, the topics hold every event (at most one chunk twice), and the database holds
+    what a single uninterrupted replay into another fresh deployment leaves (:data:`OUTCOME`:
+    features, results, counted predictions, current evaluations, learning)."""
     settings = settings.replace(**NO_SNAPSHOTS)
     workers = [
         Worker(s, tmp_path / f"worker-{i}.log") for i, s in enumerate((settings, other_settings))
@@ -200,7 +245,7 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
         position = await wait_for(
             lambda: count(
                 settings.database_url,
-                "SELECT position FROM replay_checkpoints WHERE position >= 59",
+                f"SELECT position FROM replay_checkpoints WHERE position >= {WARM_UP + 59}",
             ),
             timeout=60,
             interval=0.05,
@@ -208,16 +253,18 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
         )
         killed.send_signal(signal.SIGKILL)
         assert await asyncio.wait_for(killed.wait(), timeout=10) == -signal.SIGKILL
-        assert position < total - 1
+        assert position < WARM_UP + total - 1
 
         resumed = replay(settings, *args, "--resume")
         assert resumed.returncode == 0, resumed.stderr
-        assert counts_of(resumed)["published"] == total - (position + 1)
+        assert counts_of(resumed)["published"] == WARM_UP + total - (position + 1)
+        assert counts_of(resumed)["warm_up"] == 0
         whole = replay(other_settings, *args)
         assert counts_of(whole)["published"] == total
+        assert counts_of(whole)["warm_up"] == WARM_UP
 
         topics = Topics.from_settings(settings)
-        written = await end_offsets(topics.features, topics.results)
+        written = await end_offsets(topics.fixtures, topics.results)
         assert total <= written <= total + chunk + 1
         messages = await read_topic(topics.features)
         assert len({m.key for m in messages}) == WINDOW_MATCHES
@@ -226,14 +273,17 @@ async def test_resume_after_a_kill_equals_one_uninterrupted_run(
         for url in (settings.database_url, other_settings.database_url):
             await wait_for(_evaluated(url, expected), timeout=120, what=f"{expected} evaluations")
         await _settled(settings, other_settings)
-        interrupted = await snapshot(settings.database_url)
-        uninterrupted = await snapshot(other_settings.database_url)
-        # The replay id names the events and the deployment's prefix, so it differs by design.
-        for rows in (interrupted, uninterrupted):
-            assert [r[1] for r in rows.pop("replay_checkpoints")] == [total - 1]
+        interrupted = await outcome(settings.database_url)
+        uninterrupted = await outcome(other_settings.database_url)
         for table in interrupted:
             assert interrupted[table] == uninterrupted[table], table
-        assert len(interrupted["predictions"]) == expected
+        assert len(interrupted["counted predictions"]) == expected
+        checkpoints = [
+            await snapshot(s.database_url, {"replay_checkpoints": "position"})
+            for s in (settings, other_settings)
+        ]
+        # The replay id names the events and the deployment's prefix, so it differs by design.
+        assert [c["replay_checkpoints"] for c in checkpoints] == [[(WARM_UP + total - 1,)]] * 2
     finally:
         for worker in workers:
             worker.stop()
@@ -256,9 +306,9 @@ async def _settled(*deployments: Settings) -> None:
 async def test_a_second_replay_leaves_the_database_as_the_first(
     settings: Settings, start_worker: Callable[..., Worker]
 ) -> None:
-    """Replaying the same window again republishes every event, and the scorer re-scores them
-    with newer versions, but no table changes: the reconciler keeps each model's first
-    prediction of a match, and a known result is not evaluated or learned again."""
+    """Replaying the same window again republishes every fact, but no table changes and
+    nothing is scored again: the features agent knows every fixture already, and a known
+    result is not evaluated or learned again."""
     settings = settings.replace(commit_interval=0.1)
     start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
     args = ("--data", str(EPL), *WINDOW, "--sync")
@@ -272,6 +322,9 @@ async def test_a_second_replay_leaves_the_database_as_the_first(
         > 0
     )
     once = await snapshot(settings.database_url)
+    topics = Topics.from_settings(settings)
+    issued = await end_offsets(topics.features, topics.predictions)
+    assert issued >= WINDOW_MATCHES * (1 + SEEDED_MODELS)
 
     second = replay(settings, *args)
     assert counts_of(second)["published"] == 2 * WINDOW_MATCHES, second.stderr
@@ -279,9 +332,8 @@ async def test_a_second_replay_leaves_the_database_as_the_first(
     twice = await snapshot(settings.database_url)
     for table in once:
         assert once[table] == twice[table], table
-    topics = Topics.from_settings(settings)
-    assert await end_offsets(topics.features) == 2 * WINDOW_MATCHES
-    assert await end_offsets(topics.predictions) == 2 * expected
+    assert await end_offsets(topics.features, topics.predictions) == issued
+    assert await end_offsets(topics.dead_letters) == 0
 
 
 GOOD_LINES = 6
@@ -321,8 +373,14 @@ async def test_on_error_stop_publishes_nothing_and_skip_publishes_the_good_rows(
     stopped = replay(settings, "--data", str(path), "--on-error", "stop")
     assert stopped.returncode != 0
     assert f"{path}:{bad_lines[0]}:" in stopped.stderr
-    assert counts_of(stopped) == {"rows": 2, "valid": 1, "rejected": 1, "published": 0}
-    assert await end_offsets(topics.features, topics.results) == 0
+    assert counts_of(stopped) == {
+        "rows": 2,
+        "valid": 1,
+        "rejected": 1,
+        "published": 0,
+        "warm_up": 0,
+    }
+    assert await end_offsets(topics.fixtures, topics.results, topics.league_inputs) == 0
 
     skipped = replay(settings, "--data", str(path), "--on-error", "skip")
     assert skipped.returncode == 0, skipped.stderr
@@ -332,12 +390,13 @@ async def test_on_error_stop_publishes_nothing_and_skip_publishes_the_good_rows(
         "valid": GOOD_LINES,
         "rejected": len(bad_lines),
         "published": 2 * GOOD_LINES,
+        "warm_up": 0,
     }
     for line in bad_lines:
         assert f"{path}:{line}:" in skipped.stderr
-    features = await read_topic(topics.features, expect=GOOD_LINES)
-    assert len(features) == GOOD_LINES
-    teams = {(f.home_team, f.away_team) for f in (decode(m.value, MatchFeatures) for m in features)}
+    fixtures = await read_topic(topics.fixtures, expect=GOOD_LINES)
+    assert len(fixtures) == GOOD_LINES
+    teams = {(f.home_team, f.away_team) for f in (decode(m.value, Fixture) for m in fixtures)}
     good = EPL.read_text().splitlines()[1 : 1 + GOOD_LINES]
     assert teams == {(line.split(",")[4], line.split(",")[5]) for line in good}
     assert await end_offsets(topics.results) == GOOD_LINES
@@ -375,7 +434,13 @@ async def test_from_db_redrives_stored_matches_through_a_new_model(
     again = replay(settings, "--from-db", "--sync")
     assert again.returncode == 0, again.stderr
     stored = 2 * WINDOW_MATCHES
-    assert counts_of(again) == {"rows": stored, "valid": stored, "rejected": 0, "published": stored}
+    assert counts_of(again) == {
+        "rows": stored,
+        "valid": stored,
+        "rejected": 0,
+        "published": stored,
+        "warm_up": 0,
+    }
     after = await snapshot(settings.database_url)
     for table in ("match_features", "results"):
         assert after[table] == before[table], table
@@ -460,6 +525,6 @@ async def test_a_replayed_season_leaves_only_the_window_of_ledgers_in_the_table(
         await admin.close()
     assert configs["cleanup.policy"] == "compact"  # tombstones delete
     assert configs["segment.ms"] == str(settings.ledger_segment_seconds * 1000)
-    assert await count(settings.database_url, "SELECT count(*) FROM predictions") == (
-        SEASON_MATCHES * SEEDED_MODELS
-    )
+    assert await count(
+        settings.database_url, "SELECT count(DISTINCT (match_id, model_id)) FROM predictions"
+    ) == (SEASON_MATCHES * SEEDED_MODELS)

@@ -7,13 +7,13 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.dead_letters import DEAD_LETTER_PAYLOAD_MAX, dead_letter, owned, processing_failure
-from agents.scorer import ActiveModels
 from agents.testing import Message
 from schemas.codec import InvalidEvent, decode, encode
 from schemas.events import DeadLetter, MatchFeatures, MatchResult, Odds, ValidationIssue
-from streams.worker.web import prometheus_text
+from streams.worker.metrics import WorkerMetrics
 from tests.chaos import malformed
 
 NOW = datetime(2024, 5, 19, 18, 0, tzinfo=UTC)
@@ -150,11 +150,18 @@ def test_an_event_two_agents_read_is_dead_lettered_by_its_owner_only() -> None:
     ]
 
 
-def test_dead_letters_are_a_prometheus_counter_per_source_topic() -> None:
-    """The worker's /metrics view shows dead letters as tipstream_dead_letters_total."""
-    text = prometheus_text(
-        {"dead_letters:t.match-features": 3, "dead_letters:t.match-results": 2}, ActiveModels()
-    )
-    assert "# TYPE tipstream_dead_letters_total counter" in text
-    assert 'tipstream_dead_letters_total{name="t.match-features"} 3' in text
-    assert 'tipstream_dead_letters_total{name="t.match-results"} 2' in text
+def test_dead_letters_are_a_prometheus_counter_per_source_topic_and_reason() -> None:
+    """The worker's /metrics view counts dead letters as tipstream_dead_letters_total, by the
+    topic they came from and the reason they were rejected."""
+    metrics = WorkerMetrics({}, lambda: None)
+    issue = ValidationIssue(field="$", value="x", rule="not valid JSON: x")
+    for topic, offset in [("t.match-features", 5), ("t.match-features", 6), ("t.results", 7)]:
+        metrics.dead_lettered(dead_letter(Message(topic, 0, offset, b"m1", b"x"), issue, "scorer"))
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text().decode())}
+    counted = {
+        (s.labels["topic"], s.labels["reason"]): s.value
+        for s in families["tipstream_dead_letters"].samples
+        if s.name == "tipstream_dead_letters_total"
+    }
+    assert families["tipstream_dead_letters"].type == "counter"
+    assert counted == {("t.match-features", "malformed"): 2, ("t.results", "malformed"): 1}

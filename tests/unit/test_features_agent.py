@@ -28,6 +28,9 @@ from agents.features_rules import (
     event_time,
     features_as_of,
     league_input,
+    low_watermark,
+    router_sources,
+    source_of,
 )
 from agents.testing import Event, InMemoryRuntime, MemoryTable, Message
 from models.features import RESULT_DELAY, FeatureBuilder, build_events, fixture_of, result_event
@@ -72,15 +75,19 @@ def at(fact: Fact) -> datetime:
     return fact.kickoff + RESULT_DELAY
 
 
+SOURCES = router_sources(1)
+"""The router's inputs in these tests: partition 0 of fixtures and of results."""
+
+
 def routed(fact: Fact) -> LeagueInput:
-    return league_input(fact, at(fact))
+    return league_input(fact, at(fact), source_of(isinstance(fact, Fixture), 0))
 
 
 def feed(book: LeagueBook, facts: Iterable[Fact]) -> dict[str, MatchFeatures]:
     """The features the book issues for the facts, by match (the last issued for each)."""
     issued: dict[str, MatchFeatures] = {}
     for fact in facts:
-        outcome = apply_input(book, routed(fact), now=NOW)
+        outcome = apply_input(book, routed(fact), now=NOW, sources=SOURCES)
         assert outcome.issue is None, outcome.issue
         for features in outcome.features:
             issued[features.match_id] = features
@@ -151,9 +158,17 @@ def test_a_fixture_never_sees_a_result_from_after_its_kickoff() -> None:
     book = LeagueBook.new(EPL)
     feed(book, facts)
     outcome = add_fixture(book, fixture_of(late), at=NOW)
-    (features,) = outcome.features
-    assert unstamped(features) == offline(rows)[late.match_id]
+    features, *reissued = outcome.features
+    want = offline(rows)
+    assert unstamped(features) == want[late.match_id]
     assert features.issued_at == NOW
+    # Its result was known: the match is learned now, and every later fixture is re-issued
+    # with it (what the offline builder, which had it all along, gives them).
+    assert reissued
+    assert all(f.kickoff >= late.kickoff + RESULT_DELAY for f in reissued)
+    assert_equal_features(
+        {f.match_id: f for f in reissued}, {f.match_id: want[f.match_id] for f in reissued}
+    )
 
 
 def test_a_fixture_older_than_the_kept_history_is_refused_with_the_reason() -> None:
@@ -251,8 +266,9 @@ def test_the_book_stays_bounded() -> None:
     book = LeagueBook.new(EPL)
     feed(book, in_event_time(rows))
     assert book.clock is not None
-    assert book.fixture_clock is not None
-    horizon = min(book.clock, book.fixture_clock) - HISTORY
+    low = low_watermark(book, SOURCES)
+    assert low is not None
+    horizon = min(book.clock, low) - HISTORY
     assert all(m.key()[0] > horizon for m in book.open.values())
     assert {s.season for s in book.settled.values()} <= {"2011-2012", "2012-2013"}
     assert len(encode_book(book)) < 200_000
@@ -262,7 +278,7 @@ def test_the_book_stays_bounded() -> None:
 
 
 def _runtime() -> InMemoryRuntime:
-    settings = Settings()
+    settings = Settings(partitions=1)
     return InMemoryRuntime(settings=settings, topics=Topics.from_settings(settings))
 
 
@@ -285,7 +301,9 @@ async def test_router_rekeys_by_league_in_order_and_dead_letters_bad_fixtures() 
         events,
     )
     published = [(t, k, r) for t, k, r in runtime.published if t == topics.league_inputs]
-    assert [r for _, _, r in published] == [league_input(f, NOW) for f in facts]
+    assert [r for _, _, r in published] == [
+        league_input(f, NOW, source_of(isinstance(f, Fixture), 0)) for f in facts
+    ]
     assert {k for _, k, _ in published} == {EPL}
     assert [dl.source_topic for dl in runtime.dead_letters] == [topics.fixtures]
 
@@ -410,8 +428,8 @@ def test_a_fixture_published_early_is_reissued_with_each_result_before_its_kicko
 
 
 def test_a_result_reissues_only_the_fixtures_it_changes() -> None:
-    """A result re-issues the pending fixtures that kick off at or after its final whistle:
-    not one that kicks off before it, nor one whose own result is known."""
+    """A result re-issues the open fixtures that kick off at or after its final whistle, played
+    or not (their latest features must be exact), and none that kick off before it."""
     history = _between("2013-08-01", "2013-09-21")
     this, _ = _round("2013-09-21", "2013-09-27")
     book = LeagueBook.new(EPL)
@@ -428,10 +446,10 @@ def test_a_result_reissues_only_the_fixtures_it_changes() -> None:
     )
     whistle = first.kickoff + RESULT_DELAY
     later = sorted((r for r in this if r.kickoff >= whistle), key=lambda r: r.kickoff)
-    known = later[-1]
-    add_result(book, result_event(known), now=NOW, at=known.kickoff + RESULT_DELAY)
+    played = later[-1]
+    add_result(book, result_event(played), now=NOW, at=played.kickoff + RESULT_DELAY)
     outcome = add_result(book, result_event(first), now=NOW, at=whistle)
-    assert {f.match_id for f in outcome.features} == {r.match_id for r in later[:-1]}
+    assert {f.match_id for f in outcome.features} == {r.match_id for r in later}
     assert all(f.revision == 1 for f in outcome.features)
 
 
@@ -511,8 +529,36 @@ async def test_router_dead_letters_a_fact_with_a_bad_event_time_header() -> None
     ]
     await features_agent.route_batch(runtime, events, now=NOW)
     routed_inputs = runtime.on(topics.league_inputs)
-    assert routed_inputs == [league_input(good, datetime(2012, 9, 1, 14, 59, tzinfo=UTC))]
+    assert routed_inputs == [
+        league_input(good, datetime(2012, 9, 1, 14, 59, tzinfo=UTC), "fixtures:0")
+    ]
     (letter,) = runtime.dead_letters
     assert letter.agent == features_agent.ROUTER
     assert letter.error.field == f"header {EVENT_TIME_HEADER}"
     assert base64.b64decode(letter.payload_b64) == encode(bad)
+
+
+def test_a_partition_running_behind_never_makes_its_fixtures_late() -> None:
+    """In a fast backfill the router reads one partition weeks behind another: settling
+    follows the slowest source, so a fixture of the lagging partition is still computed as
+    of its kickoff (the offline builder's features), not refused."""
+    rows = _between("2015-08-01", "2015-11-01")
+    sources = router_sources(2)
+    lagging = {row.match_id for row in rows[::2]}
+
+    def on(fact: Fact) -> LeagueInput:
+        partition = 1 if fact.match_id in lagging else 0
+        return league_input(fact, at(fact), source_of(isinstance(fact, Fixture), partition))
+
+    facts = in_event_time(rows)
+    ahead = [f for f in facts if f.match_id not in lagging]
+    behind = [f for f in facts if f.match_id in lagging]
+    book = LeagueBook.new(EPL)
+    issued: dict[str, MatchFeatures] = {}
+    for fact in [*ahead, *behind]:  # one partition all read before the other
+        outcome = apply_input(book, on(fact), now=NOW, sources=sources)
+        assert outcome.issue is None, outcome.issue
+        for features in outcome.features:
+            issued[features.match_id] = features
+    assert_equal_features(issued, offline(rows))
+    assert book.settled_until is not None  # it did settle, once the slow source caught up

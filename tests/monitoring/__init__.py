@@ -1,0 +1,1 @@
+"""Detection-delay measurement of the decay monitor (``python -m tests.monitoring``)."""
