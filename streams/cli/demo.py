@@ -184,7 +184,8 @@ async def wait_reconciled(settings: Settings, matches: int, timeout: float) -> d
             async with pool.acquire() as conn:
                 row = await conn.fetchrow(
                     """SELECT (SELECT count(*) FROM results) AS results,
-                              (SELECT count(*) FROM predictions) AS predictions,
+                              (SELECT count(DISTINCT (match_id, model_id)) FROM predictions)
+                                  AS predictions,
                               (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
                                   AS evaluations,
                               (SELECT count(*) FROM models WHERE status <> 'retired') AS models"""

@@ -68,7 +68,8 @@ async def collect(settings: Settings) -> Report:
         async with pool.acquire() as conn:
             counts = await conn.fetchrow(
                 """SELECT (SELECT count(*) FROM results) AS matches,
-                          (SELECT count(*) FROM predictions) AS predictions,
+                          (SELECT count(DISTINCT (match_id, model_id)) FROM predictions)
+                              AS predictions,
                           (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
                               AS evaluations,
                           (SELECT count(*) FROM alerts) AS alerts,

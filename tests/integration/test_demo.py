@@ -67,7 +67,7 @@ async def test_small_demo_summary_agrees_with_the_database(
         db = await conn.fetchrow(
             """SELECT (SELECT count(*) FROM results) AS matches,
                       (SELECT count(DISTINCT match_id) FROM predictions) AS predicted_matches,
-                      (SELECT count(*) FROM predictions) AS predictions,
+                      (SELECT count(DISTINCT (match_id, model_id)) FROM predictions) AS predictions,
                       (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
                           AS evaluations,
                       (SELECT count(*) FROM alerts) AS alerts,
