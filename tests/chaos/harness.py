@@ -243,7 +243,9 @@ class Deployment:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 elif rate:
-                    started = time.monotonic()  # the pace starts after the warm-up
+                    # The pace starts after the warm-up; a malformed event mixed into the
+                    # warm-up goes at once, as the warm-up does.
+                    started, paced = time.monotonic(), 0
                 futures.append(
                     await producer.send(
                         event.topic, event.value, key=event.key, headers=event.headers
