@@ -86,6 +86,8 @@ def decode_or_letter(message: Any, record_type: type[R], agent: str) -> R | Dead
 
 class _SharedTopics(Protocol):
     @property
+    def fixtures(self) -> str: ...
+    @property
     def features(self) -> str: ...
     @property
     def model_feed(self) -> str: ...
@@ -97,5 +99,11 @@ def dead_letter_owners(topics: _SharedTopics) -> dict[str, str]:
     """Which agent dead-letters the invalid events of a topic that two agents read (the scorer
     and the reconciler read the features, the learner and the decay monitor the model feed,
     the reconciler and the league router the results): one owner each, or an invalid event
-    would be on the dead-letter topic twice."""
-    return {topics.features: "scorer", topics.model_feed: "learner", topics.results: "reconciler"}
+    would be on the dead-letter topic twice. The fixtures have one reader, the league router;
+    it is named all the same, so a second reader added later cannot double its letters."""
+    return {
+        topics.fixtures: "league-router",
+        topics.features: "scorer",
+        topics.model_feed: "learner",
+        topics.results: "reconciler",
+    }

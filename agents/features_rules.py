@@ -226,6 +226,12 @@ def add_fixture(
     """Record a fixture and compute its features as of its kickoff, issued at event time
     ``at`` (see the module docstring for the fixture that comes too late); a warm-up fixture
     is only recorded, to learn its match."""
+    entry = book.open.get(fixture.match_id)
+    if entry is not None and entry.fixture == fixture:
+        # Re-delivered (a replay run twice): its features were issued already. Checked first:
+        # an open match can kick off before ``settled_until`` (a horizon of final whistles),
+        # and the same fixture again must not be refused as late.
+        return UNCHANGED
     if book.settled_until is not None and fixture.kickoff < book.settled_until:
         if fixture.match_id in book.settled:
             return Outcome(kind="duplicate")  # a settled match again (a replay run twice)
@@ -238,9 +244,6 @@ def add_fixture(
             f"after this kickoff, and keeps raw facts only {HISTORY.days} days behind its "
             "latest result: it cannot compute these features as of kickoff",
         )
-    entry = book.open.get(fixture.match_id)
-    if entry is not None and entry.fixture == fixture:
-        return UNCHANGED  # re-delivered: its features were issued already
     if entry is not None and entry.result is not None and entry.result.kickoff != fixture.kickoff:
         return _refuse(
             "kickoff",

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from models.timeline import Filters, timeline
+from models.timeline import Filters, fact_timeline
 from schemas.football_csv import RowError, default_data_files, read_rows
 from streams.log import configure_logging
 from tests.chaos.scenarios import Chaos, Outcome
@@ -85,14 +85,18 @@ async def main_async(args: argparse.Namespace) -> int:
         rows = read_rows([data]).rows
     except RowError as error:
         raise SystemExit(f"chaos: {error}") from None
-    events = timeline(rows, Filters(start=args.start, end=args.end))
+    # What a producer publishes (fixtures and results, with their event times) and the warm-up
+    # history before --from, as `tipstream replay` sends them: the features agent computes the
+    # features in every scenario.
+    events = fact_timeline(rows, Filters(start=args.start, end=args.end))
     run = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     workdir = REPO / ".local" / "chaos-runs" / run
     workdir.mkdir(parents=True, exist_ok=True)
-    matches = sum(1 for e in events if e.kind == "features")
+    matches = sum(1 for e in events if e.kind == "fixture")
+    warm_up = sum(1 for e in events if e.kind == "warm_up")
     print(
         f"chaos: {matches} matches of {data.name} ({args.start} to {args.end}), "
-        f"{len(events)} events; logs in {workdir}",
+        f"{len(events) - warm_up} facts after {warm_up} warm-up inputs; logs in {workdir}",
         flush=True,
     )
     chaos = Chaos(base, workdir, events, args.seed, keep_failed=args.keep_failed)

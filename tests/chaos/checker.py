@@ -5,10 +5,21 @@ whose effect is missing), **duplicate** (an effect present more than once) and *
 (an effect no input of the fault-free run produced, or with other content). Pure functions over
 what the runs left in PostgreSQL and on the topics; :mod:`tests.chaos.scenarios` gathers them.
 
-Evaluations are compared per (match id, model id): that pair is the logical identity of an
-evaluation. The evaluation id itself includes the model version that made the prediction, and
-an online model's version at scoring time depends on timing, even between two fault-free runs;
-for models that never change version (the market references) the ids are compared exactly.
+Only what arrival order cannot change is compared. The features agent re-issues an open
+fixture's features (next ``revision``) whenever a result reaches it after the fixture, and a
+fault changes which facts reach it in which order: how often a match's features were issued,
+and so the ids of the predictions and evaluations made from them, legitimately differ between
+two runs. Invariant, and compared exactly:
+
+- per (match id, model id), exactly one **current** evaluation (not superseded), with the same
+  outcome and score; for the market references (their probabilities depend on the odds only)
+  the same probabilities and log loss, to 1e-9;
+- each counted prediction evaluated at most once (a second evaluation of one prediction id is
+  a duplicate), each (match, model, features revision) counted at most once, and a counted
+  prediction for every (match, model) pair of the reference;
+- the stored features of every match, without their stamp (``issued_at``, ``revision``), to
+  1e-9: whatever the order, the agent's features equal the offline builder's;
+- how many results each online model learned.
 
 >>> row = EvaluationRow("e1", "m1", "market-open", "H", 1, 0)
 >>> verdict = Verdict()
@@ -21,21 +32,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from models.base import Model
 from models.policy import LearningPolicy
 from schemas.events import DeadLetter, ModelFeedItem
 
 REFERENCE_PREFIX = "market-"
-"""Models whose version never changes, so their evaluation ids are the same in every run."""
+"""Models whose predictions depend on the odds only: their probabilities are the same in
+every run."""
+TOLERANCE = 1e-9
+"""Absolute and relative tolerance of a float compared between two runs."""
+STAMP = ("issued_at", "revision")
+"""The parts of a features payload that say which issue it is, not what it is."""
 
 
 @dataclass(frozen=True, slots=True)
 class EvaluationRow:
-    """The parts of an evaluation-log row that a fault must not change."""
+    """The parts of an evaluation-log row that a fault must not change (``current``: not
+    superseded by a later one)."""
 
     evaluation_id: str
     match_id: str
@@ -43,6 +62,10 @@ class EvaluationRow:
     outcome: str
     home_goals: int
     away_goals: int
+    prediction_id: str = ""
+    current: bool = True
+    log_loss: float = 0.0
+    probabilities: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -51,13 +74,14 @@ class EvaluationRow:
 
 @dataclass
 class RunData:
-    """What a run left behind."""
+    """What a run left behind. ``features``: each match's stored features payload without its
+    stamp; ``predictions``: counted prediction rows per (match, model, features revision)."""
 
     evaluations: list[EvaluationRow]
-    features: set[str] = field(default_factory=set)
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: set[str] = field(default_factory=set)
     learned: dict[str, int] = field(default_factory=dict)
-    predictions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    predictions: Counter[tuple[str, str, int]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -86,28 +110,29 @@ class Verdict:
 
 
 def check_evaluations(baseline: RunData, observed: RunData, verdict: Verdict) -> None:
-    """Evaluation rows missing (lost), extra (duplicated) or foreign (unexpected)."""
-    expected = _by_key(baseline.evaluations)
-    seen = _by_key(observed.evaluations)
+    """Current evaluations missing (lost), extra (duplicated) or foreign (unexpected) per
+    (match, model); a prediction evaluated twice (duplicated); stored features and results."""
+    expected = _by_key(e for e in baseline.evaluations if e.current)
+    seen = _by_key(e for e in observed.evaluations if e.current)
     for key, rows in expected.items():
         got = seen.get(key, [])
         verdict.lost += max(0, len(rows) - len(got))
         verdict.duplicated += max(0, len(got) - len(rows))
-        if got and not _same(rows[0], got):
+        if got and not _same(rows[0], got[0]):
             verdict.unexpected += 1
             if verdict.unexpected <= 2:  # an example says more than a count
                 verdict.problem(f"unexpected: {got[0]} where {rows[0]} was")
     for key, rows in seen.items():
         if key not in expected:
             verdict.unexpected += len(rows)
-    for name, want, have in (
-        ("features", baseline.features, observed.features),
-        ("results", baseline.results, observed.results),
-    ):
-        if want - have:
-            verdict.problem(f"lost: {len(want - have)} {name} rows")
-        if have - want:
-            verdict.problem(f"unexpected: {len(have - want)} {name} rows")
+    per_prediction = Counter(e.prediction_id for e in observed.evaluations if e.prediction_id)
+    verdict.duplicated += sum(n - 1 for n in per_prediction.values() if n > 1)
+    check_features(baseline.features, observed.features, verdict)
+    want, have = baseline.results, observed.results
+    if want - have:
+        verdict.problem(f"lost: {len(want - have)} results rows")
+    if have - want:
+        verdict.problem(f"unexpected: {len(have - want)} results rows")
 
 
 def _by_key(rows: Iterable[EvaluationRow]) -> dict[tuple[str, str], list[EvaluationRow]]:
@@ -117,17 +142,77 @@ def _by_key(rows: Iterable[EvaluationRow]) -> dict[tuple[str, str], list[Evaluat
     return grouped
 
 
-def _same(want: EvaluationRow, got: Sequence[EvaluationRow]) -> bool:
-    first = got[0]
-    if (first.outcome, first.home_goals, first.away_goals) != (
+def _same(want: EvaluationRow, got: EvaluationRow) -> bool:
+    if (got.outcome, got.home_goals, got.away_goals) != (
         want.outcome,
         want.home_goals,
         want.away_goals,
     ):
         return False
-    return (
-        not want.model_id.startswith(REFERENCE_PREFIX) or first.evaluation_id == want.evaluation_id
+    if not want.model_id.startswith(REFERENCE_PREFIX):
+        return True
+    return close(want.log_loss, got.log_loss) and all(
+        close(a, b) for a, b in zip(want.probabilities, got.probabilities, strict=True)
     )
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE)
+
+
+def unstamped(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A features payload without the stamp of its issue."""
+    return {k: v for k, v in payload.items() if k not in STAMP}
+
+
+def same_document(want: Any, got: Any) -> bool:
+    """Equal JSON documents, numbers to :data:`TOLERANCE` (a float may round differently)."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        return want is got
+    if isinstance(want, int | float) and isinstance(got, int | float):
+        return close(float(want), float(got))
+    if isinstance(want, dict) and isinstance(got, dict):
+        return want.keys() == got.keys() and all(same_document(want[k], got[k]) for k in want)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(want) == len(got) and all(
+            same_document(a, b) for a, b in zip(want, got, strict=True)
+        )
+    return bool(want == got)
+
+
+def check_features(
+    baseline: Mapping[str, Mapping[str, Any]],
+    observed: Mapping[str, Mapping[str, Any]],
+    verdict: Verdict,
+) -> None:
+    """Every match's stored features as in the reference, stamp aside."""
+    missing = baseline.keys() - observed.keys()
+    extra = observed.keys() - baseline.keys()
+    if missing:
+        verdict.problem(f"lost: {len(missing)} features rows")
+    if extra:
+        verdict.problem(f"unexpected: {len(extra)} features rows")
+    differ = sorted(
+        m
+        for m in baseline.keys() & observed.keys()
+        if not same_document(unstamped(baseline[m]), unstamped(observed[m]))
+    )
+    if differ:
+        verdict.problem(f"unexpected: {len(differ)} features rows differ (e.g. {differ[0]})")
+
+
+def check_predictions(baseline: RunData, observed: RunData, verdict: Verdict) -> None:
+    """A counted prediction for every (match, model) of the reference and none elsewhere;
+    at most one per (match, model, features revision)."""
+    want = {(m, model) for m, model, _ in baseline.predictions}
+    have = {(m, model) for m, model, _ in observed.predictions}
+    if want - have:
+        verdict.problem(f"lost: {len(want - have)} (match, model) pairs without a prediction")
+    if have - want:
+        verdict.problem(f"unexpected: {len(have - want)} (match, model) pairs predicted")
+    twice = sum(n - 1 for n in observed.predictions.values() if n > 1)
+    if twice:
+        verdict.problem(f"duplicate: {twice} prediction rows of one features revision")
 
 
 def check_learned(baseline: RunData, observed: RunData, verdict: Verdict) -> None:

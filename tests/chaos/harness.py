@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from agents.features_rules import EVENT_TIME_HEADER
 from models.timeline import TimedEvent
 from schemas.codec import decode, encode
-from schemas.events import DeadLetter, ModelFeedItem
+from schemas.events import DeadLetter, LeagueInput, ModelFeedItem
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
@@ -47,12 +49,20 @@ MAX_REQUEST_BYTES = 1_048_000
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One event to publish: which topic (features or results), key and exact bytes."""
+    """One event to publish: which topic, key and exact bytes, and its event time (the
+    ``tipstream-event-time`` header; None: no header). ``paced``: false for warm-up history,
+    which goes at full speed (as ``tipstream replay`` sends it)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     malformed: str | None = None  # the kind, for a malformed event
+    at: datetime | None = None
+    paced: bool = True
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [] if self.at is None else [(EVENT_TIME_HEADER, self.at.isoformat().encode())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +76,24 @@ class Sent:
 
 
 def valid_outgoing(topics: Topics, events: Sequence[TimedEvent]) -> list[Outgoing]:
-    """The wire form of replay events, in event-time order."""
-    return [
-        Outgoing(
-            topics.features if e.kind == "features" else topics.results,
-            e.key.encode(),
-            encode(e.record),
+    """The wire form of replay facts (``models.timeline.fact_timeline``) in event-time order,
+    exactly as ``tipstream replay`` publishes them: fixtures and results keyed by match id,
+    warm-up history straight to the features agent's input keyed by league, every one with its
+    event time in the header."""
+    out = []
+    for e in events:
+        if e.kind == "fixture":
+            topic, key = topics.fixtures, e.key
+        elif e.kind == "result":
+            topic, key = topics.results, e.key
+        elif e.kind == "warm_up" and isinstance(e.record, LeagueInput):
+            topic, key = topics.league_inputs, e.record.league
+        else:
+            raise ValueError(f"chaos publishes facts, not {e.kind} events ({e.origin})")
+        out.append(
+            Outgoing(topic, key.encode(), encode(e.record), at=e.at, paced=e.kind != "warm_up")
         )
-        for e in events
-    ]
+    return out
 
 
 @dataclass
@@ -216,12 +235,22 @@ class Deployment:
         try:
             futures = []
             started = time.monotonic()
-            for index, event in enumerate(events):
-                if rate:
-                    delay = started + index / rate - time.monotonic()
+            paced = 0
+            for event in events:
+                if rate and event.paced:
+                    delay = started + paced / rate - time.monotonic()
+                    paced += 1
                     if delay > 0:
                         await asyncio.sleep(delay)
-                futures.append(await producer.send(event.topic, event.value, key=event.key))
+                elif rate:
+                    # The pace starts after the warm-up; a malformed event mixed into the
+                    # warm-up goes at once, as the warm-up does.
+                    started, paced = time.monotonic(), 0
+                futures.append(
+                    await producer.send(
+                        event.topic, event.value, key=event.key, headers=event.headers
+                    )
+                )
             metadata = await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -240,6 +269,8 @@ class Deployment:
         offset and the partition counts as lagging until that output is consumed too.
         """
         topics = [
+            self.topics.fixtures,
+            self.topics.league_inputs,
             self.topics.features,
             self.topics.results,
             self.topics.predictions,

@@ -1,7 +1,8 @@
 """Malformed events of every kind an upstream producer can send, made from real ones.
 
-Each malformed event is a real match's features or result, broken in one way (or bytes that
-were never JSON), so it looks like what a buggy producer would really publish. Every one is
+Each malformed event is a real match's fixture or result, broken in one way (or bytes that
+were never JSON), so it looks like what a buggy producer would really publish (producers
+publish facts; the service computes the features itself). Every one is
 checked against the codec before it is returned: an event this module calls malformed is
 one the workers must dead-letter.
 
@@ -20,12 +21,15 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
+from models.features import RESULT_DELAY
+from models.timeline import FIXTURE_LEAD
 from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode, encode, to_builtins
-from schemas.events import MatchFeatures, MatchResult, Record
+from schemas.events import Fixture, MatchResult, Record
 
-Topic = Literal["features", "result"]
+Topic = Literal["fixture", "result"]
 Document = dict[str, Any]
 
 
@@ -37,6 +41,7 @@ class Malformed:
     topic: Topic
     key: bytes | None
     value: bytes | None
+    at: datetime | None = None  # the template's event time (the header a producer sets)
 
 
 def _doc(record: Record) -> Document:
@@ -63,7 +68,7 @@ def wrong_type(rng: random.Random, record: Record) -> bytes:
         + (
             [("home_goals", "two"), ("away_goals", 1.5), ("outcome", 1)]
             if "outcome" in doc
-            else [("odds_open", "1.5/4/6"), ("features", [1, 2]), ("home_team", None)]
+            else [("odds_open", "1.5/4/6"), ("odds_close", [1, 2]), ("home_team", None)]
         )
     )
     doc[field] = value
@@ -127,7 +132,7 @@ def nan(rng: random.Random, record: Record) -> bytes:
     elif rng.random() < 0.5:
         doc["odds_open"]["draw"] = value
     else:
-        doc["features"] = {**doc.get("features", {}), "elo_home": value}
+        doc["odds_open"]["home"] = value
     return _dumps(doc)  # json.dumps writes NaN / Infinity, which is not JSON
 
 
@@ -145,8 +150,7 @@ def negative_goals(rng: random.Random, record: Record) -> bytes:
     if "outcome" in doc:
         doc[rng.choice(["home_goals", "away_goals", "half_time_home_goals"])] = -rng.randint(1, 3)
     else:
-        doc["features"] = {**doc.get("features", {})}
-        doc["odds_open"]["away"] = -2.5  # features have no goals: a negative price instead
+        doc["odds_open"]["away"] = -2.5  # fixtures have no goals: a negative price instead
     return _dumps(doc)
 
 
@@ -213,8 +217,8 @@ def trailing_data(rng: random.Random, record: Record) -> bytes:
 
 def semantic(rng: random.Random, record: Record) -> bytes:
     """Well-formed JSON of the right types that no real match has: an id with a trailing
-    newline, an invisible or blank team name, the same team twice, a season backwards, a
-    feature far outside its range, half-time goals for one side only."""
+    newline, an invisible or blank team name, the same team twice, a season backwards,
+    closing odds with a price of zero, half-time goals for one side only."""
     doc = _doc(record)
     if "outcome" in doc:
         if rng.random() < 0.5:
@@ -233,7 +237,7 @@ def semantic(rng: random.Random, record: Record) -> bytes:
         first = int(doc["season"][:4])
         doc["season"] = f"{first + 2}-{first}"
     else:
-        doc["features"] = {**doc.get("features", {}), "elo_diff": 1e300, "pi_exp_gd": 1e300}
+        doc["odds_close"] = {**doc["odds_open"], "draw": 0.0}
     return _dumps(doc)
 
 
@@ -265,7 +269,7 @@ KINDS: tuple[str, ...] = (*BREAKERS, *EMPTY_KINDS)
 
 
 def generate(
-    features: Sequence[MatchFeatures],
+    fixtures: Sequence[Fixture],
     results: Sequence[MatchResult],
     count: int,
     *,
@@ -278,7 +282,7 @@ def generate(
     that match), the rest a key of their own, no key, or a key that is not UTF-8.
     """
     rng = random.Random(seed)
-    templates: list[tuple[Topic, Record]] = [("features", f) for f in features]
+    templates: list[tuple[Topic, Record]] = [("fixture", f) for f in fixtures]
     templates += [("result", r) for r in results]
     if not templates:
         raise ValueError("need at least one valid event to break")
@@ -304,8 +308,18 @@ def generate(
         key = _key(rng, len(out), record)
         if value is None and key is None:
             key = f"malformed-{len(out)}".encode()  # Kafka takes no record without both
-        out.append(Malformed(kind, topic, key, value))
+        out.append(Malformed(kind, topic, key, value, event_time(record)))
     return out
+
+
+def event_time(record: Record) -> datetime | None:
+    """When a replay says the template happened: a fixture just before kickoff, a result at
+    its final whistle (``models.timeline.fact_timeline``)."""
+    if isinstance(record, Fixture):
+        return record.kickoff - FIXTURE_LEAD
+    if isinstance(record, MatchResult):
+        return record.kickoff + RESULT_DELAY
+    return None
 
 
 def _key(rng: random.Random, index: int, record: Record) -> bytes | None:
@@ -319,7 +333,7 @@ def _key(rng: random.Random, index: int, record: Record) -> bytes | None:
 
 def _is_invalid(topic: Topic, value: bytes) -> bool:
     try:
-        decode(value, MatchFeatures if topic == "features" else MatchResult)
+        decode(value, Fixture if topic == "fixture" else MatchResult)
     except InvalidEvent:
         return True
     return False

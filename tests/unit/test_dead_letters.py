@@ -9,10 +9,18 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.dead_letters import DEAD_LETTER_PAYLOAD_MAX, dead_letter, owned, processing_failure
+from agents import features as features_agent
+from agents.dead_letters import (
+    DEAD_LETTER_PAYLOAD_MAX,
+    dead_letter,
+    dead_letter_owners,
+    owned,
+    processing_failure,
+)
 from agents.testing import Message
 from schemas.codec import InvalidEvent, decode, encode
-from schemas.events import DeadLetter, MatchFeatures, MatchResult, Odds, ValidationIssue
+from schemas.events import DeadLetter, Fixture, MatchFeatures, MatchResult, Odds, ValidationIssue
+from streams.topics import Topics
 from streams.worker.metrics import WorkerMetrics
 from tests.chaos import malformed
 
@@ -27,6 +35,15 @@ FEATURES = MatchFeatures(
     away_team="Everton",
     odds_open=Odds(home=1.2, draw=7.0, away=13.0),
     features={"elo_home": 1850.0},
+)
+FIXTURE = Fixture(
+    match_id=FEATURES.match_id,
+    league=FEATURES.league,
+    season=FEATURES.season,
+    kickoff=KICKOFF,
+    home_team=FEATURES.home_team,
+    away_team=FEATURES.away_team,
+    odds_open=FEATURES.odds_open,
 )
 RESULT = MatchResult(
     match_id=FEATURES.match_id,
@@ -97,11 +114,11 @@ def test_every_kind_of_bad_payload_has_its_rule(value: bytes | None, rule: str) 
 def test_every_generated_malformed_event_becomes_a_complete_letter() -> None:
     """Every kind the chaos generator makes is rejected with a field and a rule, and its
     letter round-trips through the codec with the bytes intact."""
-    events = malformed.generate([FEATURES], [RESULT], 4 * len(malformed.KINDS), huge=1)
+    events = malformed.generate([FIXTURE], [RESULT], 4 * len(malformed.KINDS), huge=1)
     assert {e.kind for e in events} == set(malformed.KINDS)
     for index, event in enumerate(events):
         message = Message(f"t.{event.topic}", 0, index, event.key, event.value)
-        record_type = MatchFeatures if event.topic == "features" else MatchResult
+        record_type = Fixture if event.topic == "fixture" else MatchResult
         with pytest.raises(InvalidEvent) as caught:
             decode(event.value, record_type)
         letter = dead_letter(message, caught.value.issue, "scorer", now=NOW)
@@ -148,6 +165,20 @@ def test_an_event_two_agents_read_is_dead_lettered_by_its_owner_only() -> None:
         ("scorer", "t.match-features"),
         ("reconciler", "t.match-results"),
     ]
+
+
+def test_every_input_topic_has_one_dead_letter_owner() -> None:
+    """The fixtures are dead-lettered by the league router (their only reader), the results by
+    the reconciler (the router reads them too), the features by the scorer: one letter each."""
+    topics = Topics(prefix="t", partitions=2)
+    owners = dead_letter_owners(topics)
+    assert owners[topics.fixtures] == features_agent.ROUTER
+    assert owners[topics.results] == "reconciler"
+    assert owners[topics.features] == "scorer"
+    issue = ValidationIssue(field="$", value=None, rule="payload is empty")
+    message = Message(topics.fixtures, 0, 3, b"m1", b"")
+    letters = [dead_letter(message, issue, agent, now=NOW) for agent in ("league-router", "x")]
+    assert [dl.agent for dl in owned(letters, owners)] == ["league-router"]
 
 
 def test_dead_letters_are_a_prometheus_counter_per_source_topic_and_reason() -> None:

@@ -190,6 +190,36 @@ def test_a_fixture_older_than_the_kept_history_is_refused_with_the_reason() -> N
     assert rest
 
 
+def test_an_open_fixture_again_is_unchanged_even_once_its_kickoff_is_settled_past() -> None:
+    """``settled_until`` is a horizon of final whistles: a match kicked off before it can still
+    be open (its whistle after it). The same fixture again (a replay run twice) is a
+    re-delivery, not a late fixture: nothing issued, nothing dead-lettered, the book unchanged.
+    Seen in ``make chaos`` scenario 5 (replay twice): one valid fixture dead-lettered."""
+    book = LeagueBook.new(EPL)
+    found = None
+    for fact in in_event_time(_between("2013-01-01", "2013-06-01")):
+        outcome = apply_input(book, routed(fact), now=NOW, sources=SOURCES)
+        assert outcome.issue is None, outcome.issue
+        settled = book.settled_until
+        found = next(
+            (
+                entry.fixture
+                for entry in book.open.values()
+                if entry.fixture is not None
+                and settled is not None
+                and entry.fixture.kickoff < settled
+            ),
+            None,
+        )
+        if found is not None:
+            break
+    assert found is not None, "no open match kicked off before settled_until in the window"
+    before = encode_book(book)
+    again = apply_input(book, routed(found), now=NOW, sources=SOURCES)
+    assert (again.issue, again.features, again.kind) == (None, (), "unchanged")
+    assert encode_book(book) == before
+
+
 def _corrected(result: MatchResult) -> MatchResult:
     home = result.home_goals + 2
     return msgspec.structs.replace(
