@@ -73,9 +73,10 @@ async def test_small_demo_summary_agrees_with_the_database(
                       (SELECT count(*) FROM alerts) AS alerts,
                       (SELECT count(*) FROM models WHERE status <> 'retired') AS models,
                       (SELECT count(DISTINCT model_id) FROM predictions) AS predicting_models,
-                      (SELECT avg(log_loss) FROM evaluations WHERE is_champion) AS champion,
                       (SELECT avg(log_loss) FROM evaluations
-                       WHERE model_id = 'market-close') AS close"""
+                       WHERE is_champion AND superseded_by IS NULL) AS champion,
+                      (SELECT avg(log_loss) FROM evaluations
+                       WHERE model_id = 'market-close' AND superseded_by IS NULL) AS close"""
         )
     finally:
         await conn.close()
