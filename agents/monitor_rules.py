@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import fmean, median
 from typing import Any, Literal
@@ -114,6 +115,18 @@ def make_detector(name: str) -> Any:
     raise ValueError(f"unknown drift detector {name!r}; expected adwin or page-hinkley")
 
 
+RESCALE_EVERY = 50
+"""Quiet paired differences between two updates of the paired test's scale."""
+
+
+def robust_scale(values: Iterable[float]) -> float:
+    """1.4826 x the median absolute deviation (a standard deviation where the values are
+    normal, unmoved by a few outliers), at least :data:`MIN_SCALE`."""
+    sample = list(values)
+    middle = median(sample)
+    return max(MIN_SCALE, MAD_TO_SD * median(abs(v - middle) for v in sample))
+
+
 @dataclass
 class PairedCusum:
     """One-sided CUSUM on the standardised paired difference (model minus market log loss).
@@ -122,7 +135,13 @@ class PairedCusum:
     shift of the mean) and the scale (their MAD, robust to the few matches where one side was
     very wrong). It fires when the cumulative excess over the allowance passes the threshold,
     and resolves once the mean standardised difference of the last ``baseline_size`` paired
-    evaluations since it fired is back under half the allowance: a window, not a reverse CUSUM,
+    evaluations since it fired is back under half the allowance. The scale follows the model:
+    every :data:`RESCALE_EVERY` quiet differences (the statistic at 0, nothing firing) it is
+    the larger of the baseline's and the last ``baseline_size`` quiet differences' robust
+    scale, since a model that starts at the market (the default) differs from it more as it
+    learns, and standardising its later noise by its first weeks' would read as a decay. A
+    fault is seen within a few evaluations, long before it could widen the scale, and an
+    excursion's differences never enter it. A window, not a reverse CUSUM, for recovery
     because a broken model's difference is heavy-tailed (an overconfident one is mostly better
     than the market and now and then far worse), and a reverse CUSUM would resolve in a lull.
     """
@@ -138,6 +157,9 @@ class PairedCusum:
     _run: list[tuple[str, str | None, float]] = field(default_factory=list)
     _since: deque[tuple[str, str | None, float, float]] = field(default_factory=deque)
     _since_z: float = 0.0
+    baseline_scale: float | None = None
+    _quiet: deque[float] = field(default_factory=deque)
+    _quiet_added: int = 0
 
     def update(self, evaluation_id: str, match_id: str | None, difference: float) -> Change | None:
         """Add one paired difference; ``"decay"`` or ``"recovery"`` when the state changes."""
@@ -147,6 +169,8 @@ class PairedCusum:
         z = (difference - self.centre) / self.scale
         if self.firing:
             return self._towards_recovery(evaluation_id, match_id, difference, z)
+        if self.statistic == 0.0:
+            self._observe_quiet(difference)
         self.statistic = max(0.0, self.statistic + z - self.allowance)
         if self.statistic == 0.0:
             self._run = []
@@ -162,10 +186,17 @@ class PairedCusum:
         self._baseline.append(difference)
         if len(self._baseline) >= self.baseline_size:
             self.centre = fmean(self._baseline)
-            middle = median(self._baseline)
-            mad = median(abs(d - middle) for d in self._baseline)
-            self.scale = max(MIN_SCALE, MAD_TO_SD * mad)
+            self.scale = self.baseline_scale = robust_scale(self._baseline)
             self._baseline = []
+
+    def _observe_quiet(self, difference: float) -> None:
+        self._quiet.append(difference)
+        if len(self._quiet) > self.baseline_size:
+            self._quiet.popleft()
+        self._quiet_added += 1
+        if self._quiet_added % RESCALE_EVERY == 0 and len(self._quiet) == self.baseline_size:
+            assert self.baseline_scale is not None
+            self.scale = max(self.baseline_scale, robust_scale(self._quiet))
 
     def _towards_recovery(
         self, evaluation_id: str, match_id: str | None, difference: float, z: float
