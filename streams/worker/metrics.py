@@ -133,7 +133,7 @@ def counter_families(counters: Mapping[str, int]) -> list[Metric]:
         labels = [spec.label] if spec.label else []
         families[kind] = CounterMetricFamily(spec.name, spec.help, labels=labels)
         if spec.label is None:
-            families[kind].add_metric([], counters.get(kind, 0))
+            families[kind].add_metric([], float(counters.get(kind, 0)))
     for key in sorted(counters):
         kind, _, label = key.partition(":")
         if kind in SKIPPED_KINDS:
@@ -145,7 +145,7 @@ def counter_families(counters: Mapping[str, int]) -> list[Metric]:
             )
         if kind in COUNTERS and COUNTERS[kind].label is None:
             continue  # added above
-        family.add_metric([label], counters[key])
+        family.add_metric([label], float(counters[key]))
     return list(families.values())
 
 

@@ -208,10 +208,13 @@ async def evaluation_ids(settings: Settings) -> list[str]:
 
 
 async def scored(pool: asyncpg.Pool) -> tuple[int, int]:
-    """(rows in evaluations, distinct (match, model) pairs among them)."""
+    """(current evaluations, distinct (match, model) pairs among them): a pair twice is a
+    duplicate. Superseded ones (a correction, or a re-issued fixture's later prediction) are
+    history, not duplicates."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT count(*) AS n, count(DISTINCT (match_id, model_id)) AS pairs FROM evaluations"
+            "SELECT count(*) AS n, count(DISTINCT (match_id, model_id)) AS pairs "
+            "FROM evaluations WHERE superseded_by IS NULL"
         )
     return int(row["n"]), int(row["pairs"])
 
