@@ -107,7 +107,11 @@ async def test_fixtures_and_results_become_the_offline_features_across_a_kill(
 
     expected_predictions = len(rows) * SEEDED_MODELS
     await wait_for(
-        lambda: _count_is(db, "SELECT count(*) FROM evaluations", expected_predictions),
+        lambda: _count_is(
+            db,
+            "SELECT count(*) FROM evaluations WHERE superseded_by IS NULL",
+            expected_predictions,
+        ),
         timeout=120,
         what=f"{expected_predictions} evaluations",
     )
