@@ -120,7 +120,6 @@ class Learner:
         for model_id, version in held.items():
             if adopts_version(version, versions.get(model_id)):
                 self.states.pop(model_id, None)
-                self.runtime.counters["learn_adopted_version"] += 1
                 log.info(
                     "learner adopts a version it did not produce",
                     model_id=model_id,
