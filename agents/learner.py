@@ -323,19 +323,24 @@ async def store_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> l
     """Register the next version of each model and mark its checkpoint, in one transaction.
 
     The versions are computed from the states, which change only after the commit
-    (:func:`publish_versions`): a transaction retried after a failure at commit stores the
-    same versions again (idempotent on model and version), never v+2 on a rolled-back v+1.
-    A model whose registry has moved past the state (a rollback in time) gets None: no
-    version is stored over it, and the next batch adopts the registry's (:func:`adopts_version`).
+    (:func:`publish_versions`), never v+2 on a rolled-back v+1. A model whose registry has
+    moved past the state gets None and no version is stored over it: a rollback in time took
+    the number, or (a failure reported at a commit that did happen) this very version is
+    stored already, with its checkpoint marked; either way the next batch adopts the
+    registry's (:func:`adopts_version`). The ``models`` rows are locked in id order, so two
+    transactions never wait on each other's locks.
     """
     versions: list[int | None] = []
     try:
         async with runtime.connection() as conn, conn.transaction():
+            latest = {
+                model_id: await registry.locked_latest_version(conn, model_id)
+                for model_id in sorted({state.entry.model_id for state in states})
+            }
             versions = []
             for state in states:
                 model = state.entry.model
-                latest = await registry.locked_latest_version(conn, model.model_id)
-                if adopts_version(state.entry.version, latest):
+                if adopts_version(state.entry.version, latest[model.model_id]):
                     versions.append(None)
                     continue
                 version = state.entry.version + 1
