@@ -26,7 +26,7 @@ import structlog
 
 from agents import alert_store, learner_store, probes, registry
 from agents.dead_letters import dead_letter
-from agents.learner_rules import Learning, apply_learning, record_position
+from agents.learner_rules import Learning, adopts_version, apply_learning, record_position
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
 from agents.state_faults import FaultReporter
@@ -81,7 +81,7 @@ class Learner:
             last_version_at=time.monotonic(),
         )
         checkpoint = await learner_store.load_checkpoint(conn, model_id)
-        if checkpoint is not None and checkpoint["version"] >= entry.version:
+        if checkpoint is not None and not adopts_version(checkpoint["version"], entry.version):
             context = registry.checkpoint_context(model_id, entry.kind, checkpoint["version"])
             try:
                 model = registry.restore_state(bytes(checkpoint["state"]), keys, context)
@@ -103,6 +103,29 @@ class Learner:
             policy=str(state.policy),
         )
         return state
+
+    async def follow_registry(self, model_ids: set[str]) -> None:
+        """Drop each held model whose registry version is newer than the one it holds (a
+        rollback in time, :func:`adopts_version`): the next item reloads it from that version,
+        and the batch's checkpoint records it, in the transaction with what the batch learns."""
+        held = {m: s.entry.version for m in model_ids if (s := self.states.get(m)) is not None}
+        if not held:
+            return
+
+        async def latest() -> dict[str, int]:
+            async with self.runtime.connection() as conn:
+                return await registry.latest_versions(conn, sorted(held))
+
+        versions = await self.runtime.retry_transient("latest versions", latest)
+        for model_id, version in held.items():
+            if adopts_version(version, versions.get(model_id)):
+                self.states.pop(model_id, None)
+                log.info(
+                    "learner adopts a version it did not produce",
+                    model_id=model_id,
+                    held=version,
+                    latest=versions.get(model_id),
+                )
 
     def forget(self) -> None:
         """Drop every model: after a rebalance another worker may own some of them."""
@@ -160,11 +183,15 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
     async with learner.lock:
         changed: dict[str, Learning] = {}
         fresh: list[tuple[Learning, ModelFeedItem, Any]] = []
+        decoded: list[tuple[ModelFeedItem, Any]] = []
         for event in events:
             item = runtime.decode(event.message, ModelFeedItem, AGENT)
             if isinstance(item, DeadLetter):
                 letters.append(item)
                 continue
+            decoded.append((item, event))
+        await learner.follow_registry({item.evaluation.model_id for item, _ in decoded})
+        for item, event in decoded:
             state = await runtime.retry_transient(
                 "load model", partial(learner.state_for, item.evaluation.model_id)
             )
@@ -292,18 +319,32 @@ async def checkpoint(
         await learner_store.write_checkpoints(conn, rows, learned_now)
 
 
-async def store_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> list[int]:
+async def store_versions(runtime: AgentRuntime, states: Sequence[Learning]) -> list[int | None]:
     """Register the next version of each model and mark its checkpoint, in one transaction.
 
     The versions are computed from the states, which change only after the commit
-    (:func:`publish_versions`): a transaction retried after a failure at commit stores the
-    same versions again (idempotent on model and version), never v+2 on a rolled-back v+1.
+    (:func:`publish_versions`), never v+2 on a rolled-back v+1. A model whose registry has
+    moved past the state gets None and no version is stored over it: a rollback in time took
+    the number, or (a failure reported at a commit that did happen) this very version is
+    stored already, with its checkpoint marked; either way the next batch adopts the
+    registry's (:func:`adopts_version`). The ``models`` rows are locked in id order, so two
+    transactions never wait on each other's locks.
     """
-    versions = [state.entry.version + 1 for state in states]
+    versions: list[int | None] = []
     try:
         async with runtime.connection() as conn, conn.transaction():
-            for state, version in zip(states, versions, strict=True):
+            latest = {
+                model_id: await registry.locked_latest_version(conn, model_id)
+                for model_id in sorted({state.entry.model_id for state in states})
+            }
+            versions = []
+            for state in states:
                 model = state.entry.model
+                if adopts_version(state.entry.version, latest[model.model_id]):
+                    versions.append(None)
+                    continue
+                version = state.entry.version + 1
+                versions.append(version)
                 model.version = version
                 await registry.save_version(
                     conn,
@@ -334,6 +375,11 @@ async def publish_versions(runtime: AgentRuntime, states: Sequence[Learning]) ->
     )
     snapshots = []
     for state, version in zip(states, versions, strict=True):
+        if version is None:
+            log.info(
+                "model version not stored: the registry moved on", model_id=state.entry.model_id
+            )
+            continue
         state.entry.version = version
         state.learned_since_version = 0
         state.last_version_at = time.monotonic()

@@ -37,6 +37,20 @@ def apply_learning(state: Learning, item: ModelFeedItem) -> bool:
     return True
 
 
+def adopts_version(held_version: int, latest_version: int | None) -> bool:
+    """Whether the learner gives up the state it holds for the registry's latest version.
+
+    The learner is the one producer of its model's versions, so a newer one in the registry is
+    a version it did not produce: a rollback in time (``tipstream models rollback MODEL
+    --to-version V`` registers V's state as latest + 1). The learner restores that version and
+    learns on from it, and stores no version of its own over it: its own next version would
+    take the same number, and its state is the stretch the operator rolled back. What it had
+    learned since is dropped; those results stay in ``learned_evaluations`` and are not
+    learned again. An equal or older latest version (the learner's own) changes nothing.
+    """
+    return latest_version is not None and latest_version > held_version
+
+
 def record_position(state: Learning, topic: str, partition: int, offset: int) -> None:
     """Remember the furthest offset applied per feed partition.
 

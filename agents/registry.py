@@ -325,6 +325,124 @@ async def rollback(conn: Any) -> str:
         return str(previous)
 
 
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """A rollback in time: the new version and the earlier one whose state it restores."""
+
+    model_id: str
+    version: int
+    parent_version: int
+    learned: int
+    state_sha256: str
+
+
+async def rollback_to(
+    conn: Any,
+    model_id: str,
+    *,
+    keys: Keyring,
+    to_version: int | None = None,
+    before: datetime | None = None,
+) -> RolledBack:
+    """Restore a learning model's earlier state as a new version (latest + 1, parent = it).
+
+    The earlier version is ``to_version``, or the newest created before ``before``. Its state is
+    verified for its own row, then re-signed for the new one: a signature binds the version, so
+    the bytes cannot simply be copied. The learner owning the model adopts the new version at
+    its next batch (:func:`agents.learner_rules.adopts_version`) and learns on from it. The
+    ``models`` row is locked, so a learner storing a version at the same time waits and then
+    sees that the registry moved on.
+    """
+    if (to_version is None) == (before is None):
+        raise RegistryError("give exactly one of a version or a time to roll back to")
+    async with conn.transaction():
+        model_row = await conn.fetchrow(
+            "SELECT kind FROM models WHERE model_id = $1 FOR UPDATE", model_id
+        )
+        if model_row is None:
+            raise RegistryError(f"no model {model_id!r} in the registry")
+        columns = "version, kind, metrics, learned, last_evaluation_id, positions, state"
+        if to_version is not None:
+            row = await conn.fetchrow(
+                f"SELECT {columns} FROM model_versions WHERE model_id = $1 AND version = $2",
+                model_id,
+                to_version,
+            )
+            if row is None:
+                raise RegistryError(f"{model_id!r} has no version {to_version}")
+        else:
+            row = await conn.fetchrow(
+                f"""SELECT {columns} FROM model_versions
+                   WHERE model_id = $1 AND created_at < $2
+                   ORDER BY created_at DESC, version DESC LIMIT 1""",
+                model_id,
+                before,
+            )
+            if row is None:
+                raise RegistryError(f"{model_id!r} has no version created before {before}")
+        context = version_context(model_id, row["kind"], row["version"])
+        blob = bytes(row["state"])
+        try:
+            model = restore_state(blob, keys, context)
+            payload = verify(blob, keys, context)
+        except IntegrityError as error:
+            raise RegistryError(
+                f"{model_id!r} v{row['version']}: state refused, not restored: {error}"
+            ) from error
+        if not model.learns_online:
+            raise RegistryError(
+                f"{model_id!r} is not a learning model ({row['kind']}): nothing to roll back in "
+                "time; use `tipstream models rollback` for the previous champion"
+            )
+        version = (
+            int(
+                await conn.fetchval(
+                    "SELECT max(version) FROM model_versions WHERE model_id = $1", model_id
+                )
+            )
+            + 1
+        )
+        state_sha256 = sha256_hex(payload)
+        await conn.execute(
+            """INSERT INTO model_versions (model_id, version, parent_version, kind, metrics,
+                                           learned, last_evaluation_id, positions, state,
+                                           state_sha256)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10)""",
+            model_id,
+            version,
+            row["version"],
+            row["kind"],
+            row["metrics"] if isinstance(row["metrics"], str) else json.dumps(row["metrics"]),
+            row["learned"],
+            row["last_evaluation_id"],
+            row["positions"] if isinstance(row["positions"], str) else json.dumps(row["positions"]),
+            sign(payload, keys, version_context(model_id, row["kind"], version)),
+            state_sha256,
+        )
+        await conn.execute("UPDATE models SET updated_at = now() WHERE model_id = $1", model_id)
+    return RolledBack(model_id, version, int(row["version"]), int(row["learned"]), state_sha256)
+
+
+async def latest_versions(conn: Any, model_ids: Sequence[str]) -> dict[str, int]:
+    """Each model's newest stored version: the learner compares it with what it holds."""
+    rows = await conn.fetch(
+        """SELECT model_id, max(version) AS version FROM model_versions
+           WHERE model_id = ANY($1::text[]) GROUP BY model_id""",
+        list(model_ids),
+    )
+    return {str(row["model_id"]): int(row["version"]) for row in rows}
+
+
+async def locked_latest_version(conn: Any, model_id: str) -> int | None:
+    """The model's newest version, its ``models`` row locked until the caller's transaction
+    ends: a learner storing a version and a rollback in time never take the same number."""
+    await conn.execute("SELECT 1 FROM models WHERE model_id = $1 FOR UPDATE", model_id)
+    value = await conn.fetchval(
+        "SELECT max(version) FROM model_versions WHERE model_id = $1", model_id
+    )
+    return None if value is None else int(value)
+
+
 async def champion_id(conn: Any) -> str | None:
     """The current champion's id, if any."""
     value = await conn.fetchval("SELECT model_id FROM models WHERE status = 'champion'")

@@ -1,5 +1,6 @@
-"""Operator commands: ``tipstream models list|show|promote|rollback|resign`` and
-``tipstream reconcile``.
+"""Operator commands: ``tipstream models list|show|promote|rollback|resign|prune`` and
+``tipstream reconcile``. ``rollback MODEL --to-version V`` (or ``--before TIMESTAMP``) is a
+rollback in time of a learning model; plain ``rollback`` restores the previous champion.
 
 Promote and rollback change the registry and announce the change on the snapshot topic, so
 running scorers swap champions without a restart. The registry is the truth: when the change is
@@ -50,7 +51,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     promote = commands.add_parser("promote", help="make a model the champion")
     promote.add_argument("model_id")
     promote.add_argument("--reason", default="manual promotion")
-    commands.add_parser("rollback", help="restore the previous champion")
+    rollback = commands.add_parser(
+        "rollback",
+        help="restore the previous champion; with MODEL and --to-version or --before, restore "
+        "an earlier state of a learning model as a new version its learner continues from",
+    )
+    rollback.add_argument("model_id", nargs="?", metavar="MODEL")
+    when = rollback.add_mutually_exclusive_group()
+    when.add_argument("--to-version", type=int, metavar="V", help="the version to restore")
+    when.add_argument(
+        "--before",
+        type=_timestamp,
+        metavar="TIMESTAMP",
+        help="restore the newest version created before this ISO time (UTC unless it says)",
+    )
     resign = commands.add_parser(
         "resign",
         help="re-sign every stored version and checkpoint with TIPSTREAM_REGISTRY_KEY "
@@ -125,6 +139,8 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
         return await _resign(args, settings)
     if command == "prune":
         return await _prune(args, settings)
+    if command == "rollback" and (args.model_id or args.to_version is not None or args.before):
+        return await _rollback_in_time(args, settings)
     if command == "list":
         rows = await _with_conn(settings, registry.list_models)
         print(f"{'model':24} {'kind':16} {'status':11} {'version':>7} {'learned':>8}  created")
@@ -177,6 +193,58 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC (the registry's times are)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from error
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def _rollback_in_time(args: argparse.Namespace, settings: Settings) -> int:
+    """Restore an earlier version of a learning model as its newest, and announce it."""
+    if not args.model_id or (args.to_version is None and args.before is None):
+        print(
+            "tipstream models rollback: give MODEL with --to-version V or --before TIMESTAMP "
+            "(or nothing, for the previous champion)"
+        )
+        return 2
+    keys = settings.registry_keys()
+
+    async def change(conn: Any) -> registry.RolledBack:
+        done = await registry.rollback_to(
+            conn, args.model_id, keys=keys, to_version=args.to_version, before=args.before
+        )
+        try:
+            await _announce(settings, [await registry.status_snapshot(conn, args.model_id)])
+        except Exception as error:  # committed: reported below with what did happen
+            raise _NotAnnounced([args.model_id], error, rolled_back=done) from error
+        return done
+
+    try:
+        done = await _with_conn(settings, change)
+    except _NotAnnounced as failure:
+        cause = describe_failure(failure.error, settings) or _brief(failure.error)
+        line = _rolled_back_line(failure.rolled_back) if failure.rolled_back else args.model_id
+        print(
+            f"{line} (in the registry; announcement on the "
+            f"snapshot topic failed: {cause}; running scorers pick it up within "
+            f"{REGISTRY_POLL_S:.0f} s by polling)",
+            flush=True,
+        )
+        return ANNOUNCE_FAILED_EXIT
+    print(_rolled_back_line(done))
+    return 0
+
+
+def _rolled_back_line(done: registry.RolledBack) -> str:
+    return (
+        f"{done.model_id}: v{done.version} restores v{done.parent_version} "
+        f"(learned {done.learned}, sha256 {done.state_sha256[:12]}); its learner continues from it"
+    )
+
+
 async def _prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete (or list, with --dry-run) the versions the retention policy lets go."""
     days = settings.ledger_retention_days if args.older_than_days is None else args.older_than_days
@@ -223,9 +291,15 @@ async def _resign(args: argparse.Namespace, settings: Settings) -> int:
 class _NotAnnounced(Exception):
     """A registry change that is committed but was not announced on the snapshot topic."""
 
-    def __init__(self, changed: list[str], error: BaseException) -> None:
+    def __init__(
+        self,
+        changed: list[str],
+        error: BaseException,
+        *,
+        rolled_back: registry.RolledBack | None = None,
+    ) -> None:
         super().__init__(f"changed {changed}, not announced: {error!r}")
-        self.changed, self.error = changed, error
+        self.changed, self.error, self.rolled_back = changed, error, rolled_back
 
 
 def _brief(error: BaseException) -> str:
