@@ -37,6 +37,11 @@ from schemas.events import OUTCOMES, Odds
 ESTIMATE_WINDOW = 300
 """Matches per rolling window, the decay monitor's window (``decay_window``)."""
 
+EDGE_TOLERANCE = 1e-9
+"""An edge must be below ``-EDGE_TOLERANCE`` to alarm: a model that repeats the opening line
+(``market-open``, or an untrained model whose prior is the line) has an edge of 0 that float
+rounding puts at +-1e-17."""
+
 EDGE_METRIC = "expected_edge_vs_market"
 DETECTOR = "estimate-window"
 
@@ -163,8 +168,9 @@ class EdgeTransition:
 
 
 class EdgeAlarm:
-    """Fires once when a full window's mean expected edge is below zero; resolves (and re-arms)
-    when a full window's edge is back at zero or above. A window that is not full (fewer than
+    """Fires once when a full window's mean expected edge is below zero (by more than
+    :data:`EDGE_TOLERANCE`); resolves (and re-arms) when a full window's edge is back at zero or
+    above. A window that is not full (fewer than
     ``window`` matches with a closing line) says nothing."""
 
     def __init__(self, window: int = ESTIMATE_WINDOW) -> None:
@@ -174,7 +180,8 @@ class EdgeAlarm:
     def update(self, summary: EstimateSummary) -> EdgeTransition | None:
         if summary.closing < self.window or summary.expected_edge is None:
             return None
-        negative = summary.expected_edge < 0.0
+        edge = summary.expected_edge
+        negative = edge < -EDGE_TOLERANCE if not self.firing else edge < 0.0
         if negative == self.firing:
             return None
         self.firing = negative
@@ -206,10 +213,13 @@ def sentence(model_id: str, model_version: int | None, transition: EdgeTransitio
 
 
 class ModelEstimates:
-    """Rolling estimates and the edge alarm of every model a process scores with."""
+    """Rolling estimates and the edge alarm of every model a process scores with; the models in
+    ``silent`` (the market references: ``market-open`` is the baseline itself, ``market-close``
+    the truth the edge is measured against) have estimates but never alarm."""
 
-    def __init__(self, window: int = ESTIMATE_WINDOW) -> None:
+    def __init__(self, window: int = ESTIMATE_WINDOW, silent: Iterable[str] = ()) -> None:
         self.window = window
+        self.silent = frozenset(silent)
         self.rolling: dict[str, RollingEstimates] = {}
         self.alarms: dict[str, EdgeAlarm] = {}
 
@@ -227,6 +237,8 @@ class ModelEstimates:
             touched[model_id] = None
         transitions = []
         for model_id in touched:
+            if model_id in self.silent:
+                continue
             alarm = self.alarms.setdefault(model_id, EdgeAlarm(self.window))
             transition = alarm.update(self.rolling[model_id].summary())
             if transition is not None:

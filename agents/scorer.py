@@ -30,6 +30,7 @@ from agents.registry import RegisteredModel
 from agents.runtime import AgentRuntime
 from agents.scorer_rules import predict_many
 from agents.state_faults import FaultReporter
+from models.catalog import REFERENCE_MODEL_IDS
 from schemas.events import Alert, DeadLetter, MatchFeatures, Prediction
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ class ActiveModels:
         # Set after the first load: scoring waits for it rather than score with no model.
         self.loaded = asyncio.Event()
         # Estimates before results of the predictions this worker made (status, metrics).
-        self.estimates = estimates_rules.ModelEstimates()
+        self.estimates = estimates_rules.ModelEstimates(silent=REFERENCE_MODEL_IDS)
 
     async def reload(self, runtime: AgentRuntime) -> bool:
         """Read the registry; swap in the new set if anything changed. True when swapped.

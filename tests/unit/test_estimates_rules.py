@@ -162,3 +162,20 @@ def test_window_means_and_mae() -> None:
         mean_absolute_error([], [])
     with pytest.raises(ValueError, match="at least 1"):
         RollingEstimates(window=0)
+
+
+def test_rounding_noise_and_silent_models_never_alarm() -> None:
+    """The opening line against itself has an edge of 0 up to rounding: no alarm; a silent
+    model (a market reference) keeps its estimates but never alarms."""
+    opening, closing = Odds(home=2.0, draw=3.4, away=4.0), Odds(home=1.8, draw=3.6, away=4.8)
+    o = line(opening)
+    assert o is not None
+    estimates = ModelEstimates(window=2, silent={"quiet"})
+    far = {"H": 0.2, "D": 0.3, "A": 0.5}
+    found = estimates.observe(
+        [(m, f"x{i}", p, opening, closing) for i in range(4) for m, p in (("o", o), ("quiet", far))]
+    )
+    assert found == []
+    quiet = estimates.summaries()["quiet"].expected_edge
+    assert quiet is not None
+    assert quiet < 0
