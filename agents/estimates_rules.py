@@ -203,8 +203,8 @@ def sentence(model_id: str, model_version: int | None, transition: EdgeTransitio
     if transition.state == "firing":
         return (
             f"{who} is expected to lose to the opening line before any result: its expected "
-            f"edge against the closing line is {edge:+.4f} log loss per match over the last "
-            f"{s.closing} scored matches ({span})."
+            f"edge is {edge:+.4f} log loss per match over the last {s.closing} scored matches "
+            f"({span}), the opening line's cross-entropy against the closing line minus its own."
         )
     return (
         f"{who} is again expected to beat the opening line: expected edge {edge:+.4f} per "
