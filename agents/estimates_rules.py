@@ -48,20 +48,24 @@ DETECTOR = "estimate-window"
 _NAMESPACE = uuid.UUID("6f1b0f3e-4c55-4d0a-9a57-3b1f2d6a9e21")
 
 
-def _log(p: float) -> float:
-    """Natural log of a probability clipped as :func:`models.metrics.log_loss` clips it."""
-    return math.log(min(max(p, LOG_LOSS_CLIP), 1.0))
+def _plogq(p: float, q: float) -> float:
+    """``p log q``, ``q`` clipped as :func:`models.metrics.log_loss` clips it, 0 when p is 0."""
+    if p <= 0.0:
+        return 0.0
+    return p * math.log(LOG_LOSS_CLIP if q < LOG_LOSS_CLIP else min(q, 1.0))
 
 
 def expected_log_loss(p: ProbabilityMap) -> float:
     """``-sum p log p``: the mean log loss the model would get if its probabilities were right."""
-    return -sum(p[o] * _log(p[o]) for o in OUTCOMES if p[o] > 0.0)
+    # Unrolled over H, D, A: the scorer calls this for every prediction.
+    home, draw, away = p["H"], p["D"], p["A"]
+    return -(_plogq(home, home) + _plogq(draw, draw) + _plogq(away, away))
 
 
 def cross_entropy(q: ProbabilityMap, p: ProbabilityMap) -> float:
     """``-sum q log p``: the mean log loss of ``p`` when outcomes happen with probabilities
     ``q`` (``p`` clipped like a log loss, so a zero where ``q`` is not costs ~34.5, not inf)."""
-    return -sum(q[o] * _log(p[o]) for o in OUTCOMES if q[o] > 0.0)
+    return -(_plogq(q["H"], p["H"]) + _plogq(q["D"], p["D"]) + _plogq(q["A"], p["A"]))
 
 
 def line(odds: Odds | None) -> dict[str, float] | None:
@@ -84,14 +88,35 @@ class MatchEstimate:
     expected_edge: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class MarketLines:
+    """What a match's estimates need of its market, the same for every model: the closing line
+    and the opening line's cross-entropy against it (None without a usable line)."""
+
+    close: dict[str, float] | None
+    opening_against_close: float | None
+
+
+def market_lines(odds_open: Odds | None, odds_close: Odds | None) -> MarketLines:
+    """The match's :class:`MarketLines`, computed once for all its models' predictions."""
+    close, opening = line(odds_close), line(odds_open)
+    if close is None or opening is None:
+        return MarketLines(close, None)
+    return MarketLines(close, cross_entropy(close, opening))
+
+
 def estimate(p: ProbabilityMap, odds_open: Odds | None, odds_close: Odds | None) -> MatchEstimate:
     """The three estimates of one prediction (module docstring)."""
-    close = line(odds_close)
-    if close is None:
+    return estimate_against(p, market_lines(odds_open, odds_close))
+
+
+def estimate_against(p: ProbabilityMap, market: MarketLines) -> MatchEstimate:
+    """:func:`estimate` with the match's market lines already computed."""
+    if market.close is None:
         return MatchEstimate(expected_log_loss(p), None, None)
-    against_close = cross_entropy(close, p)
-    opening = line(odds_open)
-    edge = None if opening is None else cross_entropy(close, opening) - against_close
+    against_close = cross_entropy(market.close, p)
+    base = market.opening_against_close
+    edge = None if base is None else base - against_close
     return MatchEstimate(expected_log_loss(p), against_close, edge)
 
 
@@ -229,11 +254,16 @@ class ModelEstimates:
         """Add (model id, match id, probabilities, opening odds, closing odds) observations;
         the alarm transitions they cause, per model, in order."""
         touched: dict[str, None] = {}
+        # One match's lines serve all its models' predictions (odds are hashable structs).
+        markets: dict[tuple[Odds | None, Odds | None], MarketLines] = {}
         for model_id, match_id, p, odds_open, odds_close in observations:
             rolling = self.rolling.get(model_id)
             if rolling is None:
                 rolling = self.rolling[model_id] = RollingEstimates(self.window)
-            rolling.add(match_id, estimate(p, odds_open, odds_close))
+            market = markets.get((odds_open, odds_close))
+            if market is None:
+                market = markets[odds_open, odds_close] = market_lines(odds_open, odds_close)
+            rolling.add(match_id, estimate_against(p, market))
             touched[model_id] = None
         transitions = []
         for model_id in touched:
