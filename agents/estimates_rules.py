@@ -275,6 +275,14 @@ class ModelEstimates:
                 transitions.append((model_id, transition))
         return transitions
 
+    def retain(self, model_ids: Iterable[str]) -> None:
+        """Forget the models no longer scored (retired), so they leave /status/ and /metrics/.
+        A model's window runs on across its versions: a new version moves it gradually."""
+        keep = set(model_ids)
+        for model_id in [m for m in self.rolling if m not in keep]:
+            del self.rolling[model_id]
+            self.alarms.pop(model_id, None)
+
     def summaries(self) -> dict[str, EstimateSummary]:
         return {model_id: r.summary() for model_id, r in sorted(self.rolling.items())}
 

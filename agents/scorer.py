@@ -72,6 +72,7 @@ class ActiveModels:
         if signature == self.signature:
             return False
         self.models, self.signature = tuple(loaded), signature
+        self.estimates.retain(m.model_id for m in loaded)
         log.info(
             "models swapped in", models=[f"{m.model_id}@{m.version}:{m.status}" for m in loaded]
         )

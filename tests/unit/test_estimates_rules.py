@@ -179,3 +179,12 @@ def test_rounding_noise_and_silent_models_never_alarm() -> None:
     quiet = estimates.summaries()["quiet"].expected_edge
     assert quiet is not None
     assert quiet < 0
+
+
+def test_a_retired_model_is_forgotten() -> None:
+    estimates = ModelEstimates(window=2)
+    estimates.observe(
+        (m, "x1", {"H": 0.5, "D": 0.3, "A": 0.2}, None, None) for m in ("kept", "retired")
+    )
+    estimates.retain(["kept"])
+    assert list(estimates.summaries()) == ["kept"]
