@@ -4,6 +4,14 @@ State: the active models, loaded from the registry at start (a row whose signed 
 verify is skipped and reported, never a crash: ``agents.state_faults``). A snapshot event (a
 new version, a promotion, a rollback) makes every worker reload that model; the swap happens
 between two batches, so no event is dropped or scored twice.
+
+Estimates before results (:mod:`agents.estimates_rules`): every prediction made updates its
+model's rolling expected log loss, cross-entropy against the closing line and expected edge
+against the opening line, kept per process. The features topic is keyed by match, so a worker
+sees its partitions' share of every model's matches: its windows are a sample of the model's,
+which is what an estimate needs (the realised-log-loss monitor, which needs all of a model's
+evaluations, reads the model-keyed feed instead). A window whose edge turns negative raises one
+``estimate`` alert, per worker; state is in memory and starts empty after a restart.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from typing import Any
 import faust
 import structlog
 
-from agents import registry
+from agents import alert_store, estimates_rules, registry
 from agents.loop import run_batches
 from agents.registry import RegisteredModel
 from agents.runtime import AgentRuntime
 from agents.scorer_rules import predict_many
 from agents.state_faults import FaultReporter
-from schemas.events import DeadLetter, MatchFeatures
+from models.catalog import REFERENCE_MODEL_IDS
+from schemas.events import Alert, DeadLetter, MatchFeatures, Prediction
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +49,8 @@ class ActiveModels:
         self.signature: tuple[tuple[str, str, int], ...] = ()
         # Set after the first load: scoring waits for it rather than score with no model.
         self.loaded = asyncio.Event()
+        # Estimates before results of the predictions this worker made (status, metrics).
+        self.estimates = estimates_rules.ModelEstimates(silent=REFERENCE_MODEL_IDS)
 
     async def reload(self, runtime: AgentRuntime) -> bool:
         """Read the registry; swap in the new set if anything changed. True when swapped.
@@ -61,6 +72,7 @@ class ActiveModels:
         if signature == self.signature:
             return False
         self.models, self.signature = tuple(loaded), signature
+        self.estimates.retain(m.model_id for m in loaded)
         log.info(
             "models swapped in", models=[f"{m.model_id}@{m.version}:{m.status}" for m in loaded]
         )
@@ -95,11 +107,72 @@ async def score_batch(runtime: AgentRuntime, active: ActiveModels, events: Seque
         else:
             valid.append(decoded)
     topic = runtime.topics.predictions
-    await runtime.publish_all(
-        (topic, p.match_id, p) for p in predict_many(valid, active.models, now=now)
-    )
+    predictions = predict_many(valid, active.models, now=now)
+    await runtime.publish_all((topic, p.match_id, p) for p in predictions)
     await runtime.publish_dead_letters(letters)
     runtime.counters["scored"] += len(events) - len(letters)
+    await record_estimates(runtime, active.estimates, valid, predictions, now)
+
+
+async def record_estimates(
+    runtime: AgentRuntime,
+    estimates: estimates_rules.ModelEstimates,
+    features: Sequence[MatchFeatures],
+    predictions: Sequence[Prediction],
+    now: datetime,
+) -> None:
+    """Update the rolling estimates; store and publish the edge alerts they raise."""
+    by_match = {f.match_id: f for f in features}
+    versions = {p.model_id: p.model_version for p in predictions}
+    transitions = estimates.observe(
+        (
+            p.model_id,
+            p.match_id,
+            {"H": p.probabilities.H, "D": p.probabilities.D, "A": p.probabilities.A},
+            by_match[p.match_id].odds_open,
+            by_match[p.match_id].odds_close,
+        )
+        for p in predictions
+    )
+    if not transitions:
+        return
+    alerts = [estimate_alert(m, versions.get(m), t, now) for m, t in transitions]
+
+    async def store() -> None:
+        async with runtime.connection() as conn:
+            await alert_store.write(conn, alerts)
+
+    await runtime.retry_transient("alert log", store)
+    await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)
+    runtime.counters["alerts"] += len(alerts)
+
+
+def estimate_alert(
+    model_id: str,
+    model_version: int | None,
+    transition: estimates_rules.EdgeTransition,
+    now: datetime,
+) -> Alert:
+    """The operator-facing event of an edge alarm transition."""
+    summary = transition.summary
+    return Alert(
+        alert_id=estimates_rules.alert_id(model_id, transition),
+        kind="estimate",
+        state=transition.state,
+        model_id=model_id,
+        model_version=model_version,
+        source=AGENT,
+        scope="all",
+        metric=estimates_rules.EDGE_METRIC,
+        detector=estimates_rules.DETECTOR,
+        window=summary.closing,
+        current=summary.expected_edge,
+        threshold=0.0,
+        first_match_id=summary.first_match_id,
+        last_match_id=summary.last_match_id,
+        message=estimates_rules.sentence(model_id, model_version, transition),
+        created_at=now,
+    )
 
 
 async def follow_registry(runtime: AgentRuntime, active: ActiveModels) -> None:

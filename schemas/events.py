@@ -550,11 +550,13 @@ class LeagueInput(Record, frozen=True, kw_only=True):
         return fact.match_id
 
 
-AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault"]
+AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault", "estimate"]
+"""``estimate``: a model's expected edge against the market, before results, turned negative
+(``agents.estimates_rules``)."""
 
 
 class Alert(Record, frozen=True, kw_only=True):
-    """An operator-facing event: decay, drift, recovery, promotion candidate or fault.
+    """An operator-facing event: decay, drift, recovery, promotion candidate, fault or estimate.
 
     A monitor alert says what an operator needs to act: the model and its version, the scope,
     the metric, its baseline and current value, the window (evaluations the value is over) and

@@ -4,7 +4,8 @@ Agents know nothing of Prometheus: they count in ``runtime.counters`` (``kind`` 
 ``kind:label``) and measure through ``runtime.observe``; this module maps both onto
 prometheus-client, and adds what only the worker sees: consumer lag per partition, the time
 from a fixture's arrival to its champion prediction, database transaction time, dead letters
-by topic and reason, open alerts by kind and the model versions in use. Every name is in
+by topic and reason, open alerts by kind, the model versions in use and each model's rolling
+estimates before results (``agents.estimates_rules``). Every name is in
 :data:`COUNTERS` or built in :class:`WorkerMetrics`; ``infra/monitoring/`` refers to them and a
 unit test checks that every name the rules and the dashboard use exists here.
 
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agents.estimates_rules import EstimateSummary
 from schemas.events import DeadLetter
 
 
@@ -107,7 +109,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 """Seconds: the scorer's median is ~20 ms on an idle worker; minutes mean a backlog."""
 TRANSACTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
-ALERT_KINDS = ("decay", "drift", "recovery", "promotion", "fault")
+ALERT_KINDS = ("decay", "drift", "recovery", "promotion", "fault", "estimate")
 """``schemas.events.AlertKind``: each is exported, at 0 when none is open."""
 ALERTS_CACHE_S = 10.0
 """Open alerts are read from PostgreSQL at most this often: a scrape every 15 s by several
@@ -247,13 +249,46 @@ class _RuntimeCollector(Collector):
         for model, status, kind, version in m.models():
             versions.add_metric([model, status, kind], version)
         yield versions
+        yield from estimate_families(m.estimates())
+
+
+ESTIMATE_GAUGES = (
+    (
+        "tipstream_expected_log_loss",
+        "Mean expected log loss -sum p log p of the model's last scored matches (this worker's).",
+        "expected_log_loss",
+    ),
+    (
+        "tipstream_closing_cross_entropy",
+        "Mean cross-entropy of the model against the normalised closing line, last scored matches.",
+        "closing_cross_entropy",
+    ),
+    (
+        "tipstream_expected_edge_vs_market",
+        "Mean expected log-loss edge over the opening line, the closing line taken as the truth.",
+        "expected_edge",
+    ),
+)
+"""(name, help, :class:`EstimateSummary` field) of the per-model estimate gauges."""
+
+
+def estimate_families(summaries: Mapping[str, EstimateSummary]) -> Iterator[Metric]:
+    """One gauge per estimate, a series per model that has a value (none before any match)."""
+    for name, documentation, field in ESTIMATE_GAUGES:
+        gauge = GaugeMetricFamily(name, documentation, labels=["model"])
+        for model, summary in sorted(summaries.items()):
+            value = getattr(summary, field)
+            if value is not None:
+                gauge.add_metric([model], value)
+        yield gauge
 
 
 class WorkerMetrics:
     """One worker's registry and the metrics the runtime records into it.
 
     ``counters`` are the runtime's counters; ``consumer`` returns Faust's consumer (or None
-    before it starts); ``models`` lists (model id, status, kind, version) in use.
+    before it starts); ``models`` lists (model id, status, kind, version) in use;
+    ``estimates`` (set by the web views) gives each model's rolling estimates.
     """
 
     def __init__(
@@ -266,6 +301,7 @@ class WorkerMetrics:
         self.counters = counters
         self._consumer = consumer
         self.models = models
+        self.estimates: Callable[[], Mapping[str, EstimateSummary]] = dict
         self.open_alerts: dict[str, int] = {}
         self._alerts_read_at: float | None = None
         self.arrivals = Arrivals()

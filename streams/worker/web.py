@@ -1,7 +1,7 @@
 """The worker's operator endpoints on its Faust web port (``TIPSTREAM_WEB_HOST``:
 ``TIPSTREAM_WEB_PORT``, loopback by default): ``GET /status/`` (JSON: models in use,
-partitions, counters), ``GET /metrics/`` (Prometheus: the worker's registry of
-:mod:`streams.worker.metrics`),
+partitions, counters, each model's rolling estimates before results), ``GET /metrics/``
+(Prometheus: the worker's registry of :mod:`streams.worker.metrics`),
 ``GET /health`` (liveness: the process and its event loop answer) and ``GET /ready``
 (readiness: 200 once recovery is done, partitions are assigned and the database answers, else
 503 with the reasons)."""
@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from agents.estimates_rules import summaries_json
 from agents.scorer import ActiveModels
 from streams.log import get_logger
 from streams.worker.metrics import read_open_alerts
@@ -60,6 +61,8 @@ def status(runtime: Runtime, models: ActiveModels) -> dict[str, Any]:
         ],
         "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assignment),
         "counters": dict(sorted(runtime.counters.items())),
+        # Of the matches this worker scored (its partitions' share), the last window's means.
+        "estimates": summaries_json(models.estimates.summaries()),
     }
 
 
@@ -116,6 +119,7 @@ async def ready(runtime: Runtime) -> dict[str, Any]:
 def register(app: faust.App, runtime: Runtime, models: ActiveModels) -> None:
     """Declare the views on ``app``."""
     runtime.metrics.models = lambda: model_versions(models)
+    runtime.metrics.estimates = models.estimates.summaries
 
     @app.page("/status/")
     async def status_view(web: Any, request: Any) -> Any:
