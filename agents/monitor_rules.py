@@ -57,10 +57,11 @@ MAD_TO_SD = 1.4826
 """Median absolute deviation to standard deviation for a normal distribution."""
 MIN_SCALE = 0.03
 """Floor of the robust scale (log-loss units), three quarters of the spread of a learned
-model's difference to the opening line on the shared data (0.040). A model that starts *at* the market (the
-default, ``online-logreg``) has a baseline MAD near 0; with a floor of 1e-3 its first small
-corrections read as dozens of deviations, and the demo's champion fired 19 decays on an
-ordinary stream. The model faults the test is for move the mean by 0.05 or more a match."""
+model's difference to the opening line on the shared data (0.040). A model that starts *at*
+the market (the default, ``online-logreg``) has a baseline MAD near 0; with a floor of 1e-3 its
+first small corrections read as dozens of deviations, and the demo's champion fired 19 decays
+on an ordinary stream. The model faults the test is for move the mean by 0.05 or more a
+match."""
 
 
 @dataclass(frozen=True)
