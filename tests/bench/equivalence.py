@@ -142,7 +142,8 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            cwd=REPO,
+            # Faust writes a data directory into its working directory: keep it out of the repo.
+            cwd=log.parent,
             env=environment(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
