@@ -15,18 +15,15 @@ import asyncio
 import getpass
 import shutil
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from agents import alert_store
 from agents.alert_store import AlertFilter, AlertNotFound
 from streams.cli.output import cell, fields, parse_since, table, to_json
-from streams.db import connect
+from streams.db import session
 from streams.settings import Settings
-
-T = TypeVar("T")
 
 TAIL_OVERLAP_S = 60.0
 """How far back each ``tail`` poll looks before the newest row it has seen: a row is stamped
@@ -102,44 +99,31 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
-async def _with_conn(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    pool = await connect(settings.database_url, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            return await action(conn)
-    finally:
-        await pool.close()
-
-
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.alerts_command
-    if command == "list":
-        since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
-        where = AlertFilter(args.status, args.kind, args.model_id, since)
-        rows = await _with_conn(
-            settings, lambda c: alert_store.list_alerts(c, where, limit=args.limit)
-        )
-        print(to_json(rows) if args.json else list_text(rows, terminal_width()))
-        return 0
-    if command == "show":
-        row = await _with_conn(settings, lambda c: alert_store.find(c, args.alert_id))
-        print(to_json(row) if args.json else fields(row))
-        return 0
-    if command == "tail":
-        await _with_conn(settings, lambda c: _tail(c, args))
-        return 0
-    action: alert_store.Action = "acknowledge" if command == "ack" else "resolve"
-    row, changed = await _with_conn(
-        settings,
-        lambda c: alert_store.change_status(
-            c,
+    async with session(settings.database_url) as conn:
+        if command == "list":
+            since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
+            where = AlertFilter(args.status, args.kind, args.model_id, since)
+            rows = await alert_store.list_alerts(conn, where, limit=args.limit)
+            print(to_json(rows) if args.json else list_text(rows, terminal_width()))
+            return 0
+        if command == "show":
+            row = await alert_store.find(conn, args.alert_id)
+            print(to_json(row) if args.json else fields(row))
+            return 0
+        if command == "tail":
+            await _tail(conn, args)
+            return 0
+        action: alert_store.Action = "acknowledge" if command == "ack" else "resolve"
+        row, changed = await alert_store.change_status(
+            conn,
             args.alert_id,
             action,
             by=args.by or _login(),
             note=args.note,
             now=datetime.now(UTC),
-        ),
-    )
+        )
     if args.json:
         print(to_json(row | {"changed": changed}))
     else:

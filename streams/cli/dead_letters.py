@@ -35,7 +35,7 @@ from schemas.events import DeadLetter
 from streams.cli import dead_letter_view as view
 from streams.cli.alerts import positive, terminal_width
 from streams.cli.output import fields, table, to_json
-from streams.db import connect
+from streams.db import session
 from streams.kafka import client_options
 from streams.settings import Settings
 from streams.topics import Topics
@@ -115,7 +115,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     letter_id = view.parse_letter_id(args.letter_id)
     letter = await read_letter(settings, letter_id)
     if command == "show":
-        redrives = await _with_pool(settings, lambda c: _redrives(c, topics, letter_id))
+        async with session(settings.database_url) as conn:
+            redrives = await _redrives(conn, topics, letter_id)
         detail = view.letter_detail(letter_id, letter, redrives, prefix=topics.prefix)
         if args.json:
             print(to_json(detail))
@@ -263,26 +264,14 @@ def _decoded(partition: int, record: Any) -> DeadLetter | None:
         return None
 
 
-async def _with_pool(settings: Settings, action: Any) -> Any:
-    pool = await connect(settings.database_url, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            return await action(conn)
-    finally:
-        await pool.close()
-
-
 async def _redrive_counts(settings: Settings, dead_letter_topic: str) -> dict[str, int]:
-    async def counts(conn: Any) -> dict[str, int]:
+    async with session(settings.database_url) as conn:
         rows = await conn.fetch(
             """SELECT letter_partition, letter_offset, count(*) AS n FROM dead_letter_redrives
                WHERE dead_letter_topic = $1 GROUP BY letter_partition, letter_offset""",
             dead_letter_topic,
         )
-        return {f"{r['letter_partition']}:{r['letter_offset']}": r["n"] for r in rows}
-
-    result: dict[str, int] = await _with_pool(settings, counts)
-    return result
+    return {f"{r['letter_partition']}:{r['letter_offset']}": r["n"] for r in rows}
 
 
 async def _redrives(conn: Any, topics: Topics, letter_id: view.LetterId) -> list[dict[str, Any]]:
@@ -327,47 +316,43 @@ async def redrive(
     mismatch = view.key_mismatch(payload, record_type, view.original_key_bytes(letter))
     if mismatch is not None:
         raise Refused(f"the payload cannot be redriven under its original key: {mismatch}")
-    pool = await connect(settings.database_url, max_size=1)
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                LOCK_NAMESPACE,
-                f"{topics.dead_letters}:{letter_id}",
+    async with session(settings.database_url) as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            LOCK_NAMESPACE,
+            f"{topics.dead_letters}:{letter_id}",
+        )
+        before = await _redrives(conn, topics, letter_id)
+        if before and not force:
+            last = before[-1]
+            raise Refused(
+                f"dead letter {letter_id} was already redriven at "
+                f"{last['redriven_at']:%Y-%m-%d %H:%M:%S} by {last['redriven_by']} (to "
+                f"{last['published_partition']}:{last['published_offset']}); --force "
+                "redrives it again"
             )
-            before = await _redrives(conn, topics, letter_id)
-            if before and not force:
-                last = before[-1]
-                raise Refused(
-                    f"dead letter {letter_id} was already redriven at "
-                    f"{last['redriven_at']:%Y-%m-%d %H:%M:%S} by {last['redriven_by']} (to "
-                    f"{last['published_partition']}:{last['published_offset']}); --force "
-                    "redrives it again"
-                )
-            published = await _publish(
-                settings, letter.source_topic, view.original_key_bytes(letter), payload
-            )
-            row = await conn.fetchrow(
-                """INSERT INTO dead_letter_redrives (dead_letter_topic, letter_partition,
-                       letter_offset, source_topic, source_partition, source_offset, corrected,
-                       payload_sha256, published_partition, published_offset, forced, redriven_by)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *""",
-                topics.dead_letters,
-                letter_id.partition,
-                letter_id.offset,
-                letter.source_topic,
-                letter.partition,
-                letter.offset,
-                corrected,
-                hashlib.sha256(payload).hexdigest(),
-                published.partition,
-                published.offset,
-                bool(before),
-                by,
-            )
-            return dict(row) | {"letter_id": str(letter_id)}
-    finally:
-        await pool.close()
+        published = await _publish(
+            settings, letter.source_topic, view.original_key_bytes(letter), payload
+        )
+        row = await conn.fetchrow(
+            """INSERT INTO dead_letter_redrives (dead_letter_topic, letter_partition,
+                   letter_offset, source_topic, source_partition, source_offset, corrected,
+                   payload_sha256, published_partition, published_offset, forced, redriven_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *""",
+            topics.dead_letters,
+            letter_id.partition,
+            letter_id.offset,
+            letter.source_topic,
+            letter.partition,
+            letter.offset,
+            corrected,
+            hashlib.sha256(payload).hexdigest(),
+            published.partition,
+            published.offset,
+            bool(before),
+            by,
+        )
+        return dict(row) | {"letter_id": str(letter_id)}
 
 
 async def _publish(settings: Settings, topic: str, key: bytes | None, payload: bytes) -> Any:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from streams.cli.output import fields, table, to_json
-from streams.db import connect
+from streams.db import session
 from streams.settings import Settings
 
 PREDICTION_COLUMNS = (
@@ -160,12 +160,8 @@ def _indent(text: str) -> str:
 
 def _predictions(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> dict[str, Any] | None:
-        pool = await connect(settings.database_url, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                return await match_record(conn, args.match_id)
-        finally:
-            await pool.close()
+        async with session(settings.database_url) as conn:
+            return await match_record(conn, args.match_id)
 
     record = asyncio.run(run())
     if record is None:
