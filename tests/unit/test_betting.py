@@ -136,14 +136,17 @@ def _arrays(rows: list[Row]) -> tuple[np.ndarray, ...]:
 @given(matches, st.floats(0.0, 0.3), st.floats(0.0, 0.3))
 def test_properties_of_the_bets(rows: list[Row], low: float, extra: float) -> None:
     """ROI and its bootstrap interval lie in [-1, max odds - 1], the interval ordered; a higher
-    threshold never bets more; the same input gives the same figures (seeded bootstrap)."""
+    threshold never bets more; the same input gives the same figures (seeded bootstrap). The
+    bounds allow one rounding step: the bootstrap's mean of one bet can differ from it in the
+    last digit."""
     p, odds, close, outcomes, days = _arrays(rows)
     loose = evaluate_bets(p, odds, close, outcomes, days, threshold=low)
     strict = evaluate_bets(p, odds, close, outcomes, days, threshold=low + extra)
     assert strict.bets <= loose.bets
     if loose.bets:
-        assert -1.0 <= loose.roi <= odds.max() - 1.0
-        assert -1.0 <= loose.roi_lo <= loose.roi_hi <= odds.max() - 1.0
+        top, eps = odds.max() - 1.0, 1e-9
+        assert -1.0 <= loose.roi <= top
+        assert -1.0 - eps <= loose.roi_lo <= loose.roi_hi + eps <= top + 2 * eps
         assert math.isfinite(loose.kelly_growth)
     again = evaluate_bets(p, odds, close, outcomes, days, threshold=low)
     assert again == loose or (math.isnan(again.roi) and math.isnan(loose.roi))
