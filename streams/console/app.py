@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +79,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/panels", panels)
     app.router.add_get("/snapshot.json", snapshot_json)
+    app.router.add_get("/quality.svg", quality_svg)
     app.router.add_post("/login", login)
     app.router.add_post("/alerts/ack", acknowledge)
     return app
@@ -120,6 +122,7 @@ async def index(request: web.Request) -> web.Response:
         signed_in=_signed_in(request, settings, csrf),
         match=match,
         match_html=page.match_panel(match, record),
+        now=time.time(),
     )
     response = web.Response(text=html, content_type="text/html")
     if new:
@@ -147,6 +150,10 @@ async def snapshot_json(request: web.Request) -> web.Response:
         }
         for p in snapshot["pipeline"].get("partitions", [])
     ]
+    for item in snapshot["quality"]["models"]:
+        for metric in ("log_loss", "rps", "accuracy"):
+            b = item[metric]
+            item[metric] = {"mean": b.mean, "low": b.low, "high": b.high}
     for worker in snapshot["workers"]:
         letters = worker.get("dead_letters")
         if letters is not None:
@@ -154,6 +161,10 @@ async def snapshot_json(request: web.Request) -> web.Response:
                 {"topic": t, "reason": r, "count": n} for (t, r), n in sorted(letters.items())
             ]
     return web.Response(text=json.dumps(jsonable(snapshot)), content_type="application/json")
+
+
+async def quality_svg(request: web.Request) -> web.Response:
+    return web.Response(body=await request.app[READER].quality_svg(), content_type="image/svg+xml")
 
 
 def _refused(reason: str) -> web.Response:

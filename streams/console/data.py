@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import alert_store, registry
-from streams.console import rules
+from streams.console import quality, rules
 from streams.log import get_logger
 from streams.settings import Settings
 
@@ -25,6 +25,8 @@ log = get_logger(__name__)
 WORKER_TIMEOUT_S = 2.0
 """Longest wait for a worker's endpoint: a worker that does not answer is shown as such."""
 ALERTS_SHOWN = 50
+QUALITY_TTL_S = 10.0
+"""The quality plot is drawn at most this often (matplotlib takes a fraction of a second)."""
 DEAD_LETTERS_METRIC = "tipstream_dead_letters_total"
 
 
@@ -62,6 +64,7 @@ class Reader:
     admin: AIOKafkaAdminClient | None = None
     http: aiohttp.ClientSession | None = None
     last_commit: tuple[float, int] | None = None
+    plot: tuple[float, bytes] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self, kafka_options: dict[str, Any]) -> None:
@@ -88,7 +91,29 @@ class Reader:
                 alerts = await alert_store.list_alerts(
                     conn, alert_store.AlertFilter(), limit=ALERTS_SHOWN
                 )
-            return {"pipeline": pipeline, "workers": workers, "models": models, "alerts": alerts}
+                window = self.settings.decay_window
+                scores = quality.summary(await quality.evaluations(conn, window), window)
+            return {
+                "pipeline": pipeline,
+                "workers": workers,
+                "models": models,
+                "alerts": alerts,
+                "quality": {"window": window, "models": scores},
+            }
+
+    async def quality_svg(self) -> bytes:
+        """The quality plot, redrawn when older than :data:`QUALITY_TTL_S` (in a thread: the
+        event loop keeps answering meanwhile)."""
+        now = time.monotonic()
+        if self.plot is None or now - self.plot[0] > QUALITY_TTL_S:
+            window = self.settings.decay_window
+            async with self.pool.acquire() as conn:
+                rows = await quality.evaluations(conn, window * 4)
+            drawn = await asyncio.to_thread(quality.svg, rows, window)
+            if not rows:  # nothing evaluated yet: draw again next time, not in 10 s
+                return drawn
+            self.plot = (now, drawn)
+        return self.plot[1]
 
     async def _pipeline(self) -> dict[str, Any]:
         assert self.admin is not None

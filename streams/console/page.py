@@ -12,7 +12,6 @@ from streams.cli.output import cell
 from streams.cli.predictions import EVALUATION_COLUMNS, PREDICTION_COLUMNS
 
 POLL_MS = 2000
-PANELS = ("pipeline", "models", "alerts")
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#222}
@@ -151,11 +150,34 @@ def alerts_panel(snapshot: Mapping[str, Any], *, csrf: str, actions: bool) -> st
     return f"<h2>Alerts</h2>{body}"
 
 
-def panels(snapshot: Mapping[str, Any], *, csrf: str, actions: bool) -> dict[str, str]:
+def quality_panel(snapshot: Mapping[str, Any], *, now: float) -> str:
+    """Rolling log loss, RPS and accuracy per model with their 95% band, and the plot (its
+    URL changes every 10 s, so the browser fetches a fresh one that often)."""
+    q = snapshot["quality"]
+
+    def band(b: Any) -> str:
+        return f"{b.mean:.4f} ± {b.high - b.mean:.4f}"
+
+    rows = (
+        (m["model_id"], m["matches"], band(m["log_loss"]), band(m["rps"]), band(m["accuracy"]))
+        for m in q["models"]
+    )
+    return (
+        f"<h2>Quality (last {q['window']} evaluated matches per model)</h2>"
+        + table(rows, ("model", "matches", "log loss", "RPS", "accuracy"))
+        + f'<img src="/quality.svg?at={int(now // 10)}" alt="rolling log loss per model" '
+        'style="width:100%;height:auto">'
+    )
+
+
+def panels(
+    snapshot: Mapping[str, Any], *, csrf: str, actions: bool, now: float = 0.0
+) -> dict[str, str]:
     """Each panel's HTML by element id (what ``/panels`` returns)."""
     return {
         "pipeline": pipeline_panel(snapshot),
         "models": models_panel(snapshot),
+        "quality": quality_panel(snapshot, now=now),
         "alerts": alerts_panel(snapshot, csrf=csrf, actions=actions),
     }
 
@@ -215,6 +237,7 @@ def document(
     signed_in: bool,
     match: str,
     match_html: str,
+    now: float = 0.0,
 ) -> str:
     """The whole page."""
     if not actions:
@@ -230,7 +253,7 @@ def document(
         )
     sections = "".join(
         f'<section id="{name}">{html}</section>'
-        for name, html in panels(snapshot, csrf=csrf, actions=actions).items()
+        for name, html in panels(snapshot, csrf=csrf, actions=actions, now=now).items()
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

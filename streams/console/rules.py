@@ -1,12 +1,14 @@
 """The console's pure pieces, no I/O: consumer lag from offsets, the processing rate between two
-snapshots, and the checks that guard an action (operator token, CSRF token)."""
+snapshots, rolling means with their confidence band, and the checks that guard an action
+(operator token, CSRF token)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 Partition = tuple[str, int]
@@ -97,3 +99,43 @@ def refusal(
 def token_matches(operator_token: str, given: str) -> bool:
     """A login's token against the configured one (constant time; never with none configured)."""
     return bool(operator_token) and hmac.compare_digest(operator_token.encode(), given.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A rolling mean and its 95% confidence band (normal approximation, ±1.96 standard
+    errors of the mean over the window)."""
+
+    mean: float
+    low: float
+    high: float
+
+
+def rolling(values: Sequence[float], window: int) -> list[Band]:
+    """The mean over the last ``window`` values at each position (fewer at the start), with
+    its band; a window of one value has a band of zero width.
+
+    >>> [round(b.mean, 2) for b in rolling([1.0, 3.0, 5.0], 2)]
+    [1.0, 2.0, 4.0]
+    >>> b = rolling([1.0, 3.0], 2)[-1]  # standard deviation sqrt(2), so one standard error
+    >>> round(b.low, 2), round(b.high, 2)
+    (0.04, 3.96)
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    out: list[Band] = []
+    total = 0.0
+    squares = 0.0
+    for i, value in enumerate(values):
+        total += value
+        squares += value * value
+        if i >= window:
+            old = values[i - window]
+            total -= old
+            squares -= old * old
+        n = min(i + 1, window)
+        mean = total / n
+        variance = max(squares - n * mean * mean, 0.0) / (n - 1) if n > 1 else 0.0
+        half = 1.96 * math.sqrt(variance / n)
+        out.append(Band(mean, mean - half, mean + half))
+    return out

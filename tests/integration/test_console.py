@@ -1,6 +1,7 @@
 """``tipstream console`` in a real browser (Debian's headless Chromium through its chromedriver,
 installed by ``infra/chromium.sh``) against a worker on the real broker and database: the
-models panel shows the seeded models, the processed counter moves during a small replay, and
+models panel shows the seeded models, the processed counter moves during a small replay, the
+quality panel shows the models' rolling figures and its plot, and
 an alert stored by the pipeline's alert store appears and is acknowledged only after signing in
 with the operator token."""
 
@@ -139,6 +140,15 @@ async def test_console_panels_counters_and_alert_acknowledgement(
         timeout=120,
         what="the processed counter to move",
     )
+
+    # The evaluations of the replay reach the quality panel and its plot.
+    await wait_for(
+        lambda: _async("online-rating" in text_of(browser, "quality")),
+        timeout=60,
+        what="the models' rolling quality in the quality panel",
+    )
+    plot = browser.find_element(By.CSS_SELECTOR, "#quality img")
+    assert browser.execute_script("return arguments[0].naturalWidth", plot) > 0
 
     decay = alert("decay", at=datetime.now(UTC))
     async with db.acquire() as conn:

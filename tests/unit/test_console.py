@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from streams.console import page, rules
 from streams.console.data import dead_letters_by_reason
 
@@ -44,6 +46,7 @@ def snapshot(message: str) -> dict[str, Any]:
         "pipeline": {"error": "Kafka: <down>"},
         "workers": [{"url": "http://w:1", "error": "refused"}],
         "models": {"models": [], "changes": [], "learning_policy": "all"},
+        "quality": {"window": 2, "models": []},
         "alerts": [
             {
                 "alert_id": "a1",
@@ -75,3 +78,30 @@ def test_dead_letters_by_reason_from_the_metrics_text() -> None:
         'tipstream_dead_letters_total{topic="results",reason="schema"} 1.0\n'
     )
     assert dead_letters_by_reason(text) == {("fixtures", "malformed"): 2, ("results", "schema"): 1}
+
+
+def test_rolling_forgets_what_left_the_window_and_bands_hold_the_mean() -> None:
+    values = [10.0, 0.0, 1.0, 1.0, 1.0]
+    bands = rules.rolling(values, 3)
+    assert [b.mean for b in bands] == pytest.approx([10.0, 5.0, 11 / 3, 2 / 3, 1.0])
+    # three equal values: no spread
+    assert (bands[-1].low, bands[-1].high) == pytest.approx((1.0, 1.0), abs=1e-6)
+    assert all(b.low <= b.mean <= b.high for b in bands)
+
+
+def test_quality_summary_and_plot_from_evaluations() -> None:
+    from streams.console import quality
+
+    rows = [
+        {
+            "kickoff": datetime(2026, 1, d, tzinfo=UTC),
+            "log_loss": 1.0 + d / 100,
+            "rps": 0.2,
+            "hit": d % 2 == 0,
+        }
+        for d in range(1, 9)
+    ]
+    (item,) = quality.summary({"online-logreg": rows}, window=4)
+    assert item["matches"] == 4
+    assert item["accuracy"].mean == 0.5
+    assert quality.svg({"online-logreg": rows}, 4).lstrip().startswith(b"<?xml")
