@@ -14,12 +14,14 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from aiohttp import web
 
-from agents import alert_store
+from agents import alert_store, registry
 from agents.alert_store import AlertNotFound
+from streams.cli.operator import NotAnnounced, change_champion
 from streams.cli.output import jsonable
 from streams.cli.predictions import match_record
 from streams.console import page, rules
@@ -82,6 +84,8 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/quality.svg", quality_svg)
     app.router.add_post("/login", login)
     app.router.add_post("/alerts/ack", acknowledge)
+    app.router.add_post("/models/promote", promote)
+    app.router.add_post("/models/rollback", rollback)
     return app
 
 
@@ -170,7 +174,8 @@ async def quality_svg(request: web.Request) -> web.Response:
 def _refused(reason: str) -> web.Response:
     return web.Response(
         status=403,
-        text=f'<!doctype html><p class="refused">refused: {reason}</p><p><a href="/">back</a></p>',
+        text=f'<!doctype html><p class="refused">refused: {escape(reason)}</p>'
+        '<p><a href="/">back</a></p>',
         content_type="text/html",
     )
 
@@ -197,15 +202,19 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
-async def acknowledge(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    form = await request.post()
-    reason = rules.refusal(
-        operator_token=settings.console_token,
+def _refusal(request: web.Request, form: Any) -> str | None:
+    """Why this POST may not act (None: it may): token configured, CSRF, signed in."""
+    return rules.refusal(
+        operator_token=request.app[SETTINGS].console_token,
         csrf_cookie=request.cookies.get(CSRF_COOKIE, ""),
         csrf_form=str(form.get("csrf", "")),
         session=request.cookies.get(SESSION_COOKIE),
     )
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    form = await request.post()
+    reason = _refusal(request, form)
     if reason is not None:
         log.warning("console: action refused", action="acknowledge", reason=reason)
         return _refused(reason)
@@ -218,4 +227,41 @@ async def acknowledge(request: web.Request) -> web.Response:
         except AlertNotFound as error:
             return web.Response(status=404, text=str(error.args[0]))
     log.info("console: alert acknowledged", alert_id=row["alert_id"], changed=changed)
+    raise web.HTTPSeeOther("/")
+
+
+async def promote(request: web.Request) -> web.Response:
+    form = await request.post()
+    return await _change_champion(request, form, str(form.get("model_id", "")) or None)
+
+
+async def rollback(request: web.Request) -> web.Response:
+    return await _change_champion(request, await request.post(), None)
+
+
+async def _change_champion(request: web.Request, form: Any, model_id: str | None) -> web.Response:
+    """Promote ``model_id`` (None: roll back to the previous champion), as
+    ``tipstream models promote|rollback`` does, announcement included."""
+    action = "rollback" if model_id is None else "promote"
+    reason = _refusal(request, form)
+    if reason is not None:
+        log.warning("console: action refused", action=action, reason=reason)
+        return _refused(reason)
+    settings = request.app[SETTINGS]
+    async with request.app[READER].pool.acquire() as conn:
+        try:
+            changed = await change_champion(
+                conn, settings, model_id, reason="promoted from the console"
+            )
+        except registry.RegistryError as error:
+            return _refused(str(error))
+        except NotAnnounced as failure:
+            log.warning("console: champion changed, not announced", error=repr(failure.error))
+            return web.Response(
+                text=f"<!doctype html><p>champion: {' -> '.join(failure.changed)} (changed in "
+                "the registry; the announcement failed: scorers pick it up by polling)</p>"
+                '<p><a href="/">back</a></p>',
+                content_type="text/html",
+            )
+    log.info("console: champion changed", action=action, champions=changed)
     raise web.HTTPSeeOther("/")

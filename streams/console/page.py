@@ -94,8 +94,26 @@ def pipeline_panel(snapshot: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def models_panel(snapshot: Mapping[str, Any]) -> str:
+def _post(action: str, csrf: str, label: str, css: str, **fields: str) -> str:
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items()
+    )
+    return (
+        f'<form method="post" action="{escape(action)}">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">{hidden}'
+        f'<button type="submit" class="{escape(css)}">{escape(label)}</button></form>'
+    )
+
+
+def models_panel(snapshot: Mapping[str, Any], *, csrf: str = "", actions: bool = False) -> str:
+    """The models, champion first; with actions, promote a challenger or roll back."""
     models = snapshot["models"]
+
+    def action(m: Mapping[str, Any]) -> str:
+        if not actions or m["status"] != "challenger":
+            return ""
+        return _post("/models/promote", csrf, "promote", "promote", model_id=m["model_id"])
+
     rows = (
         (
             m["model_id"],
@@ -105,16 +123,23 @@ def models_panel(snapshot: Mapping[str, Any]) -> str:
             m["learned"],
             m["policy"],
             m["created_at"],
+            action(m),
         )
         for m in models["models"]
     )
     changes = ((c["changed_at"], c["model_id"], c["reason"]) for c in models["changes"])
+    undo = _post("/models/rollback", csrf, "roll back to the previous champion", "rollback")
     return (
         "<h2>Models</h2>"
         f"<p>learning policy: <b>{escape(models['learning_policy'])}</b></p>"
-        + table(rows, ("model", "status", "kind", "version", "learned", "policy", "published"))
+        + table(
+            rows,
+            ("model", "status", "kind", "version", "learned", "policy", "published", ""),
+            raw_last=True,
+        )
         + "<h2>Champion changes (promotions, rollbacks)</h2>"
         + table(changes, ("when (UTC)", "champion", "reason"))
+        + (undo if actions and len(models["changes"]) > 1 else "")
     )
 
 
@@ -176,7 +201,7 @@ def panels(
     """Each panel's HTML by element id (what ``/panels`` returns)."""
     return {
         "pipeline": pipeline_panel(snapshot),
-        "models": models_panel(snapshot),
+        "models": models_panel(snapshot, csrf=csrf, actions=actions),
         "quality": quality_panel(snapshot, now=now),
         "alerts": alerts_panel(snapshot, csrf=csrf, actions=actions),
     }

@@ -3,7 +3,8 @@ installed by ``infra/chromium.sh``) against a worker on the real broker and data
 models panel shows the seeded models, the processed counter moves during a small replay, the
 quality panel shows the models' rolling figures and its plot, and
 an alert stored by the pipeline's alert store appears and is acknowledged only after signing in
-with the operator token."""
+with the operator token, after which a promotion and a rollback from the page reach the
+registry."""
 
 from __future__ import annotations
 
@@ -184,6 +185,21 @@ async def test_console_panels_counters_and_alert_acknowledgement(
         what="the alert acknowledged on the page",
     )
     assert await _status(db, decay.alert_id) == "acknowledged"
+
+    # Promote the challenger from the page, then roll back: the registry follows each click.
+    browser.find_element(By.CSS_SELECTOR, "#models button.promote").click()
+    await wait_for(
+        lambda: _champion(db, "online-rating"), timeout=30, what="online-rating promoted"
+    )
+    await wait_for(
+        lambda: _async(bool(browser.find_elements(By.CSS_SELECTOR, "#models button.rollback"))),
+        timeout=30,
+        what="the rollback button",
+    )
+    browser.find_element(By.CSS_SELECTOR, "#models button.rollback").click()
+    await wait_for(
+        lambda: _champion(db, "online-logreg"), timeout=30, what="online-logreg restored"
+    )
     if os.environ.get("TIPSTREAM_CONSOLE_SCREENSHOT"):
         browser.save_screenshot(os.environ["TIPSTREAM_CONSOLE_SCREENSHOT"])
 
@@ -195,3 +211,12 @@ async def _async(value: bool) -> bool:
 async def _status(db: asyncpg.Pool, alert_id: str) -> str:
     async with db.acquire() as conn:
         return str(await conn.fetchval("SELECT status FROM alerts WHERE alert_id = $1", alert_id))
+
+
+async def _champion(db: asyncpg.Pool, model_id: str) -> bool:
+    async with db.acquire() as conn:
+        return bool(
+            await conn.fetchval(
+                "SELECT status = 'champion' FROM models WHERE model_id = $1", model_id
+            )
+        )
