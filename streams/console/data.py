@@ -64,6 +64,7 @@ class Reader:
     admin: AIOKafkaAdminClient | None = None
     http: aiohttp.ClientSession | None = None
     last_commit: tuple[float, int] | None = None
+    moved_at: float | None = None
     plot: tuple[float, bytes] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -133,6 +134,8 @@ class Reader:
         partitions = rules.lags(ends, committed)
         now = (time.monotonic(), rules.committed_total(partitions))
         per_second = rules.rate(self.last_commit, now)
+        if self.last_commit is None or now[1] != self.last_commit[1]:
+            self.moved_at = now[0]
         self.last_commit = now
         return {
             "group": self.settings.group_id,
@@ -140,6 +143,9 @@ class Reader:
             "total_lag": sum(p.lag for p in partitions),
             "processed": now[1],
             "per_second": per_second,
+            # Since the committed offsets last moved, as this console saw them (Kafka keeps no
+            # commit time a client can read): growing with lag above 0 means a stuck group.
+            "since_commit_s": None if self.moved_at is None else now[0] - self.moved_at,
         }
 
     async def _workers(self) -> list[dict[str, Any]]:

@@ -55,6 +55,19 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *, raw_last: bo
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def since_text(seconds: float | None) -> str:
+    """How long ago, for a person.
+
+    >>> since_text(4.2), since_text(125), since_text(None)
+    ('4 s ago', '2 min ago', 'not seen yet')
+    """
+    if seconds is None:
+        return "not seen yet"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago"
+
+
 def pipeline_panel(snapshot: Mapping[str, Any]) -> str:
     pipe = snapshot["pipeline"]
     out = ["<h2>Pipeline</h2>"]
@@ -66,7 +79,8 @@ def pipeline_panel(snapshot: Mapping[str, Any]) -> str:
             f"<p>group <b>{escape(pipe['group'])}</b>: processed "
             f'<b id="processed">{pipe["processed"]}</b>, '
             f'<b id="rate">{"-" if rate is None else f"{rate:.1f}"}</b> events/s, '
-            f'total lag <b id="lag">{pipe["total_lag"]}</b></p>'
+            f'total lag <b id="lag">{pipe["total_lag"]}</b>, committed offsets last moved '
+            f'<b id="since-commit">{since_text(pipe.get("since_commit_s"))}</b></p>'
         )
         out.append(
             table(

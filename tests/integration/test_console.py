@@ -142,6 +142,8 @@ async def test_console_panels_counters_and_alert_acknowledgement(
         what="the processed counter to move",
     )
 
+    assert text_of(browser, "since-commit").endswith("ago")
+
     # The evaluations of the replay reach the quality panel and its plot.
     await wait_for(
         lambda: _async("online-rating" in text_of(browser, "quality")),
