@@ -16,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import alert_store, registry
+from streams.cli import dead_letter_view
+from streams.cli.dead_letters import read_letters
 from streams.console import quality, rules
 from streams.log import get_logger
 from streams.settings import Settings
@@ -25,6 +27,10 @@ log = get_logger(__name__)
 WORKER_TIMEOUT_S = 2.0
 """Longest wait for a worker's endpoint: a worker that does not answer is shown as such."""
 ALERTS_SHOWN = 50
+LETTERS_SHOWN = 5
+LETTERS_TTL_S = 10.0
+"""The latest dead letters are re-read at most this often (each read is a consumer of its own
+seeking to the tail of every partition of the dead-letter topic)."""
 QUALITY_TTL_S = 10.0
 """The quality plot is drawn at most this often (matplotlib takes a fraction of a second)."""
 DEAD_LETTERS_METRIC = "tipstream_dead_letters_total"
@@ -66,6 +72,7 @@ class Reader:
     last_commit: tuple[float, int] | None = None
     moved_at: float | None = None
     plot: tuple[float, bytes] | None = None
+    letters: tuple[float, list[dict[str, Any]] | str] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self, kafka_options: dict[str, Any]) -> None:
@@ -86,7 +93,10 @@ class Reader:
     async def snapshot(self) -> dict[str, Any]:
         """Every panel's data; a source that fails is reported in its panel, not fatal."""
         async with self.lock:
-            pipeline, workers = await asyncio.gather(self._pipeline(), self._workers())
+            pipeline, workers, letters = await asyncio.gather(
+                self._pipeline(), self._workers(), self._latest_letters()
+            )
+            pipeline["latest_dead_letters"] = letters
             async with self.pool.acquire() as conn:
                 models = await _models(conn, self.settings)
                 alerts = await alert_store.list_alerts(
@@ -147,6 +157,26 @@ class Reader:
             # commit time a client can read): growing with lag above 0 means a stuck group.
             "since_commit_s": None if self.moved_at is None else now[0] - self.moved_at,
         }
+
+    async def _latest_letters(self) -> list[dict[str, Any]] | str:
+        """The newest :data:`LETTERS_SHOWN` dead letters as ``dead-letters list`` shows them,
+        or what went wrong reading them."""
+        now = time.monotonic()
+        if self.letters is not None and now - self.letters[0] < LETTERS_TTL_S:
+            return self.letters[1]
+        try:
+            found = await read_letters(self.settings, last=LETTERS_SHOWN)
+        except Exception as error:  # noqa: BLE001 - the panel says what failed
+            result: list[dict[str, Any]] | str = f"{type(error).__name__}: {error}"
+        else:
+            newest = sorted(found, key=lambda item: item[1].failed_at)[-LETTERS_SHOWN:]
+            prefix = self.settings.topic_prefix
+            result = [
+                dead_letter_view.letter_row(i, letter, 0, prefix=prefix)
+                for i, letter in reversed(newest)
+            ]
+        self.letters = (now, result)
+        return result
 
     async def _workers(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(self._worker(u) for u in worker_urls(self.settings))))

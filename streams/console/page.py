@@ -88,6 +88,17 @@ def pipeline_panel(snapshot: Mapping[str, Any]) -> str:
                 ("topic", "partition", "end offset", "committed", "lag"),
             )
         )
+        latest = pipe.get("latest_dead_letters", [])
+        out.append("<h2>Latest dead letters</h2>")
+        if isinstance(latest, str):
+            out.append(f'<p class="err">not read: {escape(latest)}</p>')
+        else:
+            out.append(
+                table(
+                    ((d["id"], d["failed_at"], d["topic"], d["key"], d["reason"]) for d in latest),
+                    ("id", "failed (UTC)", "topic", "key", "reason"),
+                )
+            )
     out.append("<h2>Workers</h2>")
     for worker in snapshot["workers"]:
         out.append(f"<p><b>{escape(worker['url'])}</b>")

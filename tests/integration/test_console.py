@@ -27,8 +27,9 @@ from selenium.webdriver.common.by import By
 
 from agents import alert_store
 from streams.settings import Settings
+from streams.topics import Topics
 from tests.deployment import REPO, environment, free_port
-from tests.integration.conftest import Worker, wait_for
+from tests.integration.conftest import Worker, publish_raw, wait_for
 from tests.integration.test_operator_cli import alert
 from tests.integration.test_pipeline import events_between, publish_events
 
@@ -143,6 +144,14 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     )
 
     assert text_of(browser, "since-commit").endswith("ago")
+
+    # A malformed fixture is a dead letter: listed among the latest, counted by its reason.
+    await publish_raw(producer, Topics.from_settings(settings).fixtures, [(b"bad-key", b"{nope")])
+    await wait_for(
+        lambda: _async("bad-key" in text_of(browser, "pipeline")),
+        timeout=60,
+        what="the dead letter in the pipeline panel",
+    )
 
     # The evaluations of the replay reach the quality panel and its plot.
     await wait_for(
