@@ -1,7 +1,8 @@
 """``tipstream console`` in a real browser (Debian's headless Chromium through its chromedriver,
 installed by ``infra/chromium.sh``) against a worker on the real broker and database: the
-models panel shows the seeded models, the processed counter moves during a small replay, the
-quality panel shows the models' rolling figures and its plot, and
+models panel shows the seeded models, the processed counter moves during a small replay, a
+malformed event shows as a dead letter, the quality panel shows the models' rolling figures and
+its plot, the match lookup shows a match's predictions and evaluations, and
 an alert stored by the pipeline's alert store appears and is acknowledged only after signing in
 with the operator token, after which a promotion and a rollback from the page reach the
 registry."""
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
@@ -161,6 +163,15 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     )
     plot = browser.find_element(By.CSS_SELECTOR, "#quality img")
     assert browser.execute_script("return arguments[0].naturalWidth", plot) > 0
+
+    # The match lookup: a replayed match's predictions and evaluations, every model's.
+    async with db.acquire() as conn:
+        match_id = await conn.fetchval("SELECT match_id FROM evaluations LIMIT 1")
+    browser.get(f"{console}/?{urlencode({'match': match_id})}")
+    looked_up = text_of(browser, "match")
+    assert "online-logreg" in looked_up
+    assert "online-rating" in looked_up
+    assert "evaluations" in looked_up
 
     decay = alert("decay", at=datetime.now(UTC))
     async with db.acquire() as conn:
