@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup services services-down status cluster cluster-down migrate worker test test-unit test-integration \
+.PHONY: setup browser services services-down status cluster cluster-down migrate worker test test-unit test-integration \
         lint typecheck schemas demo bench chaos evaluate clean
 
 setup: $(STAMP)  ## virtual environment with the project and its dev tools
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 # TIPSTREAM_EXTERNAL_POSTGRES=1 / TIPSTREAM_EXTERNAL_KAFKA=1: use the servers of
 # TIPSTREAM_DATABASE_URL / TIPSTREAM_KAFKA_URL as they are (only checked); see infra/*.sh.
+browser:  ## Debian's headless chromium + chromedriver for the console's browser tests (apt-get where missing)
+	infra/chromium.sh
+
 services:  ## start a local Kafka (KRaft) and PostgreSQL, or check external ones; idempotent
 	infra/postgres.sh start
 	infra/kafka.sh start
@@ -50,13 +53,13 @@ migrate: setup services  ## apply database migrations
 worker: migrate  ## run one worker in the foreground
 	$(BIN)/tipstream worker
 
-test: setup services  ## the whole suite against the real services
+test: setup services browser  ## the whole suite against the real services
 	$(BIN)/pytest -q
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
 
-test-integration: setup services
+test-integration: setup services browser
 	$(BIN)/pytest -q tests/integration
 
 lint: setup  ## ruff (rules and formatting) and the import contracts of pyproject.toml

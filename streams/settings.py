@@ -79,6 +79,13 @@ class Settings:
     # otherwise; the container image binds 0.0.0.0.
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # `tipstream console`: its address (loopback unless told otherwise), the operator token that
+    # enables its actions (empty: read-only), and the workers' web endpoints it reads
+    # (comma-separated base URLs; empty: http://web_host:web_port).
+    console_host: str = "127.0.0.1"
+    console_port: int = 6067
+    console_token: str = dataclasses.field(default="", repr=False)
+    console_workers: str = ""
     # Acked offsets are committed this often; a restart replays at most this much.
     commit_interval: float = 1.0
     # Models seeded into an empty registry on a worker's first start.
@@ -269,6 +276,7 @@ in step by a unit test; importing the registry here would load every model for e
 _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("partitions", lambda v: v >= 1, "at least 1"),
     ("web_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
+    ("console_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
     ("commit_interval", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
     ("snapshot_every", lambda v: v >= 1, "at least 1"),
     ("snapshot_seconds", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),

@@ -196,15 +196,22 @@ async def _reader(settings: Settings) -> AsyncIterator[tuple[AIOKafkaConsumer, l
         await consumer.stop()  # also after a failed start: no "unclosed consumer" warning
 
 
-async def read_letters(settings: Settings) -> list[tuple[view.LetterId, DeadLetter]]:
-    """Every letter on the topic, in (partition, offset) order, up to the end offsets at
-    start. A record that is not a dead letter is reported and skipped, never fatal."""
+async def read_letters(
+    settings: Settings, *, last: int | None = None
+) -> list[tuple[view.LetterId, DeadLetter]]:
+    """Every letter on the topic (with ``last``, the last N of each partition: the console's
+    latest letters), in (partition, offset) order, up to the end offsets at start. A record
+    that is not a dead letter is reported and skipped, never fatal."""
     out: list[tuple[view.LetterId, DeadLetter]] = []
     async with _reader(settings) as (consumer, partitions):
         if not partitions:
             return out
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
+        if last is not None:
+            begins = await consumer.beginning_offsets(partitions)
+            for tp in partitions:
+                consumer.seek(tp, max(begins[tp], ends[tp] - last))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READ_TIMEOUT_S
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:

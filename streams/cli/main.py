@@ -22,7 +22,9 @@ from streams.settings import ENV_VARS, Settings
 
 KEYED_COMMANDS = frozenset({"worker", "train", "models"})
 """Commands that sign or restore model state: they refuse to start without a registry key."""
-SECRET_SETTINGS = frozenset({"registry_key", "registry_verify_keys", "kafka_sasl_password"})
+SECRET_SETTINGS = frozenset(
+    {"registry_key", "registry_verify_keys", "kafka_sasl_password", "console_token"}
+)
 
 Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
 
@@ -113,6 +115,7 @@ def _registered() -> list[Register]:
     """Every module's subcommands; imported here so `tipstream --help` stays quick to load."""
     from models import evaluate
     from streams.cli import alerts, dead_letters, features, operator, predictions, replay, train
+    from streams.console import app as console
 
     return [
         _register_worker,
@@ -127,6 +130,7 @@ def _registered() -> list[Register]:
         replay.register,
         evaluate.register,
         train.register,
+        console.register,
     ]
 
 

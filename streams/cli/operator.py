@@ -163,24 +163,14 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
             )
         return 0
 
-    async def change(conn: Any) -> list[str]:
-        before = await registry.champion_id(conn)
+    def change(conn: Any) -> Awaitable[list[str]]:
         if command == "promote":
-            await registry.promote(conn, args.model_id, reason=args.reason)
-        else:
-            await registry.rollback(conn)
-        after = await registry.champion_id(conn)
-        changed = [m for m in (before, after) if m is not None]
-        # Committed: from here on a failure must not read as if nothing happened.
-        try:
-            await _announce(settings, [await registry.status_snapshot(conn, m) for m in changed])
-        except Exception as error:  # reported below with what did happen
-            raise _NotAnnounced(changed, error) from error
-        return changed
+            return change_champion(conn, settings, args.model_id, reason=args.reason)
+        return change_champion(conn, settings, None)
 
     try:
         before_after = await _with_conn(settings, change)
-    except _NotAnnounced as failure:
+    except NotAnnounced as failure:
         cause = describe_failure(failure.error, settings) or _brief(failure.error)
         print(
             f"champion: {' -> '.join(failure.changed)} (changed in the registry; announcement "
@@ -191,6 +181,27 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
         return ANNOUNCE_FAILED_EXIT
     print(f"champion: {' -> '.join(before_after)}")
     return 0
+
+
+async def change_champion(
+    conn: Any, settings: Settings, promote: str | None, *, reason: str = "manual promotion"
+) -> list[str]:
+    """Promote model ``promote`` (None: roll back to the previous champion) and announce the
+    change on the snapshot topic; the champions before and after. ``NotAnnounced`` when the
+    change is committed but the announcement failed (also used by ``tipstream console``)."""
+    before = await registry.champion_id(conn)
+    if promote is not None:
+        await registry.promote(conn, promote, reason=reason)
+    else:
+        await registry.rollback(conn)
+    after = await registry.champion_id(conn)
+    changed = [m for m in (before, after) if m is not None]
+    # Committed: from here on a failure must not read as if nothing happened.
+    try:
+        await _announce(settings, [await registry.status_snapshot(conn, m) for m in changed])
+    except Exception as error:  # reported by the caller with what did happen
+        raise NotAnnounced(changed, error) from error
+    return changed
 
 
 def _timestamp(text: str) -> datetime:
@@ -219,12 +230,12 @@ async def _rollback_in_time(args: argparse.Namespace, settings: Settings) -> int
         try:
             await _announce(settings, [await registry.status_snapshot(conn, args.model_id)])
         except Exception as error:  # committed: reported below with what did happen
-            raise _NotAnnounced([args.model_id], error, rolled_back=done) from error
+            raise NotAnnounced([args.model_id], error, rolled_back=done) from error
         return done
 
     try:
         done = await _with_conn(settings, change)
-    except _NotAnnounced as failure:
+    except NotAnnounced as failure:
         cause = describe_failure(failure.error, settings) or _brief(failure.error)
         line = _rolled_back_line(failure.rolled_back) if failure.rolled_back else args.model_id
         print(
@@ -288,7 +299,7 @@ async def _resign(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.refused else 0
 
 
-class _NotAnnounced(Exception):
+class NotAnnounced(Exception):
     """A registry change that is committed but was not announced on the snapshot topic."""
 
     def __init__(

@@ -1,0 +1,1 @@
+"""``tipstream console``: the operator's status page (one process per deployment)."""
