@@ -26,13 +26,15 @@ from statistics import median
 from tqdm import tqdm
 
 from agents.monitor_rules import (
+    LINE_THRESHOLD,
     PAIRED_ALLOWANCE,
     PAIRED_THRESHOLD,
     Decision,
+    LineCusum,
     PairedCusum,
     ScopeMonitor,
 )
-from tests.monitoring.faults import FAULTS, Observation, clean, faulty
+from tests.monitoring.faults import FAULTS, WRONG_RESULTS, Observation, clean, faulty
 from tests.monitoring.stream import Scored, prequential_stream
 
 WINDOW = 300
@@ -46,13 +48,17 @@ HORIZON = 2000
 """Faulty evaluations a run waits for an alert before it counts a miss: ~4 months of 5 leagues."""
 
 
-def make_monitor(paired: bool, allowance: float, threshold: float) -> ScopeMonitor:
-    """The service's monitor; ``paired`` says whether it is given the reference log loss."""
+def make_monitor(
+    paired: bool, allowance: float, threshold: float, line: float = LINE_THRESHOLD
+) -> ScopeMonitor:
+    """The service's monitor; ``paired`` says whether it is given the reference log loss and
+    the outcome (the paired test and the line test, whose threshold is ``line``)."""
     return ScopeMonitor(
         window=WINDOW,
         threshold=THRESHOLD,
         detector_name=DETECTOR,
         paired=PairedCusum(baseline_size=WINDOW, allowance=allowance, threshold=threshold),
+        line=LineCusum(window=WINDOW, threshold=line),
     )
 
 
@@ -62,12 +68,20 @@ def feed(
     """Each evaluation's index and the firing decisions it triggers."""
     for i, row in rows:
         reference = row.reference_log_loss if paired else None
-        decisions = monitor.observe(f"e{i}", row.log_loss, row.hit, reference, match_id=f"m{i}")
+        outcome = row.outcome if paired else None
+        decisions = monitor.observe(
+            f"e{i}", row.log_loss, row.hit, reference, match_id=f"m{i}", outcome=outcome
+        )
         yield i, [d for d in decisions if d.state == "firing"]
 
 
 def false_alarms(
-    stream: Sequence[Scored], observed: Sequence[Observation], paired: bool, k: float, h: float
+    stream: Sequence[Scored],
+    observed: Sequence[Observation],
+    paired: bool,
+    k: float,
+    h: float,
+    line: float = LINE_THRESHOLD,
 ) -> dict[str, list[Decision]]:
     """Firing alerts on the untouched stream, per scope."""
     scopes = {"all": list(range(len(stream)))}
@@ -75,7 +89,7 @@ def false_alarms(
         scopes.setdefault(s.league, []).append(i)
     alarms = {}
     for scope, rows in scopes.items():
-        monitor = make_monitor(paired, k, h)
+        monitor = make_monitor(paired, k, h, line)
         alarms[scope] = [
             d for _, ds in feed(monitor, ((i, observed[i]) for i in rows), paired) for d in ds
         ]
@@ -90,9 +104,10 @@ def delays(
     k: float,
     h: float,
     horizon: int,
+    line: float = LINE_THRESHOLD,
 ) -> list[tuple[int | None, str | None]]:
     """For each start: the delay to the first firing alert (None: a miss) and its detector."""
-    monitor = make_monitor(paired, k, h)
+    monitor = make_monitor(paired, k, h, line)
     position = 0
     found: list[tuple[int | None, str | None]] = []
     for start in starts:  # sorted: the clean monitor moves forward to each start once
@@ -175,10 +190,32 @@ def sweep(stream: Sequence[Scored], horizon: int, quiet: bool) -> None:
         print(f"SWEEP k={k:g} h={h:g} false_alarms={total} " + " ".join(cells).replace(" | ", "/"))
 
 
+def sweep_line(stream: Sequence[Scored], horizon: int, quiet: bool) -> None:
+    """Line-test threshold against false alarms and the wrong-results delay, on one part (the
+    paired test at its chosen k and h)."""
+    observed = clean(stream)
+    rng = random.Random(SEED)
+    # The same moments as :func:`measure` draws for this fault (one draw per fault, in order).
+    starts = {
+        fault: sorted(rng.randrange(2 * WINDOW, len(stream) - horizon) for _ in range(MOMENTS))
+        for fault in FAULTS
+    }[WRONG_RESULTS]
+    broken = faulty(stream, WRONG_RESULTS)
+    k, h = PAIRED_ALLOWANCE, PAIRED_THRESHOLD
+    for line in tqdm((5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0), desc="sweep", disable=quiet):
+        alarms = false_alarms(stream, observed, True, k, h, line)
+        found = delays(observed, broken, starts, True, k, h, horizon, line)
+        total = sum(len(a) for a in alarms.values())
+        print(f"SWEEP line h={line:g} false_alarms={total} {WRONG_RESULTS}={summary(found)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the measurement; with ``--sweep``, the grid on the tuning part instead."""
     parser = argparse.ArgumentParser(prog="python -m tests.monitoring", description=__doc__)
     parser.add_argument("--sweep", action="store_true", help="grid of (k, h) on the tune part")
+    parser.add_argument(
+        "--sweep-line", action="store_true", help="grid of the line test's h on the tune part"
+    )
     parser.add_argument("--allowance", type=float, default=PAIRED_ALLOWANCE, help="CUSUM k")
     parser.add_argument("--threshold", type=float, default=PAIRED_THRESHOLD, help="CUSUM h")
     parser.add_argument("--horizon", type=int, default=HORIZON)
@@ -189,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [s for s in stream if s.kickoff >= SPLIT]
     if args.sweep:
         sweep(tune, args.horizon, args.quiet)
+        return 0
+    if args.sweep_line:
+        sweep_line(tune, args.horizon, args.quiet)
         return 0
     for name, part in (("tune", tune), ("test", test)):
         measure(name, part, args.allowance, args.threshold, args.horizon, args.quiet)
