@@ -3,15 +3,17 @@
 The default model's prequential evaluations over the shared data (tests.monitoring.stream) are
 fed to :class:`agents.monitor_rules.ScopeMonitor` as the service configures it (window 300,
 threshold 5%, Page-Hinkley), twice: without the opening line's log loss (the window test and
-the drift detector alone: the monitor before the paired test) and with it. Each fault starts
-at 30 moments drawn with a fixed seed after the baselines are set; the delay is the number of
-faulty evaluations up to and including the first firing alert (decay or drift), a miss when
-none fires within ``--horizon``. False alarms are the firing alerts on the untouched stream,
-per scope (all leagues, and each league alone).
+the drift detector alone: the monitor before the paired test) and with it and the recorded
+outcome (the paired test and the line test, which then replace the window test's decay rule).
+Each fault starts at 30 moments drawn with a fixed seed after the baselines are set; the delay
+is the number of faulty evaluations up to and including the first firing alert (decay or
+drift), a miss when none fires within ``--horizon``. False alarms are the firing alerts on the
+untouched stream, per scope (all leagues, and each league alone).
 
 The data is split in time: seasons before 2017-18 (``tune``, where the paired test's allowance
-and threshold were chosen with ``--sweep``) and from 2017-18 on (``test``, untouched by the
-choice). Each part starts a fresh monitor, as a deployment would. Figures: docs/MONITORING.md.
+and threshold were chosen with ``--sweep``, the line test's threshold with ``--sweep-line``)
+and from 2017-18 on (``test``, untouched by the choice). Each part starts a fresh monitor, as a
+deployment would. Figures: docs/MONITORING.md.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ def measure(
     low, high = 2 * WINDOW, len(stream) - horizon
     print(f"\n## {name}: {len(stream)} evaluations, {stream[0].kickoff:%Y-%m-%d} to "
           f"{stream[-1].kickoff:%Y-%m-%d}; paired CUSUM k={k:g} h={h:g}\n")  # fmt: skip
-    print("| fault | window test: median | p90 | missed | + paired test: median | p90 | missed "
-          "| first detector (paired) |")  # fmt: skip
+    print("| fault | window test: median | p90 | missed | + tests against the line: median | p90 "
+          "| missed | first detector (against the line) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for fault, text in tqdm(FAULTS.items(), desc=name, disable=quiet, leave=False):
         starts = sorted(rng.randrange(low, high) for _ in range(MOMENTS))
@@ -159,7 +161,7 @@ def measure(
         new = delays(observed, broken, starts, True, k, h, horizon)
         detectors = sorted({d for _, d in new if d is not None})
         print(f"| {text} | {summary(old)} | {summary(new)} | {', '.join(detectors)} |")
-    print("\n| scope | evaluations | false alarms: window test | + paired test |")
+    print("\n| scope | evaluations | false alarms: window test | + tests against the line |")
     print("|---|---|---|---|")
     old_alarms = false_alarms(stream, observed, False, k, h)
     new_alarms = false_alarms(stream, observed, True, k, h)
