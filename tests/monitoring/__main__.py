@@ -23,7 +23,7 @@ import copy
 import random
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from statistics import median
+from statistics import fmean, median
 
 from tqdm import tqdm
 
@@ -35,6 +35,7 @@ from agents.monitor_rules import (
     LineCusum,
     PairedCusum,
     ScopeMonitor,
+    line_evidence,
 )
 from tests.monitoring.faults import FAULTS, WRONG_RESULTS, Observation, clean, faulty
 from tests.monitoring.stream import Scored, prequential_stream
@@ -142,6 +143,11 @@ def summary(found: Sequence[tuple[int | None, str | None]]) -> str:
     return f"{median(got):g} | {p90(got)} | {misses}/{len(found)}"
 
 
+def mean_evidence(observed: Sequence[Observation]) -> float:
+    """Mean :func:`agents.monitor_rules.line_evidence` of a stream (the line test's drift)."""
+    return fmean(line_evidence(o.reference_log_loss, o.outcome) for o in observed)
+
+
 def measure(
     name: str, stream: Sequence[Scored], k: float, h: float, horizon: int, quiet: bool
 ) -> None:
@@ -151,6 +157,9 @@ def measure(
     low, high = 2 * WINDOW, len(stream) - horizon
     print(f"\n## {name}: {len(stream)} evaluations, {stream[0].kickoff:%Y-%m-%d} to "
           f"{stream[-1].kickoff:%Y-%m-%d}; paired CUSUM k={k:g} h={h:g}\n")  # fmt: skip
+    wrong = faulty(stream, WRONG_RESULTS)
+    print(f"Mean line evidence per match: {mean_evidence(observed):+.4f} untouched, "
+          f"{mean_evidence(wrong):+.4f} with wrong results\n")  # fmt: skip
     print("| fault | window test: median | p90 | missed | + tests against the line: median | p90 "
           "| missed | first detector (against the line) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
