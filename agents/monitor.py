@@ -1,5 +1,5 @@
-"""Decay monitor agent: rolling windows, a drift detector and a paired test against the market
-per model and per model and league.
+"""Decay monitor agent: rolling windows, a drift detector, a paired test against the market and a
+test of the results against the opening line, per model and per model and league.
 
 It reads the model feed (keyed by model id, so one worker watches each model). The paired
 test needs the opening line's log loss on each match: it is computed from the feed item's own
@@ -23,6 +23,7 @@ import faust
 from agents import alert_store, reconciler_store
 from agents.loop import run_batches
 from agents.monitor_rules import (
+    LINE_METRIC,
     PAIRED_METRIC,
     Decision,
     ScopeMonitor,
@@ -70,6 +71,7 @@ class Monitor:
                 evaluation.hit,
                 reference,
                 match_id=evaluation.match_id,
+                outcome=evaluation.outcome,
             ):
                 decisions.append((scope, decision))
         return decisions
@@ -89,6 +91,7 @@ class Monitor:
                     row["hit"],
                     reference,
                     match_id=row["match_id"],
+                    outcome=row["outcome"],
                 )
         self.warm.add(model_id)
 
@@ -210,6 +213,20 @@ def sentence(model_id: str, model_version: int | None, scope: str, decision: Dec
             f"{who} ({where}) is back at its usual distance to the opening line: "
             f"{decision.current:+.4f} per match over the last {_evaluations(decision.window)} "
             f"({span}) against a baseline of {baseline} ({decision.detector})."
+        )
+    if decision.metric == LINE_METRIC:
+        if decision.kind == "decay":
+            return (
+                f"{who} ({where}): the recorded results no longer follow the opening line "
+                f"(results joined to the wrong matches?): over the last "
+                f"{_evaluations(decision.window)} ({span}) the base rates explain them better "
+                f"than the line by {decision.current:+.4f} nats per match ({decision.detector}, "
+                f"threshold {decision.threshold:g} nats)."
+            )
+        return (
+            f"{who} ({where}): the recorded results follow the opening line again: "
+            f"{decision.current:+.4f} nats per match for the base rates over the last "
+            f"{_evaluations(decision.window)} ({span}) ({decision.detector})."
         )
     baseline = "none yet" if decision.baseline is None else f"{decision.baseline:.4f}"
     if decision.kind == "drift":

@@ -8,7 +8,13 @@ random), but its difference to the opening line's log loss on the same match has
 both are scored on the same outcome (measured over the shared data: docs/MONITORING.md). A
 test on that paired difference sees a model break within a few evaluations where the window
 test on the raw loss needs a few hundred; the window test stays, for faults that hit the market
-too (results joined to the wrong matches).
+too, on producers without the opening line.
+
+Results joined to the wrong matches hit the market as hard as the model, so the paired test
+cannot see them; a third test, on the opening line alone, can: a CUSUM of the log-likelihood
+ratio of the recorded outcomes under the base rates against under the line
+(:class:`LineCusum`). It needs no baseline (the line's calibration is its own), so a harder
+season, which the market prices, does not move it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 
 from river import drift as _drift
 
+from models.base import BASE_RATES
 from models.market import OPEN_INPUTS
 from models.metrics import log_loss as _log_loss
 from schemas.events import OUTCOMES, Outcome
@@ -62,6 +69,18 @@ the market (the default, ``online-logreg``) has a baseline MAD near 0; with a fl
 first small corrections read as dozens of deviations, and the demo's champion fired 19 decays
 on an ordinary stream. The model faults the test is for move the mean by 0.05 or more a
 match."""
+
+
+LINE_METRIC = "results_vs_line"
+"""The line test's metric: per match, the log-likelihood ratio of the recorded outcome under the
+base rates against under the opening line."""
+LINE_DETECTOR = "line-cusum"
+LINE_THRESHOLD = 8.0
+"""Decision threshold of the line test, in nats of evidence that the results no longer follow the
+line (a Page CUSUM on the exact log-likelihood ratio has an average run length to a false alarm
+of at least ``e**h``, ~3,000 evaluations here). Chosen on the seasons before 2017-18 only
+(``python -m tests.monitoring --sweep-line``, docs/MONITORING.md): the smallest ``h`` with no
+false alarm in any scope there, plus one nat of margin (7 had none, 6 had two)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +253,78 @@ class PairedCusum:
         )
 
 
+def line_evidence(reference_log_loss: float, outcome: Outcome) -> float:
+    """``log b(y) - log q(y)``: how much better the base rates ``b`` explain the recorded outcome
+    ``y`` than the opening line ``q`` did (``reference_log_loss`` is ``-log q(y)``).
+
+    Its mean is ``-KL(q || b)`` (~-0.09 on the shared data) while results follow the line and
+    turns positive (~+0.08) when they are another match's, whatever the season.
+
+    >>> round(line_evidence(-math.log(0.5), "H"), 4)
+    -0.1031
+    """
+    return math.log(BASE_RATES[outcome]) + reference_log_loss
+
+
+@dataclass
+class LineCusum:
+    """Page's CUSUM on :func:`line_evidence`: are the recorded results still those the opening
+    line priced? Fires when the cumulative evidence passes the threshold; resolves once the mean
+    evidence of the last ``window`` evaluations since it fired is back below 0 (the line explains
+    them better than the base rates). No baseline and no scale: the likelihood ratio is exact, so
+    the test is the same in every season and scope, and a season the market finds harder (its
+    entropy rises) does not move it as long as the market stays calibrated."""
+
+    window: int
+    threshold: float = LINE_THRESHOLD
+    statistic: float = 0.0
+    firing: bool = False
+    _run: list[tuple[str, str | None, float]] = field(default_factory=list)
+    _since: deque[tuple[str, str | None, float]] = field(default_factory=deque)
+    _since_sum: float = 0.0
+
+    def update(self, evaluation_id: str, match_id: str | None, evidence: float) -> Change | None:
+        """Add one match's evidence; ``"decay"`` or ``"recovery"`` when the state changes."""
+        if self.firing:
+            self._since.append((evaluation_id, match_id, evidence))
+            self._since_sum += evidence
+            if len(self._since) > self.window:
+                self._since_sum -= self._since.popleft()[2]
+            if len(self._since) == self.window and self._since_sum < 0.0:
+                self.firing, self.statistic, self._run = False, 0.0, []
+                return "recovery"
+            return None
+        self.statistic = max(0.0, self.statistic + evidence)
+        if self.statistic == 0.0:
+            self._run = []
+            return None
+        self._run.append((evaluation_id, match_id, evidence))
+        if self.statistic > self.threshold:
+            self.firing = True
+            self._since, self._since_sum = deque(), 0.0
+            return "decay"
+        return None
+
+    def decision(self, kind: Literal["decay", "recovery"]) -> Decision:
+        """A decay is about the evaluations of the excursion, a recovery about the last window;
+        ``current`` is their mean evidence per match, the baseline 0 (no evidence either way)."""
+        rows = list(self._run) if kind == "decay" else list(self._since)
+        return Decision(
+            kind=kind,
+            state="firing" if kind == "decay" else "resolved",
+            metric=LINE_METRIC,
+            detector=LINE_DETECTOR,
+            window=len(rows),
+            baseline=0.0,
+            current=fmean(e for _, _, e in rows),
+            threshold=self.threshold,
+            first_evaluation_id=rows[0][0],
+            last_evaluation_id=rows[-1][0],
+            first_match_id=rows[0][1],
+            last_match_id=rows[-1][1],
+        )
+
+
 @dataclass
 class ScopeMonitor:
     """Rolling windows of one model in one scope, with the alert state machine."""
@@ -246,6 +337,7 @@ class ScopeMonitor:
     firing: dict[str, bool] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     paired: PairedCusum | None = None
+    line: LineCusum | None = None
     _ids: deque[str] = field(default_factory=deque)
     _matches: deque[str | None] = field(default_factory=deque)
     _log_loss: deque[float] = field(default_factory=deque)
@@ -258,6 +350,8 @@ class ScopeMonitor:
         self._detector = make_detector(self.detector_name)
         if self.paired is None:
             self.paired = PairedCusum(baseline_size=self.window)
+        if self.line is None:
+            self.line = LineCusum(window=self.window)
 
     def current(self, metric: Metric) -> float:
         return self._sums[metric] / max(1, len(self._ids))
@@ -277,12 +371,16 @@ class ScopeMonitor:
         reference_log_loss: float | None = None,
         *,
         match_id: str | None = None,
+        outcome: Outcome | None = None,
     ) -> list[Decision]:
         """Add one evaluation; return the alerts it triggers (usually none).
 
         ``reference_log_loss`` is the opening line's log loss on the same match
         (:func:`reference_log_loss`); without it the evaluation feeds the window test and the
-        drift detector only.
+        drift detector only. With it and the recorded ``outcome`` the line test runs too, and
+        the two tests against the line replace the window test's decay rule: on the test seasons
+        that rule's baseline (the first window) made it fire four times on an untouched stream
+        (docs/MONITORING.md), and every fault it caught the two see sooner.
         """
         if evaluation_id in self.seen:
             return []
@@ -293,6 +391,14 @@ class ScopeMonitor:
             change = self.paired.update(evaluation_id, match_id, log_loss - reference_log_loss)
             if change is not None:
                 decisions.append(self.paired.decision(change))
+        against_line = False
+        if reference_log_loss is not None and outcome is not None and self.line is not None:
+            against_line = True
+            change = self.line.update(
+                evaluation_id, match_id, line_evidence(reference_log_loss, outcome)
+            )
+            if change is not None:
+                decisions.append(self.line.decision(change))
         if len(self._ids) < self.window:
             return decisions
         for metric in METRICS:
@@ -301,6 +407,8 @@ class ScopeMonitor:
                 # The first full window after deployment is the baseline when none is registered.
                 self.baseline[metric] = current
                 self.baseline_variance[metric] = self.variance(metric)
+                continue
+            if against_line:
                 continue
             decisions.extend(self._threshold(metric, current))
         return decisions

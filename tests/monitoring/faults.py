@@ -20,6 +20,8 @@ class Observation:
     log_loss: float
     hit: bool
     reference_log_loss: float
+    outcome: Outcome
+    """The recorded outcome (the wrong one under the wrong-results fault)."""
 
 
 def _swap(p: Triple) -> Triple:
@@ -64,7 +66,7 @@ def observe(model: Triple, market: Triple, outcome: Outcome) -> Observation:
     p = dict(zip(OUTCOMES, model, strict=True))
     q = dict(zip(OUTCOMES, market, strict=True))
     predicted = max(OUTCOMES, key=lambda o: p[o])
-    return Observation(log_loss(p, outcome), predicted == outcome, log_loss(q, outcome))
+    return Observation(log_loss(p, outcome), predicted == outcome, log_loss(q, outcome), outcome)
 
 
 def clean(stream: Sequence[Scored]) -> list[Observation]:

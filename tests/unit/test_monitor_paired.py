@@ -12,16 +12,21 @@ from hypothesis import strategies as st
 
 from agents.monitor import market_reference, sentence, to_alert
 from agents.monitor_rules import (
+    LINE_DETECTOR,
+    LINE_METRIC,
     PAIRED_DETECTOR,
     PAIRED_METRIC,
     Decision,
+    LineCusum,
     PairedCusum,
     ScopeMonitor,
+    line_evidence,
     reference_log_loss,
 )
+from models.base import BASE_RATES
 from models.catalog import REFERENCE_MODEL_IDS
 from schemas.codec import decode, encode
-from schemas.events import Alert
+from schemas.events import OUTCOMES, Alert, Outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -188,6 +193,8 @@ def test_every_kind_of_decision_reads_as_one_sentence() -> None:
         ("recovery", "resolved", "accuracy", "window"),
         ("drift", "firing", "log_loss", "page-hinkley"),
         ("recovery", "resolved", PAIRED_METRIC, PAIRED_DETECTOR),
+        ("decay", "firing", LINE_METRIC, LINE_DETECTOR),
+        ("recovery", "resolved", LINE_METRIC, LINE_DETECTOR),
     ):
         decision = Decision(
             kind=kind,  # type: ignore[arg-type]
@@ -235,3 +242,111 @@ def test_a_model_that_drifts_away_from_the_market_is_rescaled_not_alerted() -> N
     assert m.scale > 0.035
     fault = [m.update(f"f{i}", None, d) for i, d in enumerate(noise(rng, 20, shift=0.3))]
     assert "decay" in fault[:5]
+
+
+Line = tuple[float, float, float]
+
+
+def lines(rng: random.Random, count: int, spread: float = 1.0) -> list[Line]:
+    """Opening lines like the shared data's: a home strength, a draw share of the rest."""
+    out = []
+    for _ in range(count):
+        home = min(0.85, max(0.12, rng.gauss(0.45, 0.17 * spread)))
+        draw = (1.0 - home) * rng.uniform(0.35, 0.5)
+        out.append((home, draw, 1.0 - home - draw))
+    return out
+
+
+def draw(rng: random.Random, line: Line) -> Outcome:
+    return rng.choices(OUTCOMES, weights=line)[0]
+
+
+def line_run(
+    m: ScopeMonitor, stream: list[tuple[Line, Outcome]], start: int = 0, model: float = 0.0
+) -> list[Decision]:
+    """Feed a model at the line (plus ``model`` log loss) scored on each recorded outcome."""
+    out: list[Decision] = []
+    for i, (line, outcome) in enumerate(stream, start):
+        market = -math.log(line[OUTCOMES.index(outcome)])
+        out += m.observe(f"e{i}", market + model, True, market, match_id=f"m{i}", outcome=outcome)
+    return out
+
+
+def of(detector: str, decisions: list[Decision]) -> list[Decision]:
+    return [d for d in decisions if d.detector == detector]
+
+
+def test_line_evidence_is_the_log_likelihood_ratio_of_base_rates_to_line() -> None:
+    """log b(y) - log q(y), from the line's log loss on the recorded outcome."""
+    line = {"H": 0.6, "D": 0.25, "A": 0.15}
+    for outcome in OUTCOMES:
+        evidence = line_evidence(-math.log(line[outcome]), outcome)
+        assert evidence == pytest.approx(math.log(BASE_RATES[outcome] / line[outcome]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_results_that_follow_the_line_raise_no_line_alert(seed: int) -> None:
+    """3,000 outcomes drawn from their own lines (a calibrated market): the line test stays
+    quiet, also when the season turns harder (lines nearer even: the raw loss rises)."""
+    rng = random.Random(seed)
+    stream = [(q, draw(rng, q)) for q in lines(rng, 1500) + lines(rng, 1500, spread=0.5)]
+    assert of(LINE_DETECTOR, line_run(monitor(window=300), stream)) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_results_joined_to_the_wrong_matches_fire_one_line_alert(seed: int) -> None:
+    """After 1,000 calibrated matches each result becomes another match's: one decay within a
+    few hundred evaluations, none again while it lasts, one recovery once results follow the
+    line again for a full window."""
+    rng = random.Random(seed)
+    m = monitor(window=300)
+    before = [(q, draw(rng, q)) for q in lines(rng, 1000)]
+    assert of(LINE_DETECTOR, line_run(m, before)) == []
+    wrong = [
+        (q, draw(rng, other)) for q, other in zip(lines(rng, 1500), lines(rng, 1500), strict=True)
+    ]
+    fired = of(LINE_DETECTOR, line_run(m, wrong, start=1000))
+    assert [d.kind for d in fired] == ["decay"]
+    assert int(fired[0].last_evaluation_id[1:]) - 1000 < 400
+    assert fired[0].metric == LINE_METRIC
+    assert fired[0].current > 0.0
+    after = [(q, draw(rng, q)) for q in lines(rng, 1000)]
+    assert [d.kind for d in of(LINE_DETECTOR, line_run(m, after, start=2500))] == ["recovery"]
+
+
+def test_with_the_line_a_harder_season_raises_no_window_decay() -> None:
+    """A calibrated market whose season turns harder raises the raw loss by more than the
+    window test's 5%: without the line the window test fires, with it the line test and the
+    paired test (the model is at the line) replace it and nothing of theirs fires."""
+    rng = random.Random(3)
+    stream = [(q, draw(rng, q)) for q in lines(rng, 1200, spread=1.4) + lines(rng, 1800, 0.3)]
+    alone = monitor(window=300)
+    for i, (line, outcome) in enumerate(stream):
+        loss = -math.log(line[OUTCOMES.index(outcome)])
+        window = of("window", alone.observe(f"e{i}", loss, outcome == "H"))
+        if window:
+            break
+    assert window
+    decisions = line_run(monitor(window=300), stream)
+    assert of("window", decisions) + of(LINE_DETECTOR, decisions) + paired(decisions) == []
+
+
+def test_without_the_outcome_there_is_no_line_test() -> None:
+    """The market references get no reference loss, callers before the line test no outcome:
+    neither runs the line test."""
+    rng = random.Random(1)
+    m = monitor(window=50)
+    for i, q in enumerate(lines(rng, 800)):
+        other = lines(rng, 1)[0]
+        loss = -math.log(q[OUTCOMES.index(draw(rng, other))])
+        assert of(LINE_DETECTOR, m.observe(f"e{i}", loss, True, loss)) == []
+    assert m.line is not None
+    assert m.line.statistic == 0.0
+
+
+def test_the_line_test_needs_no_baseline() -> None:
+    """Its first evaluation already counts: strong evidence fires at once."""
+    m = LineCusum(window=10, threshold=8.0)
+    assert m.update("e0", None, 5.0) is None
+    assert m.update("e1", None, 5.0) == "decay"
+    assert m.decision("decay").window == 2
