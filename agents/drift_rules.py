@@ -11,14 +11,14 @@ Why calibrated thresholds: PSI and KS of a window of ``n`` matches drawn from th
 itself are not 0 but shrink like ``1/n`` (PSI) and ``1/sqrt(n)`` (KS), so a fixed threshold
 fires on small windows and sleeps on large ones. Each feature's threshold at the window's own
 size is the mean + ``sigmas`` standard deviations of the statistic over ``resamples`` windows of
-that size drawn (seeded) from the reference. An effect-size floor (PSI and KS) keeps a large
-window from firing on a shift too small to matter. A feature fires when both statistics are
-above their level and clears (hysteresis) when its score, the smaller of the two ratios to
-their level, falls below ``clear_ratio``; after a clear it cannot fire again for ``cooldown``
-windows. When at least ``rollup_share`` of the features (two or more) are firing together, one
-roll-up decision (listing them) replaces that window's per-feature firings, and resolves once fewer
-than half that share are firing; features that start or stop drifting in between still say so
-one by one.
+that size drawn (seeded) from the reference as stretches of consecutive matches. An effect-size
+floor (PSI and KS) keeps a large window from firing on a shift too small to matter. A feature
+fires when both statistics are above their level and clears (hysteresis) when its score, the
+smaller of the two ratios to their level, falls below ``clear_ratio``; after a clear it cannot
+fire again for ``cooldown`` windows. When at least ``rollup_share`` of the features (two or
+more) are firing together, one roll-up decision (listing them) replaces that window's
+per-feature firings, and resolves once fewer than half that share are firing; features that
+start or stop drifting in between still say so one by one.
 """
 
 from __future__ import annotations
@@ -153,30 +153,39 @@ class FeatureReference:
 
     name: str
     values: NDArray[np.float64]
+    chronological: NDArray[np.float64]
+    """The same values in kickoff order: calibration windows are drawn as stretches of it."""
     edges: NDArray[np.float64]
     expected: NDArray[np.float64]
     levels: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, name: str, values: Sequence[float], bins: int) -> FeatureReference:
-        array = np.sort(np.asarray(values, dtype=np.float64))
+        """``values`` in kickoff order."""
+        chronological = np.asarray(values, dtype=np.float64)
+        array = np.sort(chronological)
         edges = frozen_edges(array, bins)
-        return cls(name=name, values=array, edges=edges, expected=shares(array, edges))
+        return cls(name, array, chronological, edges, shares(array, edges))
 
     def statistics(self, values: NDArray[np.float64]) -> tuple[float, float]:
         return psi(self.expected, shares(values, self.edges)), ks(self.values, values)
 
     def level(self, n: int, config: DriftConfig) -> tuple[float, float]:
         """(PSI, KS) levels at a window of ``n``: calibrated mean + sigmas * sd over seeded
-        resamples of the reference, at least the effect-size floors."""
+        resamples of the reference, at least the effect-size floors. A resample is ``n``
+        consecutive reference matches in kickoff order from a random start (wrapping round),
+        not ``n`` independent draws: the matches of one window share teams, rounds and the
+        season's phase, and independent draws understate how far a window strays."""
         cached = self.levels.get(n)
         if cached is None:
             seed = [config.seed, zlib.crc32(self.name.encode()), n]
             rng = np.random.default_rng(seed)
+            size = len(self.chronological)
+            starts = rng.integers(0, size, size=config.resamples)
             draws = np.array(
                 [
-                    self.statistics(rng.choice(self.values, size=n, replace=True))
-                    for _ in range(config.resamples)
+                    self.statistics(self.chronological[(start + np.arange(n)) % size])
+                    for start in starts
                 ]
             )
             calibrated = draws.mean(axis=0) + config.sigmas * draws.std(axis=0)
@@ -218,7 +227,7 @@ class DriftMonitor:
     def __init__(self, config: DriftConfig, features: Sequence[str]) -> None:
         self.config = config
         self.features = tuple(features)
-        self._reference: dict[str, Mapping[str, float]] = {}
+        self._reference: dict[str, tuple[datetime, Mapping[str, float]]] = {}
         self.references: dict[str, FeatureReference] | None = None
         self._window: int | None = None
         self._pending: dict[str, tuple[datetime, Mapping[str, float]]] = {}
@@ -238,7 +247,7 @@ class DriftMonitor:
             if self.references is not None:
                 self.late += 1
             else:
-                self._reference[match_id] = values
+                self._reference[match_id] = (kickoff, values)
             return []
         if self.references is None:
             self._freeze()
@@ -267,7 +276,8 @@ class DriftMonitor:
         return self._evaluate(index, pending)
 
     def _freeze(self) -> None:
-        rows = [self._reference[m] for m in sorted(self._reference)]
+        order = sorted(self._reference, key=lambda m: (self._reference[m][0], m))
+        rows = [self._reference[m][1] for m in order]
         if len(rows) < self.config.min_window:
             raise ValueError(
                 f"the reference window has {len(rows)} matches; at least "

@@ -57,7 +57,9 @@ def main() -> None:
     decisions.extend(monitor.close())
     windows = Counter(season_of(r.start) for r in monitor.reports)
     rollups = Counter(
-        season_of(r.start) for r in monitor.reports if len(r.firing) / len(FEATURE_NAMES) >= 0.25
+        season_of(r.start)
+        for r in monitor.reports
+        if len(r.firing) / len(FEATURE_NAMES) >= CONFIG.rollup_share
     )
     fired: dict[str, Counter[str]] = defaultdict(Counter)
     for d in decisions:
