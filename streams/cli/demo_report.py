@@ -52,7 +52,9 @@ class Report:
         c = self.counts
         return (
             f"SUMMARY matches={c['matches']} predictions={c['predictions']} "
-            f"evaluations={c['evaluations']} alerts={c['alerts']} models={c['models']} "
+            f"evaluations={c['evaluations']} alerts={c['alerts']} "
+            f"alerts_decay={c['alerts_decay']} alerts_recovery={c['alerts_recovery']} "
+            f"alerts_drift={c['alerts_drift']} models={c['models']} "
             f"champion_logloss={_fmt(self.champion_logloss)} "
             f"online_logloss={_fmt(self.mean(catalog.DEFAULT_MODEL_ID))} "
             f"market_open_logloss={_fmt(self.mean('market-open'))} "
@@ -73,6 +75,10 @@ async def collect(settings: Settings) -> Report:
                           (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
                               AS evaluations,
                           (SELECT count(*) FROM alerts) AS alerts,
+                          (SELECT count(*) FROM alerts WHERE kind = 'decay') AS alerts_decay,
+                          (SELECT count(*) FROM alerts WHERE kind = 'recovery')
+                              AS alerts_recovery,
+                          (SELECT count(*) FROM alerts WHERE kind = 'drift') AS alerts_drift,
                           (SELECT count(*) FROM models WHERE status <> 'retired') AS models"""
             )
             per_model = await conn.fetch(

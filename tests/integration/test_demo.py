@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 EPL = league_file("england-premier-league")
 SUMMARY = re.compile(
     r"^SUMMARY matches=(?P<matches>\d+) predictions=(?P<predictions>\d+) "
-    r"evaluations=(?P<evaluations>\d+) alerts=(?P<alerts>\d+) models=(?P<models>\d+) "
+    r"evaluations=(?P<evaluations>\d+) alerts=(?P<alerts>\d+) "
+    r"alerts_decay=(?P<decay>\d+) alerts_recovery=(?P<recovery>\d+) alerts_drift=(?P<drift>\d+) "
+    r"models=(?P<models>\d+) "
     r"champion_logloss=(?P<champion>[0-9.]+|nan) online_logloss=(?P<online>[0-9.]+|nan) "
     r"market_open_logloss=(?P<open>[0-9.]+|nan) market_close_logloss=(?P<close>[0-9.]+|nan)$"
 )
@@ -71,6 +73,9 @@ async def test_small_demo_summary_agrees_with_the_database(
                       (SELECT count(*) FROM evaluations WHERE superseded_by IS NULL)
                           AS evaluations,
                       (SELECT count(*) FROM alerts) AS alerts,
+                      (SELECT count(*) FROM alerts WHERE kind = 'decay') AS decay,
+                      (SELECT count(*) FROM alerts WHERE kind = 'recovery') AS recovery,
+                      (SELECT count(*) FROM alerts WHERE kind = 'drift') AS drift,
                       (SELECT count(*) FROM models WHERE status <> 'retired') AS models,
                       (SELECT count(DISTINCT model_id) FROM predictions) AS predicting_models,
                       (SELECT avg(log_loss) FROM evaluations
@@ -87,6 +92,11 @@ async def test_small_demo_summary_agrees_with_the_database(
     assert int(line["predictions"]) == db["predictions"]
     assert int(line["evaluations"]) == db["evaluations"]
     assert int(line["alerts"]) == db["alerts"]
+    assert [int(line[k]) for k in ("decay", "recovery", "drift")] == [
+        db["decay"],
+        db["recovery"],
+        db["drift"],
+    ]
     assert float(line["champion"]) == pytest.approx(db["champion"], abs=5e-5)
     assert float(line["close"]) == pytest.approx(db["close"], abs=5e-5)
     assert "REPLAY rows=5782 valid=5782 rejected=0 published=132" in done.stdout
