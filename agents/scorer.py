@@ -167,7 +167,7 @@ def estimate_alert(
         detector=estimates_rules.DETECTOR,
         window=summary.closing,
         current=summary.expected_edge,
-        threshold=0.0,
+        threshold=-estimates_rules.EDGE_FLOOR if transition.state == "firing" else 0.0,
         first_match_id=summary.first_match_id,
         last_match_id=summary.last_match_id,
         message=estimates_rules.sentence(model_id, model_version, transition),

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from agents.estimates_rules import EDGE_TOLERANCE, ESTIMATE_WINDOW, ModelEstimates
+from agents.estimates_rules import EDGE_FLOOR, ESTIMATE_WINDOW, ModelEstimates
 from models.catalog import REFERENCE_MODEL_IDS
 from models.features import fixture_of
 from schemas.codec import decode
@@ -110,7 +110,7 @@ async def test_a_negative_expected_edge_raises_one_estimate_alert_per_model(
     negative = sorted(
         m
         for m, s in shown.items()
-        if m not in REFERENCE_MODEL_IDS and s["expected_edge_vs_market"] < -EDGE_TOLERANCE
+        if m not in REFERENCE_MODEL_IDS and s["expected_edge_vs_market"] < -EDGE_FLOOR
     )
     # The seeded rating model, untrained, is far from the line: this window does alarm.
     assert negative

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.estimates_rules import (
+    EDGE_FLOOR,
     EdgeAlarm,
     MatchEstimate,
     ModelEstimates,
@@ -188,3 +189,22 @@ def test_a_retired_model_is_forgotten() -> None:
     )
     estimates.retain(["kept"])
     assert list(estimates.summaries()) == ["kept"]
+
+
+def test_an_edge_within_the_floor_does_not_alarm() -> None:
+    """A model level with the line (edge -0.0001, as the demo's champion) says nothing; one that
+    is expected to lose more than the floor alarms, and resolves only back at zero or above."""
+    alarm = EdgeAlarm(window=1)
+    rolling = RollingEstimates(window=1)
+    rolling.add("a", MatchEstimate(1.0, 1.0, -0.0001))
+    assert alarm.update(rolling.summary()) is None
+    rolling.add("b", MatchEstimate(1.0, 1.0, -(EDGE_FLOOR + 0.001)))
+    fired = alarm.update(rolling.summary())
+    assert fired is not None
+    assert fired.state == "firing"
+    rolling.add("c", MatchEstimate(1.0, 1.0, -0.0001))
+    assert alarm.update(rolling.summary()) is None
+    rolling.add("d", MatchEstimate(1.0, 1.0, 0.0))
+    resolved = alarm.update(rolling.summary())
+    assert resolved is not None
+    assert resolved.state == "resolved"
