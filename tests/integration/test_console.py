@@ -3,7 +3,8 @@ installed by ``infra/chromium.sh``) against a worker on the real broker and data
 models panel shows the seeded models, the processed counter moves during a small replay, a
 malformed event shows as a dead letter, the quality panel shows the models' rolling figures and
 its plot, the match lookup shows a match's predictions and evaluations, and
-an alert stored by the pipeline's alert store appears and is acknowledged only after signing in
+an estimate alert the pipeline fires (a window of fixtures the barely trained rating model is
+expected to score worse than the opening line) appears and is acknowledged only after signing in
 with the operator token, after which a promotion and a rollback from the page reach the
 registry."""
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,13 +28,13 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from agents import alert_store
+from agents.estimates_rules import ESTIMATE_WINDOW
+from models.features import fixture_of
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.deployment import REPO, environment, free_port
-from tests.integration.conftest import Worker, publish_raw, wait_for
-from tests.integration.test_operator_cli import alert
-from tests.integration.test_pipeline import events_between, publish_events
+from tests.integration.conftest import Worker, publish_facts, publish_raw, wait_for
+from tests.integration.test_pipeline import epl_rows, events_between, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -173,16 +174,33 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     assert "online-rating" in looked_up
     assert "evaluations" in looked_up
 
-    decay = alert("decay", at=datetime.now(UTC))
-    async with db.acquire() as conn:
-        await alert_store.write(conn, [decay])
-    row = f'tr[data-alert="{decay.alert_id}"]'
+    # An alert the pipeline fires: a window of next season's fixtures with odds and no result
+    # yet, which the seeded rating model (barely trained) is expected to score worse than the
+    # opening line, so the scorer raises its pre-result estimate alarm.
+    later = [
+        r
+        for r in sorted(epl_rows(), key=lambda r: r.kickoff)
+        if r.odds_close and r.kickoff.date() > date(2019, 8, 20)
+    ]
+    fixtures = [fixture_of(r) for r in later[:ESTIMATE_WINDOW]]
+    await publish_facts(producer, Topics.from_settings(settings).fixtures, fixtures)
+
+    async def fired() -> str | None:
+        async with db.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT alert_id FROM alerts WHERE kind = 'estimate' AND state = 'firing'"
+                " AND model_id = 'online-rating'"
+            )
+        return str(found) if found else None
+
+    alert_id = await wait_for(fired, timeout=300, what="the estimate alarm of online-rating")
+    row = f'tr[data-alert="{alert_id}"]'
     await wait_for(
         lambda: _async(bool(browser.find_elements(By.CSS_SELECTOR, row))),
         timeout=30,
         what="the alert in the alerts panel",
     )
-    assert decay.message in browser.find_element(By.CSS_SELECTOR, row).text
+    assert "expected to lose to the opening line" in browser.find_element(By.CSS_SELECTOR, row).text
 
     # Not signed in: the acknowledgement is refused and the alert stays open.
     browser.find_element(By.CSS_SELECTOR, f"{row} button.ack").click()
@@ -191,7 +209,7 @@ async def test_console_panels_counters_and_alert_acknowledgement(
         timeout=30,
         what="the refusal",
     )
-    assert await _status(db, decay.alert_id) == "open"
+    assert await _status(db, alert_id) == "open"
 
     # Signed in with the operator token: acknowledged, in the database and on the page.
     browser.get(console)
@@ -206,7 +224,7 @@ async def test_console_panels_counters_and_alert_acknowledgement(
         timeout=30,
         what="the alert acknowledged on the page",
     )
-    assert await _status(db, decay.alert_id) == "acknowledged"
+    assert await _status(db, alert_id) == "acknowledged"
 
     # Promote the challenger from the page, then roll back: the registry follows each click.
     browser.find_element(By.CSS_SELECTOR, "#models button.promote").click()
