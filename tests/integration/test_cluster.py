@@ -322,6 +322,8 @@ async def test_leader_broker_killed_mid_stream_loses_and_duplicates_nothing(
     finally:
         if killed is not None:
             cluster.restart(killed)
+            # The next test shares the cluster: leave it with every replica caught up.
+            await wait_for(lambda: _in_sync(settings), timeout=180, what="every replica in sync")
     # The changelog Faust created follows the settings too.
     described = await _describe_all(settings)
     changelog = f"{settings.group_id}-ledgers-changelog"
@@ -341,6 +343,18 @@ async def test_leader_broker_killed_mid_stream_loses_and_duplicates_nothing(
     assert len(ids) == expected
     assert duplicates(ids) == 0
     assert "Traceback" not in worker.log_text()
+
+
+async def _in_sync(settings: Settings) -> bool:
+    """Every partition of the cluster has all its replicas in sync (a restarted broker has
+    caught up)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(await admin.list_topics())
+        return all(len(p["isr"]) == len(p["replicas"]) for t in described for p in t["partitions"])
+    finally:
+        await admin.close()
 
 
 async def _describe_all(settings: Settings) -> dict[str, Any]:
