@@ -100,6 +100,12 @@ class Ensemble(BaseModel):
         for member in self.members:
             member.learn_one(x, y, weight)
 
+    def _learned_finite(self) -> bool:
+        """Only the losses: each member's own ``learn_one`` has already refused a step that
+        would leave its state non-finite (the generic walk of every member, forest included,
+        took ~20 ms of a ~36 ms step)."""
+        return bool(np.isfinite(self.losses).all())
+
     def _observe(self, row: FloatArray) -> None:
         x = self._rows(row[np.newaxis, :])[0]
         for member in self.members:
