@@ -199,6 +199,36 @@ async def paired_scores(conn: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def bet_rows(conn: Any) -> list[Any]:
+    """Per current evaluation, in kickoff order: model, match, kickoff, outcome, its
+    prediction and the match's opening and closing odds (what ``models.betting.table`` reads:
+    the demo's report and the console's betting panel)."""
+    return list(
+        await conn.fetch(
+            """SELECT e.model_id, e.match_id, e.kickoff, e.outcome,
+                      p.p_home, p.p_draw, p.p_away,
+                      (f.payload->'odds_open'->>'home')::float8 AS open_home,
+                      (f.payload->'odds_open'->>'draw')::float8 AS open_draw,
+                      (f.payload->'odds_open'->>'away')::float8 AS open_away,
+                      (f.payload->'odds_close'->>'home')::float8 AS close_home,
+                      (f.payload->'odds_close'->>'draw')::float8 AS close_draw,
+                      (f.payload->'odds_close'->>'away')::float8 AS close_away
+               FROM evaluations e
+               JOIN predictions p ON p.prediction_id = e.prediction_id
+               JOIN match_features f ON f.match_id = e.match_id
+               WHERE e.superseded_by IS NULL ORDER BY e.kickoff, e.match_id"""
+        )
+    )
+
+
+async def evaluation_log_mark(conn: Any) -> tuple[int, datetime | None]:
+    """How many evaluations there are and when the newest was written: unchanged, nothing
+    derived from the evaluation log needs computing again (a corrected result writes a new
+    evaluation, so it moves both)."""
+    row = await conn.fetchrow("SELECT count(*) AS n, max(evaluated_at) AS at FROM evaluations")
+    return int(row["n"]), row["at"]
+
+
 async def stored_inputs(conn: Any) -> list[tuple[str, str, str]]:
     """Every stored features and result event as (kind, match id, JSON payload), for a replay
     from the database (``tipstream replay --from-db``)."""

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 import numpy as np
 
+from agents import reconciler_store
 from models import betting, catalog
 from streams.db import connect
 from streams.settings import Settings
@@ -105,19 +106,7 @@ async def collect(settings: Settings) -> Report:
                         ON e.evaluation_id = a.last_evaluation_id
                    ORDER BY 7 NULLS LAST, a.alert_id"""
             )
-            bets = await conn.fetch(
-                """SELECT e.model_id, e.kickoff, e.outcome, p.p_home, p.p_draw, p.p_away,
-                          (f.payload->'odds_open'->>'home')::float8 AS open_home,
-                          (f.payload->'odds_open'->>'draw')::float8 AS open_draw,
-                          (f.payload->'odds_open'->>'away')::float8 AS open_away,
-                          (f.payload->'odds_close'->>'home')::float8 AS close_home,
-                          (f.payload->'odds_close'->>'draw')::float8 AS close_draw,
-                          (f.payload->'odds_close'->>'away')::float8 AS close_away
-                   FROM evaluations e
-                   JOIN predictions p ON p.prediction_id = e.prediction_id
-                   JOIN match_features f ON f.match_id = e.match_id
-                   WHERE e.superseded_by IS NULL ORDER BY e.kickoff, e.match_id"""
-            )
+            bets = await reconciler_store.bet_rows(conn)
     finally:
         await pool.close()
     return Report(dict(counts), list(per_model), champion, list(series), list(alerts), list(bets))
@@ -178,7 +167,7 @@ def markdown(report: Report) -> str:
     lines += [
         f"| {model_id} | {s.bets} | {s.roi:.4f} | {s.roi_lo:.4f} .. {s.roi_hi:.4f} | "
         f"{s.kelly_growth:.4f} | {s.clv:.4f} |"
-        for model_id, s in betting_table(report.bets)
+        for model_id, s in betting.table(betting.BetLog.from_rows(report.bets))
     ]
     lines += ["", f"## Alerts ({len(report.alerts)})", ""]
     lines += [
@@ -189,40 +178,6 @@ def markdown(report: Report) -> str:
     ]
     lines += ["", "![rolling log loss](rolling_logloss.png)", ""]
     return "\n".join(lines)
-
-
-def betting_table(rows: list[Any]) -> list[tuple[str, betting.BettingSummary]]:
-    """Betting figures per model from its evaluated predictions and the matches' odds, then
-    the opening favourite backed on every match the opening line was evaluated on."""
-    by_model: dict[str, list[Any]] = {}
-    for row in rows:
-        by_model.setdefault(row["model_id"], []).append(row)
-    table = [(model_id, _bets(model_rows)) for model_id, model_rows in sorted(by_model.items())]
-    if "market-open" in by_model:
-        opening = by_model["market-open"]
-        picks = betting.favourite_picks(_odds(opening, "open"))
-        table.append(("market-open-favourite", _bets(opening, picks)))
-    return table
-
-
-def _odds(rows: list[Any], which: str) -> np.ndarray:
-    columns = [f"{which}_{side}" for side in ("home", "draw", "away")]
-    return np.array([[np.nan if r[c] is None else r[c] for c in columns] for r in rows], float)
-
-
-def _bets(rows: list[Any], picks: np.ndarray | None = None) -> betting.BettingSummary:
-    probabilities = np.array([[r["p_home"], r["p_draw"], r["p_away"]] for r in rows], float)
-    close = _odds(rows, "close")
-    with np.errstate(invalid="ignore"):
-        close_probabilities = betting.implied(close)  # NaN where there is no closing line
-    return betting.evaluate_bets(
-        probabilities,
-        _odds(rows, "open"),
-        close_probabilities,
-        np.array(["HDA".index(r["outcome"]) for r in rows], dtype=np.int64),
-        np.array([r["kickoff"].date().toordinal() for r in rows], dtype=np.int64),
-        picks=picks,
-    )
 
 
 def rolling(values: np.ndarray, window: int) -> np.ndarray:

@@ -4,10 +4,12 @@ one function per panel, every value escaped. The page polls ``/panels`` every
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from models import betting
 from streams.cli.output import cell
 from streams.cli.predictions import EVALUATION_COLUMNS, PREDICTION_COLUMNS
 
@@ -220,6 +222,61 @@ def quality_panel(snapshot: Mapping[str, Any], *, now: float) -> str:
     )
 
 
+def figure_text(value: float, digits: int = 4) -> str:
+    """A betting figure, "-" where there is none (no bet: NaN)."""
+    return "-" if math.isnan(value) else f"{value:+.{digits}f}"
+
+
+def betting_panel(snapshot: Mapping[str, Any]) -> str:
+    """Each model's bets at the opening odds (flat value bets, their ROI with its interval,
+    Kelly growth, closing-line value), the market references, and plainly what a model level
+    with the opening line can expect after the bookmaker's margin."""
+    figures = snapshot["betting"]
+    head = "<h2>Betting at the opening odds</h2>"
+    if figures is None:
+        return f'{head}<p class="muted">computing the betting figures&hellip;</p>'
+    if isinstance(figures, str):
+        return f'{head}<p class="err">not computed: {escape(figures)}</p>'
+    rows = "".join(
+        f'<tr data-model="{escape(model_id)}"><td>{escape(model_id)}</td><td>{s.bets}</td>'
+        f"<td>{figure_text(s.roi)}</td>"
+        f"<td>{figure_text(s.roi_lo)} .. {figure_text(s.roi_hi)}</td>"
+        f"<td>{s.kelly_growth:+.4f}</td><td>{figure_text(s.clv)}</td></tr>"
+        for model_id, s in figures.models
+    )
+    body = (
+        "<table><tr><th>model</th><th>bets</th><th>ROI</th><th>ROI 95%</th>"
+        f"<th>Kelly growth</th><th>CLV</th></tr>{rows}</table>"
+        if rows
+        else '<p class="muted">no evaluated match with opening odds yet</p>'
+    )
+    margin = figures.margin
+    if math.isnan(margin):
+        level = ""
+    else:
+        level = (
+            f'<p id="level-with-the-line"><b>Plainly:</b> a model level with the opening line '
+            f"has no edge to bet on. The opening lines of these {figures.matches} matches carry "
+            f"a bookmaker's margin of {margin:.1%} on average, so a bet at those prices with "
+            f"the line's own probabilities expects to lose {1 - 1 / (1 + margin):.1%} of its "
+            "stake; a model bets only where it disagrees with the line by more than "
+            f"{betting.DEFAULT_THRESHOLD:.0%}, and a negative CLV says the market moved "
+            "against those disagreements by kickoff (docs/MODELS.md).</p>"
+        )
+    return (
+        head
+        + body
+        + level
+        + '<p class="muted">One unit on the outcome of largest expected value p &times; odds '
+        f"&minus; 1 if above {betting.DEFAULT_THRESHOLD}; ROI per unit staked with a 95% "
+        "bootstrap interval over match days; Kelly growth: log of the bankroll's growth at "
+        f"{betting.DEFAULT_KELLY} Kelly (0 unchanged); CLV: opening odds &times; normalised "
+        "closing probability &minus; 1. market-open is the opening line (it never bets), "
+        "market-close the closing line at opening prices (an upper bound, not a strategy), "
+        f"{betting.FAVOURITE_ID} backs the opening favourite every match.</p>"
+    )
+
+
 def panels(
     snapshot: Mapping[str, Any], *, csrf: str, actions: bool, now: float = 0.0
 ) -> dict[str, str]:
@@ -228,6 +285,7 @@ def panels(
         "pipeline": pipeline_panel(snapshot),
         "models": models_panel(snapshot, csrf=csrf, actions=actions),
         "quality": quality_panel(snapshot, now=now),
+        "betting": betting_panel(snapshot),
         "alerts": alerts_panel(snapshot, csrf=csrf, actions=actions),
     }
 

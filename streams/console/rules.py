@@ -1,6 +1,6 @@
 """The console's pure pieces, no I/O: consumer lag from offsets, the processing rate between two
-snapshots, rolling means with their confidence band, and the checks that guard an action
-(operator token, CSRF token)."""
+snapshots, rolling means with their confidence band, the betting figures of the evaluation log,
+and the checks that guard an action (operator token, CSRF token)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from models import betting
 
 Partition = tuple[str, int]
 
@@ -139,3 +142,30 @@ def rolling(values: Sequence[float], window: int) -> list[Band]:
         half = 1.96 * math.sqrt(variance / n)
         out.append(Band(mean, mean - half, mean + half))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class BettingFigures:
+    """The betting panel: each model's bets at the opening odds (``models.betting.table``,
+    the market references and the favourite bettor included), over how many matches, and the
+    mean bookmaker's margin of their opening lines (matches with usable opening odds only)."""
+
+    models: list[tuple[str, betting.BettingSummary]]
+    matches: int
+    margin: float
+
+
+def betting_figures(rows: Sequence[Mapping[str, Any]]) -> BettingFigures:
+    """:class:`BettingFigures` of the evaluation log's rows (``reconciler_store.bet_rows``).
+
+    >>> from datetime import datetime
+    >>> row = dict(model_id="market-open", match_id="a", kickoff=datetime(2020, 9, 12),
+    ...            outcome="H", p_home=0.5, p_draw=0.25, p_away=0.25, open_home=1.9,
+    ...            open_draw=3.8, open_away=3.8, close_home=None, close_draw=None, close_away=None)
+    >>> figures = betting_figures([row])
+    >>> [(m, s.bets) for m, s in figures.models], figures.matches, round(figures.margin, 3)
+    ([('market-open', 0), ('market-open-favourite', 1)], 1, 0.053)
+    """
+    log = betting.BetLog.from_rows(rows)
+    matches, margin = betting.mean_margin(log)
+    return BettingFigures(models=betting.table(log), matches=matches, margin=margin)

@@ -2,7 +2,8 @@
 installed by ``infra/chromium.sh``) against a worker on the real broker and database: the
 models panel shows the seeded models, the processed counter moves during a small replay, a
 malformed event shows as a dead letter, the quality panel shows the models' rolling figures and
-its plot, the match lookup shows a match's predictions and evaluations, and
+its plot, the betting panel shows each seeded model's bets at the opening odds with the
+figures the evaluation log gives, the match lookup shows a match's predictions and evaluations, and
 an estimate alert the pipeline fires (a window of fixtures the barely trained rating model is
 expected to score worse than the opening line) appears and is acknowledged only after signing in
 with the operator token, after which a promotion and a rollback from the page reach the
@@ -28,13 +29,21 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from agents import reconciler_store
 from agents.estimates_rules import ESTIMATE_WINDOW
+from models.betting import FAVOURITE_ID
 from models.features import fixture_of
+from streams.console import page, rules
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.deployment import REPO, environment, free_port
 from tests.integration.conftest import Worker, publish_facts, publish_raw, wait_for
-from tests.integration.test_pipeline import epl_rows, events_between, publish_events
+from tests.integration.test_pipeline import (
+    SEEDED_MODELS,
+    epl_rows,
+    events_between,
+    publish_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +148,8 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     before = int(text_of(browser, "processed"))
 
     # A small replay: the counter the page polls moves without a reload.
-    await publish_events(producer, settings, events_between("2019-08-01", "2019-08-20"))
+    replay = events_between("2019-08-01", "2019-08-20")
+    await publish_events(producer, settings, replay)
     await wait_for(
         lambda: _async(int(text_of(browser, "processed") or 0) > before),
         timeout=120,
@@ -164,6 +174,38 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     )
     plot = browser.find_element(By.CSS_SELECTOR, "#quality img")
     assert browser.execute_script("return arguments[0].naturalWidth", plot) > 0
+
+    # The betting panel: every seeded model's bets at the opening odds, the favourite bettor on
+    # every replayed match, the figures the evaluation log gives, and what the margin costs.
+    matches = sum(1 for e in replay if e.kind == "features")
+    await wait_for(
+        lambda: _evaluations(db, matches * SEEDED_MODELS),
+        timeout=120,
+        what="every prediction of the replay evaluated",
+    )
+    favourite = f'#betting tr[data-model="{FAVOURITE_ID}"] td:nth-child(2)'
+    await wait_for(
+        lambda: _async(_texts(browser, favourite) == [str(matches)]),
+        timeout=60,
+        what=f"the favourite bettor's {matches} bets in the betting panel",
+    )
+    async with db.acquire() as conn:
+        expected = rules.betting_figures(await reconciler_store.bet_rows(conn))
+    shown = {
+        row.get_attribute("data-model"): [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#betting tr[data-model]")
+    }
+    assert set(shown) == {
+        "online-logreg", "online-rating", "market-open", "market-close", FAVOURITE_ID
+    }  # fmt: skip
+    for model_id, figures in expected.models:
+        assert shown[model_id][1] == str(figures.bets), model_id
+        assert shown[model_id][2] == page.figure_text(figures.roi), model_id
+        assert shown[model_id][4] == f"{figures.kelly_growth:+.4f}", model_id
+    assert shown["market-open"][1] == "0"  # the line never bets against itself
+    plainly = text_of(browser, "level-with-the-line")
+    assert f"these {matches} matches" in plainly
+    assert f"{expected.margin:.1%}" in plainly
 
     # The match lookup: a replayed match's predictions and evaluations, every model's.
     async with db.acquire() as conn:
@@ -246,6 +288,18 @@ async def test_console_panels_counters_and_alert_acknowledgement(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+def _texts(driver: webdriver.Chrome, selector: str) -> list[str]:
+    try:
+        return [str(e.text) for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+    except WebDriverException:
+        return []
+
+
+async def _evaluations(db: asyncpg.Pool, expected: int) -> bool:
+    async with db.acquire() as conn:
+        return bool(await conn.fetchval("SELECT count(*) = $1 FROM evaluations", expected))
 
 
 async def _status(db: asyncpg.Pool, alert_id: str) -> str:

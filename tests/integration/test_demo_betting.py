@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from models.betting import BetLog, table
 from models.metrics import normalised_implied
 from schemas.codec import encode
 from schemas.events import MatchFeatures, Odds
-from streams.cli.demo_report import betting_table, collect, markdown
+from streams.cli.demo_report import collect, markdown
 from tests.integration.conftest import BASE
 
 pytestmark = pytest.mark.integration
@@ -68,15 +69,15 @@ async def test_betting_table_from_predictions_and_the_features_odds(
             await _insert(conn, "m1", match_id, kickoff, MODEL[match_id], outcome)
             await _insert(conn, "market-open", match_id, kickoff, market, outcome)
     report = await collect(BASE.replace(database_url=fresh_database))
-    table = dict(betting_table(report.bets))
-    assert list(table) == ["m1", "market-open", "market-open-favourite"]
-    assert table["m1"].bets == 2
-    assert table["m1"].roi == pytest.approx((1.2 + 2.0) / 2)
+    figures = dict(table(BetLog.from_rows(report.bets)))
+    assert list(figures) == ["m1", "market-open", "market-open-favourite"]
+    assert figures["m1"].bets == 2
+    assert figures["m1"].roi == pytest.approx((1.2 + 2.0) / 2)
     close_h = normalised_implied(Odds(2.0, 3.2, 4.4)).probabilities["H"]
-    assert table["m1"].clv == pytest.approx(2.2 * close_h - 1)
-    assert table["market-open"].bets == 0
-    assert table["market-open-favourite"].bets == 2
-    assert table["market-open-favourite"].roi == pytest.approx(0.1)
+    assert figures["m1"].clv == pytest.approx(2.2 * close_h - 1)
+    assert figures["market-open"].bets == 0
+    assert figures["market-open-favourite"].bets == 2
+    assert figures["market-open-favourite"].roi == pytest.approx(0.1)
     text = markdown(report)
     assert "## Betting at the opening odds" in text
     assert "| m1 | 2 | 1.6000 | 1.2000 .. 2.0000 |" in text

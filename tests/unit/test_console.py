@@ -47,6 +47,7 @@ def snapshot(message: str) -> dict[str, Any]:
         "workers": [{"url": "http://w:1", "error": "refused"}],
         "models": {"models": [], "changes": [], "learning_policy": "all"},
         "quality": {"window": 2, "models": []},
+        "betting": "OSError: <down>",
         "alerts": [
             {
                 "alert_id": "a1",
@@ -67,6 +68,7 @@ def test_panels_escape_what_they_show_and_offer_actions_only_with_a_token() -> N
     assert "&lt;script&gt;" in readonly["alerts"]
     assert "<form" not in readonly["alerts"]
     assert "&lt;down&gt;" in readonly["pipeline"]
+    assert "&lt;down&gt;" in readonly["betting"]
     operator = page.panels(snapshot("fine"), csrf="c", actions=True)
     assert 'name="csrf" value="c"' in operator["alerts"]
 
@@ -105,3 +107,57 @@ def test_quality_summary_and_plot_from_evaluations() -> None:
     assert item["matches"] == 4
     assert item["accuracy"].mean == 0.5
     assert quality.svg({"online-logreg": rows}, 4).lstrip().startswith(b"<?xml")
+
+
+def bet_row(model_id: str, day: int, p: tuple[float, float, float], outcome: str) -> dict[str, Any]:
+    return {
+        "model_id": model_id,
+        "match_id": f"m{day}",
+        "kickoff": datetime(2026, 1, day, tzinfo=UTC),
+        "outcome": outcome,
+        "p_home": p[0],
+        "p_draw": p[1],
+        "p_away": p[2],
+        "open_home": 2.0,
+        "open_draw": 3.5,
+        "open_away": 4.0,
+        "close_home": 1.8,
+        "close_draw": 3.6,
+        "close_away": 4.6,
+    }
+
+
+def test_betting_panel_shows_each_model_the_references_and_the_margin() -> None:
+    """A model that sees value on H bets every match; the line never bets and its favourite
+    is backed every match; the page says what the margin costs a model level with the line.
+    Rows without opening odds are left out, not an error."""
+    line = (1 / 2.0, 1 / 3.5, 1 / 4.0)
+    total = sum(line)
+    level = (line[0] / total, line[1] / total, line[2] / total)
+    rows = []
+    for day, outcome in enumerate("HAHDH", start=1):
+        rows += [
+            bet_row("m", day, (0.6, 0.2, 0.2), outcome),
+            bet_row("market-open", day, level, outcome),
+        ]
+    rows.append(bet_row("m", 9, (0.6, 0.2, 0.2), "H") | {"open_home": None})
+    figures = rules.betting_figures(rows)
+    table = dict(figures.models)
+    assert list(table) == ["m", "market-open", "market-open-favourite"]
+    assert table["m"].bets == 5
+    assert table["m"].roi == pytest.approx((3 * 1.0 - 2) / 5)
+    assert table["m"].roi_lo <= table["m"].roi <= table["m"].roi_hi
+    assert table["m"].clv == pytest.approx(2.0 * (1 / 1.8) / (1 / 1.8 + 1 / 3.6 + 1 / 4.6) - 1)
+    assert table["market-open"].bets == 0
+    assert table["market-open-favourite"].bets == 5
+    assert figures.matches == 5
+    assert figures.margin == pytest.approx(total - 1)
+
+    html = page.betting_panel({"betting": figures})
+    assert 'data-model="market-open-favourite"' in html
+    assert "<td>+0.2000</td>" in html  # m's ROI
+    assert f"margin of {total - 1:.1%}" in html
+    assert f"expects to lose {1 - 1 / total:.1%}" in html
+    empty = page.betting_panel({"betting": rules.betting_figures([])})
+    assert "no evaluated match" in empty
+    assert "Plainly" not in empty
