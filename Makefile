@@ -3,7 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The extras `make setup` installs: the dev tools and the optional MLflow client, so the
+# MLflow test runs in CI (.ci/run); `make setup EXTRAS=dev` for a venv without it.
+EXTRAS ?= dev,mlflow
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup browser services services-down status cluster cluster-down migrate worker test test-unit test-integration \
         lint typecheck schemas demo bench chaos evaluate clean
@@ -14,7 +18,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 # TIPSTREAM_EXTERNAL_POSTGRES=1 / TIPSTREAM_EXTERNAL_KAFKA=1: use the servers of

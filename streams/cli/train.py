@@ -1,7 +1,8 @@
 """``tipstream train``: fit a batch scikit-learn model offline and register it.
 
 The batch model is the classic set-up (train on a history window, cross-validate, deploy,
-never learn in the stream): the natural model to watch decay.
+never learn in the stream): the natural model to watch decay. Where ``MLFLOW_TRACKING_URI`` is
+set, the fit is also logged to MLflow once registered (``streams.mlflow_log``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from models import catalog
 from models.batch import BatchModel
 from models.training import training_set
 from schemas.football_csv import RowError, read_rows
+from streams import mlflow_log
 from streams.db import connect
 from streams.settings import Settings
 
@@ -39,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        mlflow_uri = mlflow_log.require()
+    except mlflow_log.MlflowUnavailable as error:
+        print(f"tipstream train: {error}")
+        return 2
     missing = [str(p) for p in args.data if not p.is_file()]
     if missing:
         print(f"tipstream train: no such file: {', '.join(missing)}")
@@ -78,4 +85,25 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         f"cross-validated log loss {report.cv_log_loss:.4f} "
         f"({len(report.fold_log_losses)} forward-chaining folds); registered as {args.status}"
     )
+    if mlflow_uri is None:
+        return 0
+    params = {
+        "model_id": model.model_id,
+        "estimator": model.estimator,
+        "seed": model.seed,
+        "inputs": ",".join(model.inputs),
+        "folds": args.folds,
+        "until": args.until.isoformat(),
+        "data": ",".join(p.name for p in args.data),
+        "status": args.status,
+    }
+    fold_metrics = {f"fold_{i}_log_loss": v for i, v in enumerate(report.fold_log_losses)}
+    try:
+        run_id = mlflow_log.log_fit(
+            model, version=version, params=params, metrics=metrics | fold_metrics
+        )
+    except mlflow_log.MlflowFailed as error:
+        print(f"tipstream train: v{version} is registered but not logged: {error}")
+        return 1
+    print(f"logged to MLflow ({mlflow_uri}): run {run_id}")
     return 0
