@@ -158,6 +158,7 @@ async def snapshot_json(request: web.Request) -> web.Response:
         for metric in ("log_loss", "rps", "accuracy"):
             b = item[metric]
             item[metric] = {"mean": b.mean, "low": b.low, "high": b.high}
+    snapshot["betting"] = rules.betting_json(snapshot["betting"])
     for worker in snapshot["workers"]:
         letters = worker.get("dead_letters")
         if letters is not None:

@@ -169,3 +169,36 @@ def betting_figures(rows: Sequence[Mapping[str, Any]]) -> BettingFigures:
     log = betting.BetLog.from_rows(rows)
     matches, margin = betting.mean_margin(log)
     return BettingFigures(models=betting.table(log), matches=matches, margin=margin)
+
+
+def betting_json(figures: BettingFigures | str | None) -> dict[str, Any] | str | None:
+    """The betting figures as JSON values (``/snapshot.json``): NaN (no bet) as null; an error
+    message or None (not computed yet) as they are.
+
+    >>> nan = float("nan")
+    >>> none = betting.BettingSummary(0, nan, nan, nan, 0.0, nan)
+    >>> betting_json(BettingFigures([("m", none)], 3, 0.05))["models"][0]["roi"] is None
+    True
+    """
+    if not isinstance(figures, BettingFigures):
+        return figures
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {
+        "matches": figures.matches,
+        "margin": finite(figures.margin),
+        "models": [
+            {
+                "model_id": model_id,
+                "bets": s.bets,
+                "roi": finite(s.roi),
+                "roi_lo": finite(s.roi_lo),
+                "roi_hi": finite(s.roi_hi),
+                "kelly_growth": finite(s.kelly_growth),
+                "clv": finite(s.clv),
+            }
+            for model_id, s in figures.models
+        ],
+    }

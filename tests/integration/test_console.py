@@ -11,6 +11,7 @@ registry."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -206,6 +207,11 @@ async def test_console_panels_counters_and_alert_acknowledgement(
     plainly = text_of(browser, "level-with-the-line")
     assert f"these {matches} matches" in plainly
     assert f"{expected.margin:.1%}" in plainly
+    # The same figures in /snapshot.json (NaN as null).
+    browser.get(f"{console}/snapshot.json")
+    data = json.loads(text_of_body(browser))
+    bets = {m["model_id"]: m["bets"] for m in data["betting"]["models"]}
+    assert bets == {model_id: figures.bets for model_id, figures in expected.models}
 
     # The match lookup: a replayed match's predictions and evaluations, every model's.
     async with db.acquire() as conn:

@@ -3,6 +3,7 @@ token, CSRF, session) and the escaping of what the panels render."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,6 +159,10 @@ def test_betting_panel_shows_each_model_the_references_and_the_margin() -> None:
     assert "<td>+0.2000</td>" in html  # m's ROI
     assert f"margin of {total - 1:.1%}" in html
     assert f"expects to lose {1 - 1 / total:.1%}" in html
+    as_json = rules.betting_json(figures)
+    assert isinstance(as_json, dict)
+    assert json.loads(json.dumps(as_json, allow_nan=False))["models"][1]["roi"] is None
+    assert page.betting_panel({"betting": None}).count("computing") == 1
     empty = page.betting_panel({"betting": rules.betting_figures([])})
     assert "no evaluated match" in empty
     assert "Plainly" not in empty
