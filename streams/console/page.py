@@ -227,6 +227,13 @@ def figure_text(value: float, digits: int = 4) -> str:
     return "-" if math.isnan(value) else f"{value:+.{digits}f}"
 
 
+def interval_text(summary: betting.BettingSummary) -> str:
+    """The ROI interval, "-" without a bet."""
+    if summary.bets == 0:
+        return "-"
+    return f"{figure_text(summary.roi_lo)} .. {figure_text(summary.roi_hi)}"
+
+
 def betting_panel(snapshot: Mapping[str, Any]) -> str:
     """Each model's bets at the opening odds (flat value bets, their ROI with its interval,
     Kelly growth, closing-line value), the market references, and plainly what a model level
@@ -240,7 +247,7 @@ def betting_panel(snapshot: Mapping[str, Any]) -> str:
     rows = "".join(
         f'<tr data-model="{escape(model_id)}"><td>{escape(model_id)}</td><td>{s.bets}</td>'
         f"<td>{figure_text(s.roi)}</td>"
-        f"<td>{figure_text(s.roi_lo)} .. {figure_text(s.roi_hi)}</td>"
+        f"<td>{interval_text(s)}</td>"
         f"<td>{s.kelly_growth:+.4f}</td><td>{figure_text(s.clv)}</td></tr>"
         for model_id, s in figures.models
     )
