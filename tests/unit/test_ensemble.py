@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models import catalog
-from models.base import BaseModel, FloatArray
+from models.base import BaseModel, FloatArray, NonFiniteState
 from models.ensemble import Ensemble
 from schemas.events import Outcome
 from tests.unit.synthetic_matches import stream
@@ -115,3 +115,29 @@ def test_catalog_ensemble_mixes_its_members_and_round_trips() -> None:
     assert isinstance(restored, Ensemble)
     assert restored.member_weights() == pytest.approx(model.member_weights())
     assert restored.predict_proba_one(x) == pytest.approx(model.predict_proba_one(x))
+
+
+class Breaking(Fixed):
+    """A member that refuses (as a poisoned learner does) any example with ``n`` above 100."""
+
+    kind = "breaking"
+
+    def _learn(self, row: FloatArray, y: Outcome, weight: float) -> None:
+        self.probabilities = (0.5, 0.25, 0.25)  # changed before refusing, as a step may be
+        if row[0] > 100:
+            raise NonFiniteState("poisoned")
+
+
+def test_a_member_refusing_a_step_leaves_the_whole_ensemble_as_it_was() -> None:
+    """One member refuses: the error reaches the learner, and every member and the weights are
+    put back (the ensemble checks only its losses itself: each member checks its own state)."""
+    ensemble = Ensemble("e", [Fixed("home", (0.6, 0.2, 0.2)), Breaking("b", (0.2, 0.2, 0.6))])
+    for _ in range(3):
+        ensemble.learn_one({"n": 1.0}, "H")
+    before = ensemble.snapshot()
+    with pytest.raises(NonFiniteState, match="poisoned"):
+        ensemble.learn_one({"n": 1e9}, "A")
+    assert ensemble.snapshot() == before
+    assert ensemble.state_is_finite()
+    ensemble.learn_one({"n": 2.0}, "H")  # and it learns on
+    assert ensemble.member_weights()["home"] > 0.5
