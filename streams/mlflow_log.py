@@ -14,7 +14,8 @@ MLflow's client API (``MlflowClient``), not its fluent one: no process-wide acti
 scheduled refit in a worker thread can call :func:`log_fit` beside anything else. MLflow 3
 refuses a ``file:`` store unless ``MLFLOW_ALLOW_FILE_STORE=true`` (its own opt-out).
 
->>> log_fit(None, version=1, params={}, metrics={}, env={}) is None  # no URI: nothing to do
+>>> from models.market import MarketModel
+>>> log_fit(MarketModel.opening(), version=0, params={}, metrics={}, env={}) is None  # no URI
 True
 """
 
@@ -69,7 +70,7 @@ def require(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def log_fit(
-    model: Model | None,
+    model: Model,
     *,
     version: int,
     params: Mapping[str, Any],
@@ -88,7 +89,7 @@ def log_fit(
     :class:`MlflowFailed` (one line) when MLflow refuses.
     """
     uri = require(env)
-    if uri is None or model is None:
+    if uri is None:
         return None
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
