@@ -206,7 +206,9 @@ class FeatureReference:
     levels: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, name: str, values: Sequence[float], bins: int) -> FeatureReference:
+    def build(
+        cls, name: str, values: Sequence[float] | NDArray[np.float64], bins: int
+    ) -> FeatureReference:
         """``values`` in kickoff order."""
         chronological = np.asarray(values, dtype=np.float64)
         array = np.sort(chronological)
@@ -329,20 +331,28 @@ class DriftMonitor:
         """The index of the window collecting matches now (None before the first match)."""
         return self._window
 
-    def reset(self, at: datetime) -> None:
-        """Restart every feature's reference at the window holding kickoff ``at``: from that
-        window on, the references are built again from scratch, nothing fires until they hold
-        ``min_reference`` matches, and every firing state is dropped ("the new normal").
+    def reset(self, at: datetime | None = None) -> datetime:
+        """Restart every feature's reference at the window holding kickoff ``at`` (None: the
+        window after the open one); the start of that window, where it takes effect. From
+        that window on, the references are built again from scratch, nothing fires until they
+        hold enough matches, and every firing state is dropped ("the new normal").
 
         It takes effect when the stream reaches that window, so the same history and resets
-        give the same decisions whenever the reset was issued; a window already opened cannot
-        be reset any more (the reset applies from the next one)."""
-        index = window_index(at, self.config.window_days)
-        current = self._closed if self._window is None else self._window
-        index = max(index, current + 1)
+        (given by where they took effect) give the same decisions whenever they were issued;
+        a window already opened cannot be reset any more: the reset applies from the next."""
+        index = window_index(self.next_reset(at), self.config.window_days)
         if index not in self._resets:
             self._resets.append(index)
             self._resets.sort()
+        return window_bounds(index, self.config.window_days)[0]
+
+    def next_reset(self, at: datetime | None = None) -> datetime:
+        """Where :meth:`reset` would take effect now, without resetting anything."""
+        current = self._closed if self._window is None else self._window
+        index = current + 1
+        if at is not None:
+            index = max(index, window_index(at, self.config.window_days))
+        return window_bounds(index, self.config.window_days)[0]
 
     def observe(
         self, match_id: str, kickoff: datetime, values: Mapping[str, float]

@@ -2,11 +2,12 @@
 
 The offline builder's features (:func:`models.features.build_events`, the features agent's own
 functions) of every match 2009-2024 in kickoff order are fed to
-:class:`agents.drift_rules.DriftMonitor` as :data:`CONFIG` sets it: reference = the seasons
-2010-11 and 2011-12 (2009-10 is every rating's burn-in), 28-day kickoff windows after it. It
-prints, per season, the home-win rate and the opening line's home probability beside the
-windows evaluated, the windows with a roll-up and the features that fired, and the firing
-decisions one by one. Figures: docs/MONITORING.md, "Feature drift".
+:class:`agents.drift_rules.DriftMonitor` with the worker's default configuration
+(``DriftConfig()``: 28-day kickoff windows, each feature's reference its last 13 clean
+windows, one expected false alarm a year), from 2010-07-01 on (2009-10 is every rating's
+burn-in). It prints, per season, the home-win rate and the opening line's home
+probability beside the windows evaluated, the firing decisions (roll-ups with their features)
+and, one by one, every decision. Figures: docs/MONITORING.md, "Feature drift".
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from statistics import fmean
 
-import numpy as np
 from tqdm import tqdm
 
 from agents.drift_rules import ROLLUP, DriftConfig, DriftDecision, DriftMonitor
 from models.features import FEATURE_NAMES, build_events
 from schemas.football_csv import default_data_files, read_rows
 
-CONFIG = DriftConfig(
-    reference_start=datetime(2010, 7, 1, tzinfo=UTC),
-    reference_end=datetime(2012, 7, 1, tzinfo=UTC),
-)
+CONFIG = DriftConfig()
+BURN_IN_END = datetime(2010, 7, 1, tzinfo=UTC)
 
 
 def season_of(moment: datetime) -> str:
@@ -44,56 +42,43 @@ def main() -> None:
     decisions: list[DriftDecision] = []
     home_wins: dict[str, list[float]] = defaultdict(list)
     market_home: dict[str, list[float]] = defaultdict(list)
-    season_values: dict[str, list[dict[str, float]]] = defaultdict(list)
     with tqdm(total=len(rows), unit="match", desc="drift", disable=args.no_progress) as bar:
         for features, result in build_events(rows):
             home_wins[features.season].append(float(result.outcome == "H"))
             market_home[features.season].append(features.features["open_p_H"])
-            season_values[features.season].append(features.features)
+            bar.update()
+            if features.kickoff < BURN_IN_END:
+                continue
             decisions.extend(
                 monitor.observe(features.match_id, features.kickoff, features.features)
             )
-            bar.update()
     decisions.extend(monitor.close())
     windows = Counter(season_of(r.start) for r in monitor.reports)
-    rollups = Counter(
-        season_of(r.start)
-        for r in monitor.reports
-        if len(r.firing) / len(FEATURE_NAMES) >= CONFIG.rollup_share
-    )
-    fired: dict[str, Counter[str]] = defaultdict(Counter)
+    fired: dict[str, list[str]] = defaultdict(list)
     for d in decisions:
         if d.state == "firing":
-            for name in d.features if d.feature == ROLLUP else (d.feature,):
-                fired[season_of(d.window_start)][name] += 1
-    print(
-        "| season | matches | home wins | market home | open_p_H season PSI / KS (level) "
-        "| windows | roll-up windows | fired |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+            what = f"roll-up {d.window_start:%Y-%m-%d} [{', '.join(d.features)}]"
+            fired[season_of(d.window_start)].append(what if d.feature == ROLLUP else d.feature)
+    print("| season | matches | home wins | market home | windows | firings |")
+    print("|---|---|---|---|---|---|")
     for season in sorted(home_wins):
-        names = ", ".join(f"{n} ({c})" if c > 1 else n for n, c in sorted(fired[season].items()))
+        names = "; ".join(fired[season]) or "-"
         print(
             f"| {season} | {len(home_wins[season])} | {fmean(home_wins[season]):.3f} | "
-            f"{fmean(market_home[season]):.3f} | {season_window(monitor, season_values[season])} "
-            f"| {windows[season]} | {rollups[season]} | {names or '-'} |"
+            f"{fmean(market_home[season]):.3f} | {windows[season]} | {names} |"
         )
-    print(f"\nlate matches: {monitor.late}; decisions:")
+    tests = sum(len(r.statistics) for r in monitor.reports)
+    firings = sum(1 for d in decisions if d.state == "firing")
+    print(
+        f"\nwindows evaluated: {len(monitor.reports)}; feature tests: {tests} "
+        f"(tail {monitor.tail:.5f} each); firing decisions: {firings}; late: {monitor.late}"
+    )
     for d in decisions:
         what = f"{d.feature} [{', '.join(d.features)}]" if d.feature == ROLLUP else d.feature
         print(
-            f"  {d.window_start:%Y-%m-%d} {d.state:8} {what}: n={d.window} "
+            f"  {d.window_start:%Y-%m-%d} {d.state:8} {what}: n={d.window} ref={d.reference} "
             f"PSI {d.psi:.3f} (level {d.psi_level:.3f}) KS {d.ks:.3f} (level {d.ks_level:.3f})"
         )
-
-
-def season_window(monitor: DriftMonitor, rows: list[dict[str, float]]) -> str:
-    """The opening line's home probability over a whole season taken as one window."""
-    assert monitor.references is not None
-    reference = monitor.references["open_p_H"]
-    p, k = reference.statistics(np.array([row["open_p_H"] for row in rows]))
-    p_level, k_level = reference.level(len(rows), CONFIG)
-    return f"{p:.3f} / {k:.3f} ({p_level:.2f} / {k_level:.2f})"
 
 
 if __name__ == "__main__":

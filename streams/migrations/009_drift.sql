@@ -1,0 +1,22 @@
+-- The feature drift monitor (agents/drift.py): what it has accepted into its kickoff windows,
+-- so a restarted or new owner rebuilds the same windows, references and firing states by
+-- replaying them, and the operator's resets of its references.
+CREATE TABLE drift_observations (
+    match_id   text PRIMARY KEY,
+    kickoff    timestamptz NOT NULL,
+    features   jsonb       NOT NULL,
+    stored_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX drift_observations_kickoff ON drift_observations (kickoff, match_id);
+
+-- `tipstream drift reset`: requested_at is the kickoff time asked for (NULL: the stream's next
+-- window); effective_at, set once by the monitor when it takes the reset, is the start of the
+-- window from which its references restart (what a replay applies).
+CREATE TABLE drift_resets (
+    reset_id     bigserial PRIMARY KEY,
+    requested_at timestamptz,
+    effective_at timestamptz,
+    requested_by text        NOT NULL,
+    note         text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
