@@ -120,18 +120,23 @@ async def resolve_cleared_drift(conn: Any, cleared_ids: Sequence[str]) -> int:
     return int(result.split()[-1])
 
 
-async def resolve_open_drift(conn: Any, *, by: str, note: str | None, now: datetime) -> int:
-    """Resolve every open or acknowledged firing drift alert (a reset of the references
-    accepts what they said as the new normal); the number resolved."""
+async def resolve_open_drift(
+    conn: Any, source: str, *, by: str, note: str | None, now: datetime
+) -> int:
+    """Resolve every open or acknowledged firing drift alert of ``source`` (a reset of the
+    feature drift monitor's references accepts what they said as the new normal; the decay
+    monitor's own ``drift`` alerts are another source); the number resolved."""
     result: str = await conn.execute(
         """UPDATE alerts SET status = 'resolved', resolved_at = $1, resolved_by = $2,
                note = CASE WHEN $3::text IS NULL THEN note
                            WHEN note IS NULL THEN $3::text
                            ELSE note || E'\\n' || $3::text END
-           WHERE kind = 'drift' AND state = 'firing' AND status <> 'resolved'""",
+           WHERE kind = 'drift' AND state = 'firing' AND status <> 'resolved'
+             AND source = $4""",
         now,
         by,
         note,
+        source,
     )
     return int(result.split()[-1])
 

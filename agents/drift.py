@@ -2,25 +2,28 @@
 
 Two Faust agents. The **drift router** reads ``match-features`` (keyed by match id, spread over
 every partition and so over every worker) and republishes each event unchanged on
-``drift-inputs``, a one-partition topic, keyed ``drift``. The **drift monitor** reads
+``drift-inputs``, a one-partition topic, keyed by the partition it came from (any key lands in
+the one partition; the key tells the monitor its source). The **drift monitor** reads
 ``drift-inputs``: the consumer group gives its one partition to one worker, so one owner sees
-every league's features and runs the one :class:`agents.drift_rules.DriftMonitor` (windows by
-kickoff time: which worker owns it, and in which order the partitions' events interleave,
-changes nothing).
+every league's features and runs the one :class:`agents.drift_rules.DriftMonitor`, with one
+watermark per source partition (windows by kickoff time, closed on the watermarks, lateness
+judged per source: which worker owns it, and how the partitions' events interleave, changes
+nothing).
 
-State: the monitor, in memory, and what it accepted into its windows in PostgreSQL
-(``drift_observations``, :mod:`agents.drift_store`); a new owner (a restart, a rebalance)
-rebuilds the windows, references and firing states by replaying those rows silently, with the
-operator's resets where they took effect (``drift_resets``). Effects per batch, in this order:
-alerts stored (idempotent on their deterministic id) and published, then the observations,
-then the offsets. A crash in between re-derives the same alerts from the re-delivered batch:
-stored once, published again with the same id (the alerts topic is at-least-once). A replay of
-the same features finds their windows closed (late, left out) or re-fills the open one with the
-same values: no new alert.
+State: the monitor, in memory, and every match it took in PostgreSQL (``drift_observations``,
+:mod:`agents.drift_store`, in the order taken); a new owner (a restart, a rebalance) rebuilds
+the windows, watermarks, references and firing states by replaying those rows silently, with
+the operator's resets where they took effect (``drift_resets``). Effects per batch, in this
+order: alerts stored (idempotent on their deterministic id) and published, then the
+observations, then the offsets. A crash in between re-derives the same alerts from the
+re-delivered batch: stored once, published again with the same id (the alerts topic is
+at-least-once). A replay of the same features finds their windows closed (late, left out) or
+re-fills an open one with the same values: no new alert.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,8 +41,6 @@ from schemas.events import Alert, DeadLetter, MatchFeatures, ValidationIssue
 
 AGENT = "feature-drift"
 ROUTER = "drift-router"
-KEY = "drift"
-"""The one key of ``drift-inputs``: every match's features in its one partition."""
 SCOPE = "all"
 
 
@@ -48,11 +49,20 @@ def config_of(runtime: AgentRuntime) -> DriftConfig:
     settings = runtime.settings
     return DriftConfig(
         window_days=settings.drift_window_days,
+        grace_days=settings.drift_grace_days,
         min_window=settings.drift_min_window,
         reference_windows=settings.drift_reference_windows,
         min_reference=settings.drift_min_reference,
         resamples=settings.drift_resamples,
         alarms_per_year=settings.drift_alarms_per_year,
+    )
+
+
+def new_monitor(runtime: AgentRuntime, resets: Sequence[datetime] = ()) -> DriftMonitor:
+    """A monitor of every feature the features agent publishes, one source per partition of
+    ``match-features``."""
+    return DriftMonitor(
+        config_of(runtime), FEATURE_NAMES, resets, sources=runtime.settings.partitions
     )
 
 
@@ -66,9 +76,15 @@ class Drift:
     async def warm_up(self, conn: Any) -> DriftMonitor:
         """Rebuild the monitor from what it accepted before and the resets it took."""
         taken = [r.effective_at for r in await drift_store.resets(conn) if r.effective_at]
-        monitor = DriftMonitor(config_of(self.runtime), FEATURE_NAMES, taken)
+        monitor = new_monitor(self.runtime, taken)
         for row in await drift_store.history(conn):
-            monitor.observe(row.match_id, row.kickoff, row.features)
+            monitor.observe(
+                row.match_id,
+                row.kickoff,
+                row.features,
+                source=row.source,
+                event_time=row.event_time,
+            )
         return monitor
 
     def forget(self) -> None:
@@ -97,8 +113,8 @@ def register(app: faust.App, runtime: AgentRuntime) -> Drift:
 
 
 async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
-    """Republish a batch of features on ``drift-inputs`` under the one key. Invalid ones are
-    the scorer's to dead-letter (the owner of the features topic's letters)."""
+    """Republish a batch of features on ``drift-inputs``, keyed by their source partition.
+    Invalid ones are the scorer's to dead-letter (the owner of the features topic's letters)."""
     letters: list[DeadLetter] = []
     outputs = []
     for event in events:
@@ -106,7 +122,8 @@ async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
         if isinstance(record, DeadLetter):
             letters.append(record)
         else:
-            outputs.append((runtime.topics.drift_inputs, KEY, record))
+            key = str(event.message.partition)
+            outputs.append((runtime.topics.drift_inputs, key, record))
     await runtime.publish_all(outputs)
     await runtime.publish_dead_letters(letters)
 
@@ -126,13 +143,17 @@ async def _drift_batch(drift: Drift, events: Sequence[Any], now: datetime) -> No
     runtime = drift.runtime
     letters: list[DeadLetter] = []
     refused: list[DeadLetter] = []
-    items: list[tuple[Any, MatchFeatures]] = []
+    items: list[tuple[Any, int, MatchFeatures]] = []
     for event in events:
         record = runtime.decode(event.message, MatchFeatures, AGENT)
         if isinstance(record, DeadLetter):
             letters.append(record)
+            continue
+        source = source_of(event.message.key, runtime.settings.partitions)
+        if isinstance(source, ValidationIssue):
+            refused.append(dead_letter(event.message, source, AGENT))
         else:
-            items.append((event.message, record))
+            items.append((event.message, source, record))
     if drift.monitor is None:
 
         async def warm() -> DriftMonitor:
@@ -143,8 +164,9 @@ async def _drift_batch(drift: Drift, events: Sequence[Any], now: datetime) -> No
     monitor = drift.monitor
     await take_resets(runtime, monitor)
     decisions: list[DriftDecision] = []
-    accepted: list[Observation] = []
-    for message, record in items:
+    taken: list[Observation] = []
+    took: Counter[str] = Counter()
+    for message, source, record in items:
         values = {name: record.features.get(name) for name in FEATURE_NAMES}
         missing = [name for name, value in values.items() if value is None]
         if missing:
@@ -156,12 +178,13 @@ async def _drift_batch(drift: Drift, events: Sequence[Any], now: datetime) -> No
             refused.append(dead_letter(message, issue, AGENT))
             continue
         complete = {name: float(value) for name, value in values.items() if value is not None}
+        at = record.issued_at or record.kickoff
         late = monitor.late
-        decisions.extend(monitor.observe(record.match_id, record.kickoff, complete))
-        if monitor.late == late:
-            accepted.append(Observation(record.match_id, record.kickoff, complete))
-        else:
-            runtime.counters["drift:late"] += 1
+        decisions.extend(
+            monitor.observe(record.match_id, record.kickoff, complete, source=source, event_time=at)
+        )
+        taken.append(Observation(record.match_id, source, at, record.kickoff, complete))
+        took["drift:late" if monitor.late > late else "drift:observed"] += 1
     alerts = [to_alert(d, now) for d in decisions]
     if alerts:
 
@@ -172,16 +195,29 @@ async def _drift_batch(drift: Drift, events: Sequence[Any], now: datetime) -> No
         await runtime.retry_transient("alert log", store_alerts)
         await runtime.publish_all((runtime.topics.alerts, AGENT, a) for a in alerts)
         runtime.counters["alerts"] += len(alerts)
-    if accepted:
+    if taken:
 
         async def store_observations() -> None:
             async with runtime.connection() as conn:
-                await drift_store.write(conn, accepted)
+                await drift_store.write(conn, taken)
 
         await runtime.retry_transient("drift observations", store_observations)
-    runtime.counters["drift:observed"] += len(accepted)
+    runtime.counters.update(took)  # counted once stored: a reader of them sees the effects
     await runtime.publish_dead_letters(letters)
     await runtime.publish_dead_letters(refused, invalid=False)
+
+
+def source_of(key: bytes | None, partitions: int) -> int | ValidationIssue:
+    """The ``match-features`` partition a ``drift-inputs`` event came from (its key).
+
+    >>> source_of(b"1", 2), source_of(b"x", 2).rule
+    (1, 'the partition of match-features it came from: 0 to 1')
+    """
+    text = (key or b"").decode(errors="replace")
+    if text.isdecimal() and int(text) < partitions:
+        return int(text)
+    rule = f"the partition of match-features it came from: 0 to {partitions - 1}"
+    return ValidationIssue(field="key", value=text[:100], rule=rule)
 
 
 async def take_resets(runtime: AgentRuntime, monitor: DriftMonitor) -> None:

@@ -1,6 +1,7 @@
-"""The drift monitor's tables (migration 009): ``drift_observations``, the matches it accepted
-into its kickoff windows (replayed by a new owner to rebuild its state), and ``drift_resets``,
-the operator's resets of its references (``tipstream drift reset``)."""
+"""The drift monitor's tables (migration 009): ``drift_observations``, every match it took in
+the order it took them (replayed by a new owner to rebuild its state; append-only: a replay of
+the history appends it again), and ``drift_resets``, the operator's resets of its references
+(``tipstream drift reset``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One match as the monitor took it: the features it watches, by name."""
+    """One match as the monitor took it: its source partition, event time and kickoff, and
+    the features it watches, by name."""
 
     match_id: str
+    source: int
+    event_time: datetime
     kickoff: datetime
     features: Mapping[str, float]
 
@@ -31,25 +35,30 @@ class Reset:
 
 
 async def write(conn: Any, observations: Sequence[Observation]) -> None:
-    """Store accepted observations; a later issue of a match replaces the earlier one, as it
-    does in the monitor's window."""
+    """Append what the monitor took, in the order it took it (late matches too: they move
+    their partition's watermark)."""
     await conn.executemany(
-        """INSERT INTO drift_observations (match_id, kickoff, features)
-           VALUES ($1, $2, $3::jsonb)
-           ON CONFLICT (match_id) DO UPDATE
-           SET kickoff = EXCLUDED.kickoff, features = EXCLUDED.features, stored_at = now()
-           WHERE (drift_observations.kickoff, drift_observations.features)
-                 IS DISTINCT FROM (EXCLUDED.kickoff, EXCLUDED.features)""",
-        [(o.match_id, o.kickoff, json.dumps(dict(o.features))) for o in observations],
+        """INSERT INTO drift_observations (match_id, source, event_time, kickoff, features)
+           VALUES ($1, $2, $3, $4, $5::jsonb)""",
+        [
+            (o.match_id, o.source, o.event_time, o.kickoff, json.dumps(dict(o.features)))
+            for o in observations
+        ],
     )
 
 
 async def history(conn: Any) -> list[Observation]:
-    """Every stored observation in kickoff order (the order a replay closes windows in)."""
+    """Every stored observation in the order the monitor took them."""
     rows = await conn.fetch(
-        "SELECT match_id, kickoff, features FROM drift_observations ORDER BY kickoff, match_id"
+        "SELECT match_id, source, event_time, kickoff, features FROM drift_observations "
+        "ORDER BY seq"
     )
-    return [Observation(r["match_id"], r["kickoff"], json.loads(r["features"])) for r in rows]
+    return [
+        Observation(
+            r["match_id"], r["source"], r["event_time"], r["kickoff"], json.loads(r["features"])
+        )
+        for r in rows
+    ]
 
 
 async def resets(conn: Any, *, pending_only: bool = False) -> list[Reset]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents import alert_store, drift_store
+from agents.drift import AGENT
 from streams.cli.output import table, to_json
 from streams.db import session
 from streams.settings import Settings
@@ -62,7 +63,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             async with conn.transaction():
                 reset_id = await drift_store.request_reset(conn, args.at, by=by, note=args.note)
                 resolved = await alert_store.resolve_open_drift(
-                    conn, by=by, note=args.note, now=datetime.now(UTC)
+                    conn, AGENT, by=by, note=args.note, now=datetime.now(UTC)
                 )
             out: dict[str, Any] = {
                 "reset_id": reset_id,

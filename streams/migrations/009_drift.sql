@@ -1,13 +1,16 @@
--- The feature drift monitor (agents/drift.py): what it has accepted into its kickoff windows,
--- so a restarted or new owner rebuilds the same windows, references and firing states by
--- replaying them, and the operator's resets of its references.
+-- The feature drift monitor (agents/drift.py): every match it took, in the order it took them
+-- (with its source partition and event time, which move the windows' watermarks), so a
+-- restarted or new owner rebuilds the same windows, references and firing states by replaying
+-- them; and the operator's resets of its references.
 CREATE TABLE drift_observations (
-    match_id   text PRIMARY KEY,
+    seq        bigserial   PRIMARY KEY,
+    match_id   text        NOT NULL,
+    source     integer     NOT NULL,
+    event_time timestamptz NOT NULL,
     kickoff    timestamptz NOT NULL,
     features   jsonb       NOT NULL,
     stored_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX drift_observations_kickoff ON drift_observations (kickoff, match_id);
 
 -- `tipstream drift reset`: requested_at is the kickoff time asked for (NULL: the stream's next
 -- window); effective_at, set once by the monitor when it takes the reset, is the start of the

@@ -24,6 +24,7 @@ from agents.drift_rules import (
     ks,
     psi,
     shares,
+    smoothed,
     upper_quantile,
     window_bounds,
     window_index,
@@ -32,7 +33,12 @@ from agents.drift_rules import (
 START = window_bounds(window_index(datetime(2020, 1, 6, tzinfo=UTC), 7), 7)[0]
 WEEK = timedelta(days=7)
 CONFIG = DriftConfig(
-    window_days=7, min_window=40, reference_windows=6, min_reference=320, resamples=50
+    window_days=7,
+    grace_days=0,
+    min_window=40,
+    reference_windows=6,
+    min_reference=320,
+    resamples=50,
 )
 FEATURES = ("a", "b", "c", "d")
 REFERENCE_END = START + 4 * WEEK
@@ -156,16 +162,52 @@ def test_a_reset_accepts_the_new_normal() -> None:
     assert all(not r.firing for r in monitor.reports if r.start >= START + 10 * WEEK)
 
 
-def test_a_reset_into_the_streams_past_applies_from_the_next_window() -> None:
+def test_a_reset_into_the_streams_past_applies_from_the_first_open_window() -> None:
     rows = stream(weeks=12, per_week=80, shift=after(4, {"b": 1.0}))
     monitor = DriftMonitor(CONFIG, FEATURES)
-    for row in rows[: 8 * 80 + 1]:  # the first match of week 8 has opened its window
+    for row in rows[: 8 * 80 + 1]:  # the first match of week 8 has closed week 7
         monitor.observe(*row)
-    monitor.reset(START)
-    for row in rows[8 * 80 + 1 :]:
-        monitor.observe(*row)
-    monitor.close()
-    assert monitor.floor == window_index(START + 9 * WEEK, 7)
+    assert monitor.next_reset(START) == START + 8 * WEEK
+    assert monitor.reset(START + 20 * WEEK) == START + 20 * WEEK  # a later one is kept
+
+
+def test_the_interleaving_of_the_sources_changes_nothing() -> None:
+    """Two partitions, each in its own order, merged two ways (one far ahead of the other):
+    the same windows close with the same matches, so the same decisions."""
+    rows = stream(weeks=20, per_week=80, shift=after(6, {"a": 1.0, "c": 1.0}))
+    parts = [rows[0::2], rows[1::2]]
+
+    def feed(order: list[int]) -> list[DriftDecision]:
+        monitor = DriftMonitor(replace(CONFIG, grace_days=3), FEATURES, sources=2)
+        cursors = [iter(p) for p in parts]
+        decisions = []
+        for source in order:
+            match_id, kickoff, values = next(cursors[source])
+            decisions += monitor.observe(match_id, kickoff, values, source=source)
+        assert monitor.late == 0
+        return decisions + monitor.close()
+
+    n = len(parts[0])
+    alternating = [i % 2 for i in range(2 * n)]
+    one_ahead = [0] * (n // 2) + [i % 2 for i in range(n)] + [1] * (n // 2)
+    assert feed(alternating) == feed(one_ahead)
+    assert states(feed(alternating)) == [(ROLLUP, "firing")]
+
+
+def test_a_window_waits_for_the_slowest_source_and_lateness_is_per_source() -> None:
+    config = replace(CONFIG, grace_days=2)
+    monitor = DriftMonitor(config, FEATURES, sources=2)
+    values = dict.fromkeys(FEATURES, 0.0)
+    end = START + WEEK
+    for i in range(50):
+        monitor.observe(f"a{i}", START + timedelta(hours=i), values, source=0)
+    monitor.observe("far", end + 3 * WEEK, values, source=0)
+    assert monitor.next_reset() == START  # source 1 has said nothing: week 0 is open
+    monitor.observe("b0", START + timedelta(hours=1), values, source=1)  # on time for source 1
+    monitor.observe("late0", START + timedelta(hours=2), values, source=0)  # source 0 is past
+    assert monitor.late == 1
+    monitor.observe("b1", end + timedelta(days=2), values, source=1)  # the grace has passed
+    assert monitor.next_reset() == end
 
 
 def test_small_windows_are_not_evaluated() -> None:
@@ -270,7 +312,6 @@ def test_held_out_draws_match_a_direct_computation() -> None:
         inside = np.zeros(300, dtype=bool)
         inside[(start + np.arange(40)) % 300] = True
         rest, window = np.sort(values[~inside]), values[inside]
-        assert p == pytest.approx(
-            psi(shares(rest, reference.edges), shares(window, reference.edges))
-        )
+        expected = smoothed(shares(rest, reference.edges), len(rest))
+        assert p == pytest.approx(psi(expected, smoothed(shares(window, reference.edges), 40)))
         assert k == pytest.approx(ks(rest, window))
