@@ -6,8 +6,9 @@ functions) of every match 2009-2024 in kickoff order are fed to
 (``DriftConfig()``: 28-day kickoff windows, each feature's reference its last 13 clean
 windows, one expected false alarm a year), from 2010-07-01 on (2009-10 is every rating's
 burn-in). It prints, per season, the home-win rate and the opening line's home
-probability beside the windows evaluated, the firing decisions (roll-ups with their features)
-and, one by one, every decision. Figures: docs/MONITORING.md, "Feature drift".
+probability beside the windows evaluated, the highest score of ``open_p_H`` in them, the
+firing decisions (roll-ups with their features) and, one by one, every decision. Figures:
+docs/MONITORING.md, "Feature drift".
 """
 
 from __future__ import annotations
@@ -59,13 +60,17 @@ def main() -> None:
         if d.state == "firing":
             what = f"roll-up {d.window_start:%Y-%m-%d} [{', '.join(d.features)}]"
             fired[season_of(d.window_start)].append(what if d.feature == ROLLUP else d.feature)
-    print("| season | matches | home wins | market home | windows | firings |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| season | matches | home wins | market home | windows | open_p_H highest score "
+        "(KS, level) | firings |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for season in sorted(home_wins):
         names = "; ".join(fired[season]) or "-"
         print(
             f"| {season} | {len(home_wins[season])} | {fmean(home_wins[season]):.3f} | "
-            f"{fmean(market_home[season]):.3f} | {windows[season]} | {names} |"
+            f"{fmean(market_home[season]):.3f} | {windows[season]} | "
+            f"{highest(monitor, season, 'open_p_H')} | {names} |"
         )
     tests = sum(len(r.statistics) for r in monitor.reports)
     firings = sum(1 for d in decisions if d.state == "firing")
@@ -79,6 +84,21 @@ def main() -> None:
             f"  {d.window_start:%Y-%m-%d} {d.state:8} {what}: n={d.window} ref={d.reference} "
             f"PSI {d.psi:.3f} (level {d.psi_level:.3f}) KS {d.ks:.3f} (level {d.ks_level:.3f})"
         )
+
+
+def highest(monitor: DriftMonitor, season: str, feature: str) -> str:
+    """The feature's highest score (the smaller of PSI / level and KS / level: 1 fires) over
+    the season's windows, with that window's KS and KS level."""
+    scored = [
+        (min(p / p_level, k / k_level), k, k_level)
+        for r in monitor.reports
+        if season_of(r.start) == season and feature in r.statistics
+        for p, k, p_level, k_level in [r.statistics[feature]]
+    ]
+    if not scored:
+        return "-"
+    score, k, k_level = max(scored)
+    return f"{score:.2f} ({k:.3f}, {k_level:.3f})"
 
 
 if __name__ == "__main__":
