@@ -23,12 +23,14 @@ re-fills an open one with the same values: no new alert.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+import structlog
 
 from agents import alert_store, drift_store
 from agents.dead_letters import dead_letter
@@ -38,6 +40,8 @@ from agents.loop import run_batches
 from agents.runtime import AgentRuntime
 from models.features import FEATURE_NAMES
 from schemas.events import Alert, DeadLetter, MatchFeatures, ValidationIssue
+
+log = structlog.get_logger(__name__)
 
 AGENT = "feature-drift"
 ROUTER = "drift-router"
@@ -77,18 +81,23 @@ class Drift:
         """Rebuild the monitor from what it accepted before and the resets it took."""
         taken = [r.effective_at for r in await drift_store.resets(conn) if r.effective_at]
         monitor = new_monitor(self.runtime, taken)
-        for row in await drift_store.history(conn):
-            monitor.observe(
-                row.match_id,
-                row.kickoff,
-                row.features,
-                source=row.source,
-                event_time=row.event_time,
-            )
+        rows = await drift_store.history(conn)
+        # In a thread: a long history is seconds of numpy, and the worker's other agents
+        # share this event loop (and its heartbeats to the broker).
+        await asyncio.to_thread(replay, monitor, rows)
+        log.info("drift monitor rebuilt", observations=len(rows), late=monitor.late)
         return monitor
 
     def forget(self) -> None:
         self.monitor = None
+
+
+def replay(monitor: DriftMonitor, rows: Sequence[Observation]) -> None:
+    """Feed stored observations to a monitor in the order it took them, silently."""
+    for row in rows:
+        monitor.observe(
+            row.match_id, row.kickoff, row.features, source=row.source, event_time=row.event_time
+        )
 
 
 def register(app: faust.App, runtime: AgentRuntime) -> Drift:
