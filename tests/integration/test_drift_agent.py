@@ -27,6 +27,7 @@ from schemas.football_csv import league_file, read_rows
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import Worker, publish, read_topic, wait_for
+from tests.integration.test_pipeline import cli
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,22 @@ def stream(*, shift: bool) -> list[MatchFeatures]:
     return events
 
 
+def after_reset() -> list[MatchFeatures]:
+    """Five more weeks with home and away swapped (the pool read backwards, under new ids),
+    then one match that closes the last."""
+    events = []
+    source = iter(reversed(pool()))
+    for week in range(WEEKS + 1, WEEKS + 7):
+        for i in range(PER_WEEK if week < WEEKS + 6 else 1):
+            base = next(source)
+            kickoff = START + week * WEEK + timedelta(hours=i)
+            event = msgspec.structs.replace(
+                base, match_id=f"{base.match_id}:again", kickoff=kickoff, season="2015-2016"
+            )
+            events.append(swapped(event))
+    return events
+
+
 def counters(settings: Settings) -> dict[str, int]:
     url = f"http://127.0.0.1:{settings.web_port}/status/"
     try:
@@ -148,6 +165,24 @@ async def test_a_shift_raises_one_drift_alert_across_a_restart_and_a_replay(
     assert seen["drift:late"] >= (WEEKS - 2) * PER_WEEK
     assert await drift_alerts(db) == stored
     assert [a.alert_id for a in await published_drift(topics)] == [stored[0]["alert_id"]]
+
+    # The operator accepts the swap as the new normal: the alert is resolved, the references
+    # restart at the first window still open (the last weeks wait out their grace until every
+    # partition is past it), and five more swapped weeks raise nothing.
+    out = cli(settings, "drift", "reset", "--by", "ana", "--note", "the swap is deliberate")
+    assert "1 open drift alert(s) resolved" in out
+    row = await db.fetchrow(
+        "SELECT status, resolved_by FROM alerts WHERE alert_id = $1", stored[0]["alert_id"]
+    )
+    assert (row["status"], row["resolved_by"]) == ("resolved", "ana")
+    more = after_reset()
+    await publish(producer, topics.features, [(f.match_id, f) for f in more])
+    total = len(events) + len(more)
+    await wait_for(lambda: handled(settings, total), timeout=120, what="the weeks after")
+    effective = await db.fetchval("SELECT effective_at FROM drift_resets")
+    assert START + SWAP_FROM * WEEK < effective <= START + WEEKS * WEEK
+    assert [row["alert_id"] for row in await drift_alerts(db)] == [stored[0]["alert_id"]]
+    assert f"{effective:%Y-%m-%d}" in cli(settings, "drift", "resets")
 
 
 async def test_a_stationary_stream_raises_no_drift_alert(
