@@ -230,8 +230,8 @@ def source_of(key: bytes | None, partitions: int) -> int | ValidationIssue:
 
 
 async def take_resets(runtime: AgentRuntime, monitor: DriftMonitor) -> None:
-    """Take the operator's new resets: each takes effect at the stream's next window (or the
-    later window it asked for), recorded so a replay applies it at the same place."""
+    """Take the operator's new resets: each takes effect at the first window not closed yet
+    (or the later window it asked for), recorded so a replay applies it at the same place."""
 
     async def take() -> list[datetime]:
         async with runtime.connection() as conn:

@@ -26,8 +26,8 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    """An operator's reset: the kickoff time asked for (None: the next window) and, once the
-    monitor has taken it, the start of the window its references restart from."""
+    """An operator's reset: the kickoff time asked for (None: the first open window) and, once
+    the monitor has taken it, the start of the window its references restart from."""
 
     reset_id: int
     requested_at: datetime | None
@@ -87,7 +87,7 @@ async def request_reset(
     conn: Any, requested_at: datetime | None, *, by: str, note: str | None
 ) -> int:
     """Ask the monitor to restart its references (from ``requested_at``'s window, or the
-    stream's next window); the reset's id."""
+    first window it has not closed); the reset's id."""
     reset_id: int = await conn.fetchval(
         "INSERT INTO drift_resets (requested_at, requested_by, note) VALUES ($1, $2, $3) "
         "RETURNING reset_id",

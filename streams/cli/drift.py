@@ -1,9 +1,9 @@
 """``tipstream drift reset|resets``: restart the feature drift monitor's references.
 
 A reset says "what the drift alerts show is the new normal": the monitor (agents/drift.py)
-takes it at the next batch and restarts every feature's reference at the stream's next kickoff
-window (or the later window ``--at`` names), records where it took effect so a restart or a
-replay applies it at the same place, and stays silent until the references hold enough
+takes it at the next batch and restarts every feature's reference at the first kickoff window
+it has not closed yet (or the later window ``--at`` names), records where it took effect so a
+restart or a replay applies it at the same place, and stays silent until the references hold enough
 matches again. The open drift alerts are resolved with it (``resolved_by`` = who reset).
 """
 
@@ -27,14 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     drift = subparsers.add_parser("drift", help="the feature drift monitor's references")
     commands = drift.add_subparsers(dest="drift_command", required=True)
     reset = commands.add_parser(
-        "reset", help="restart the references at the stream's next window (or --at's)"
+        "reset", help="restart the references at the first open window (or --at's)"
     )
     reset.add_argument(
         "--at",
         type=_kickoff,
         default=None,
         help="kickoff time (ISO, UTC unless it says) the references restart from, if later "
-        "than the stream's next window",
+        "than the first open window",
     )
     reset.add_argument("--by", default=None, help="who (default: the login name)")
     reset.add_argument("--note", default=None, help="why, kept with the reset and the alerts")
@@ -74,8 +74,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 to_json(out)
                 if args.json
                 else f"reset {reset_id} asked for (from "
-                f"{args.at.isoformat() if args.at else 'the next window'}); the monitor takes "
-                f"it at its next batch; {resolved} open drift alert(s) resolved"
+                f"{args.at.isoformat() if args.at else 'the first open window'}); the monitor "
+                f"takes it at its next batch; {resolved} open drift alert(s) resolved"
             )
             return 0
         rows = [

@@ -12,9 +12,9 @@ CREATE TABLE drift_observations (
     stored_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- `tipstream drift reset`: requested_at is the kickoff time asked for (NULL: the stream's next
--- window); effective_at, set once by the monitor when it takes the reset, is the start of the
--- window from which its references restart (what a replay applies).
+-- `tipstream drift reset`: requested_at is the kickoff time asked for (NULL: the first window
+-- the monitor has not closed); effective_at, set once by the monitor when it takes the reset,
+-- is the start of the window from which its references restart (what a replay applies).
 CREATE TABLE drift_resets (
     reset_id     bigserial PRIMARY KEY,
     requested_at timestamptz,
