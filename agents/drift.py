@@ -139,7 +139,7 @@ async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
 
 async def drift_batch(drift: Drift, events: Sequence[Any], *, now: datetime | None = None) -> None:
     """Feed a batch of features to the monitor; store and publish the alerts of the windows it
-    closes, then store what it accepted. On an unexpected error the monitor is dropped, so the
+    closes, then log every match it took. On an unexpected error the monitor is dropped, so the
     retry starts from what PostgreSQL holds, never from a half-fed monitor."""
     try:
         await _drift_batch(drift, events, now or datetime.now(UTC))
