@@ -12,14 +12,15 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
 import pytest
 
-from agents.drift import AGENT
-from agents.drift_rules import ROLLUP, window_bounds, window_index
+from agents import alert_store
+from agents.drift import AGENT, to_alert
+from agents.drift_rules import ROLLUP, DriftDecision, window_bounds, window_index
 from models.features import build_events
 from schemas.codec import decode
 from schemas.events import Alert, MatchFeatures
@@ -114,7 +115,8 @@ def counters(settings: Settings) -> dict[str, int]:
             body: dict[str, Any] = json.loads(response.read())
     except OSError:
         return {}
-    return body.get("counters", {})
+    seen: dict[str, int] = body.get("counters", {})
+    return seen
 
 
 async def handled(settings: Settings, count: int) -> bool:
@@ -124,10 +126,11 @@ async def handled(settings: Settings, count: int) -> bool:
 
 
 async def drift_alerts(db: asyncpg.Pool) -> list[asyncpg.Record]:
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "SELECT alert_id, state, metric, status, message FROM alerts WHERE kind = 'drift' "
         "ORDER BY alert_id"
     )
+    return rows
 
 
 async def published_drift(topics: Topics) -> list[Alert]:
@@ -197,3 +200,32 @@ async def test_a_stationary_stream_raises_no_drift_alert(
     assert seen.get("drift:late", 0) == 0
     assert await db.fetchval("SELECT count(*) FROM drift_observations") == len(events)
     assert await drift_alerts(db) == []
+
+
+async def test_a_feature_that_stops_drifting_resolves_its_alert(db: asyncpg.Pool) -> None:
+    """In PostgreSQL: a ``resolved`` drift alert resolves the same feature's firing one, and
+    leaves the other features' and the decay monitor's ``drift`` alerts alone."""
+    start = datetime(2020, 5, 25, tzinfo=UTC)
+
+    def decision(feature: str, state: Literal["firing", "resolved"], weeks: int) -> DriftDecision:
+        at = start + weeks * timedelta(days=28)
+        return DriftDecision(
+            feature, state, at, at + timedelta(days=28), 100, 0.4, 0.2, 0.2, 0.1, "m1", "m2"
+        )
+
+    firing = [to_alert(decision(f, "firing", 0), start) for f in ("open_p_H", "open_p_A")]
+    decay_drift = msgspec.structs.replace(
+        firing[0], alert_id="decay-drift", source="decay-monitor", model_id="online-logreg"
+    )
+    cleared = to_alert(decision("open_p_H", "resolved", 2), start + timedelta(days=56))
+    async with db.acquire() as conn:
+        await alert_store.write(conn, [*firing, decay_drift])
+        await alert_store.write(conn, [cleared])
+        rows = await conn.fetch("SELECT alert_id, status, resolved_by FROM alerts")
+    status = {row["alert_id"]: (row["status"], row["resolved_by"]) for row in rows}
+    assert status == {
+        firing[0].alert_id: ("resolved", "drift-cleared"),
+        firing[1].alert_id: ("open", None),
+        "decay-drift": ("open", None),
+        cleared.alert_id: ("resolved", AGENT),
+    }

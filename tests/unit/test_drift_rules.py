@@ -71,11 +71,15 @@ def stream(
     return rows
 
 
-def after(first: int, values: dict[str, float], until: int = 10**6) -> Callable[[int], dict]:
+def after(
+    first: int, values: dict[str, float], until: int = 10**6
+) -> Callable[[int], dict[str, float]]:
     return lambda week: values if first <= week < until else {}
 
 
-def run(rows: Rows, config: DriftConfig = CONFIG, resets: tuple[datetime, ...] = ()) -> list:
+def run(
+    rows: Rows, config: DriftConfig = CONFIG, resets: tuple[datetime, ...] = ()
+) -> list[DriftDecision]:
     monitor = DriftMonitor(config, FEATURES, resets)
     decisions = [d for row in rows for d in monitor.observe(*row)]
     return decisions + monitor.close()
