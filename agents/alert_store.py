@@ -7,7 +7,10 @@ says it is over (``state = 'resolved'``: a recovery), which is stored ``resolved
 acknowledges (``open -> acknowledged``) and resolves (``open|acknowledged -> resolved``); both
 are idempotent. A recovery resolves the open or acknowledged decay alerts of the same model,
 scope and metric stored no later than itself: ``resolved_by = 'recovery'``,
-``resolved_by_alert`` = the recovery's id.
+``resolved_by_alert`` = the recovery's id. A feature drift alert that says a feature (or the
+roll-up) stopped drifting resolves that feature's firing drift alerts the same way
+(``resolved_by = 'drift-cleared'``); ``tipstream drift reset`` resolves every open one
+(:func:`resolve_open_drift`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from schemas.events import Alert
 STATUSES = ("open", "acknowledged", "resolved")
 Action = Literal["acknowledge", "resolve"]
 RESOLVED_BY_RECOVERY = "recovery"
+RESOLVED_BY_DRIFT_CLEARED = "drift-cleared"
 
 
 async def write(conn: Any, alerts: Sequence[Alert]) -> None:
@@ -64,6 +68,9 @@ async def write(conn: Any, alerts: Sequence[Alert]) -> None:
     recoveries = [a.alert_id for a in alerts if a.kind == "recovery"]
     if recoveries:
         await resolve_by_recovery(conn, recoveries)
+    cleared = [a.alert_id for a in alerts if a.kind == "drift" and a.state == "resolved"]
+    if cleared:
+        await resolve_cleared_drift(conn, cleared)
 
 
 def initial_status(alert: Alert) -> tuple[str, datetime | None, str | None]:
@@ -90,6 +97,46 @@ async def resolve_by_recovery(conn: Any, recovery_ids: Sequence[str]) -> int:
              AND d.metric IS NOT DISTINCT FROM r.metric AND d.created_at <= r.created_at""",
         list(recovery_ids),
         RESOLVED_BY_RECOVERY,
+    )
+    return int(result.split()[-1])
+
+
+async def resolve_cleared_drift(conn: Any, cleared_ids: Sequence[str]) -> int:
+    """Resolve the open or acknowledged firing drift alerts of the features (same source and
+    metric) that the stored ``resolved`` drift alerts say stopped drifting; the number
+    resolved."""
+    result: str = await conn.execute(
+        """UPDATE alerts d
+           SET status = 'resolved', resolved_at = r.created_at, resolved_by = $2,
+               resolved_by_alert = r.alert_id
+           FROM alerts r
+           WHERE r.alert_id = ANY($1::text[]) AND r.kind = 'drift' AND r.state = 'resolved'
+             AND d.kind = 'drift' AND d.state = 'firing' AND d.status <> 'resolved'
+             AND d.source = r.source AND d.metric IS NOT DISTINCT FROM r.metric
+             AND d.created_at <= r.created_at""",
+        list(cleared_ids),
+        RESOLVED_BY_DRIFT_CLEARED,
+    )
+    return int(result.split()[-1])
+
+
+async def resolve_open_drift(
+    conn: Any, source: str, *, by: str, note: str | None, now: datetime
+) -> int:
+    """Resolve every open or acknowledged firing drift alert of ``source`` (a reset of the
+    feature drift monitor's references accepts what they said as the new normal; the decay
+    monitor's own ``drift`` alerts are another source); the number resolved."""
+    result: str = await conn.execute(
+        """UPDATE alerts SET status = 'resolved', resolved_at = $1, resolved_by = $2,
+               note = CASE WHEN $3::text IS NULL THEN note
+                           WHEN note IS NULL THEN $3::text
+                           ELSE note || E'\\n' || $3::text END
+           WHERE kind = 'drift' AND state = 'firing' AND status <> 'resolved'
+             AND source = $4""",
+        now,
+        by,
+        note,
+        source,
     )
     return int(result.split()[-1])
 

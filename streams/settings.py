@@ -99,6 +99,18 @@ class Settings:
     decay_window: int = 300
     decay_threshold: float = 0.05
     drift_detector: str = "page-hinkley"
+    # Feature drift monitor (agents/drift.py, docs/MONITORING.md "Feature drift"): kickoff
+    # windows of this many days, closed once every partition's features are grace_days past
+    # the window's end, evaluated from this many matches; each feature's reference is
+    # its last clean windows (at least min_reference matches); levels keep the expected false
+    # alarms on a stationary stream to alarms_per_year, from this many resamples.
+    drift_window_days: int = 28
+    drift_grace_days: int = 7
+    drift_min_window: int = 60
+    drift_reference_windows: int = 13
+    drift_min_reference: int = 500
+    drift_resamples: int = 200
+    drift_alarms_per_year: float = 1.0
     # Champion/challenger: promote when a challenger's log loss is this much better.
     promotion_margin: float = 0.03
     promotion_min_matches: int = 100
@@ -293,6 +305,13 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("table_store", lambda v: v in TABLE_STORES, f"one of {', '.join(TABLE_STORES)}"),
     ("table_dir", lambda v: bool(v.strip()) and "{" not in v, "a directory path without braces"),
     ("drift_detector", lambda v: v in DRIFT_DETECTORS, f"one of {', '.join(DRIFT_DETECTORS)}"),
+    ("drift_window_days", lambda v: 1 <= v <= 366, "a number of days in 1..366"),
+    ("drift_grace_days", lambda v: 0 <= v <= 366, "a number of days in 0..366"),
+    ("drift_min_window", lambda v: v >= 2, "at least 2 matches"),
+    ("drift_reference_windows", lambda v: v >= 1, "at least 1 window"),
+    ("drift_min_reference", lambda v: v >= 2, "at least 2 matches"),
+    ("drift_resamples", lambda v: v >= 10, "at least 10"),
+    ("drift_alarms_per_year", lambda v: _finite(v) and v > 0, "a finite number > 0"),
     (
         "learning_policy",
         _policy_ok,

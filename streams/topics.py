@@ -47,6 +47,12 @@ SNAPSHOTS = TopicSpec(
     "model-snapshots", "model id", "a model's new version or status", compacted=True, partitions=1
 )
 ALERTS = TopicSpec("alerts", "model id or source", "decay, drift, recovery, promotion, fault")
+DRIFT_INPUTS = TopicSpec(
+    "drift-inputs",
+    "the constant 'drift'",
+    "internal: every match's features, for the one feature drift monitor",
+    partitions=1,
+)
 DEAD_LETTERS = TopicSpec("dead-letters", "original key", "rejected events with reason and bytes")
 
 ALL_TOPICS = (
@@ -59,6 +65,7 @@ ALL_TOPICS = (
     MODEL_FEED,
     SNAPSHOTS,
     ALERTS,
+    DRIFT_INPUTS,
     DEAD_LETTERS,
 )
 
@@ -115,6 +122,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return self.name(ALERTS)
+
+    @property
+    def drift_inputs(self) -> str:
+        return self.name(DRIFT_INPUTS)
 
     @property
     def dead_letters(self) -> str:

@@ -29,6 +29,7 @@ from schemas.events import (
 )
 from streams.topics import (
     ALERTS,
+    DRIFT_INPUTS,
     EVALUATIONS,
     FEATURES,
     FIXTURES,
@@ -51,6 +52,7 @@ RECORD_TYPES: dict[TopicSpec, type[Record]] = {
     MODEL_FEED: ModelFeedItem,
     SNAPSHOTS: ModelSnapshot,
     ALERTS: Alert,
+    DRIFT_INPUTS: MatchFeatures,
 }
 """The event each consumed topic carries: the type its consuming agent decodes it as."""
 MATCH_KEYED = (Fixture, MatchFeatures, MatchResult, Prediction, Evaluation)

@@ -114,7 +114,16 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 def _registered() -> list[Register]:
     """Every module's subcommands; imported here so `tipstream --help` stays quick to load."""
     from models import evaluate
-    from streams.cli import alerts, dead_letters, features, operator, predictions, replay, train
+    from streams.cli import (
+        alerts,
+        dead_letters,
+        drift,
+        features,
+        operator,
+        predictions,
+        replay,
+        train,
+    )
     from streams.console import app as console
 
     return [
@@ -124,6 +133,7 @@ def _registered() -> list[Register]:
         _register_settings,
         operator.register,
         alerts.register,
+        drift.register,
         dead_letters.register,
         predictions.register,
         features.register,

@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from agents import champion, features, learner, monitor, reconciler, registry, scorer
+from agents import champion, drift, features, learner, monitor, reconciler, registry, scorer
 from models import catalog
 from streams.db import bundled_migrations, connect
 from streams.kafka import faust_credentials
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     reconciler.register(app, runtime)
     learner.register(app, runtime)
     monitor.register(app, runtime)
+    drift.register(app, runtime)
     champion.register(app, runtime)
     web.register(app, runtime, active)
 

@@ -76,7 +76,14 @@ COUNTERS: dict[str, CounterSpec] = {
         "tipstream_model_states_refused", None, "Stored model states refused (signature)."
     ),
     "alerts": CounterSpec(
-        "tipstream_alerts_emitted", None, "Alerts emitted by the decay monitor of this worker."
+        "tipstream_alerts_emitted",
+        None,
+        "Alerts emitted by the decay and feature drift monitors of this worker.",
+    ),
+    "drift": CounterSpec(
+        "tipstream_drift_matches",
+        "outcome",
+        "Matches the feature drift monitor took (observed, late) and resets it applied.",
     ),
     "ledgers_rebuilt": CounterSpec(
         "tipstream_ledgers_rebuilt", None, "Reconciler ledgers rebuilt from PostgreSQL."

@@ -96,6 +96,7 @@ class Runtime:
                 self.topics.results,
                 self.topics.predictions,
                 self.topics.model_feed,
+                self.topics.drift_inputs,
             ],
             self.counters,
         )
