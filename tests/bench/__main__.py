@@ -13,7 +13,7 @@ from pathlib import Path
 from streams.log import configure_logging
 from streams.settings import Settings
 from streams.topics import Topics
-from tests.bench import inprocess, phases, relay
+from tests.bench import inprocess, passthrough, phases, relay
 from tests.bench.deployment import Deployment, Process, running
 from tests.bench.kafka_io import load
 from tests.bench.report import BenchRun, plot_sweep
@@ -123,17 +123,18 @@ async def _phases(
     await load(settings.kafka_bootstrap, topics.features, keyed(features))
     timeout = args.timeout
 
-    say(f"passthrough: {args.events} events")
-    await phases.create_topic(settings, phases.passthrough_topic(settings))
-    yardstick = Process(
-        _argv(args, "passthrough", "tests.bench.passthrough", topics.features,
-              phases.passthrough_topic(settings), str(args.events)),
-        settings, deployment.workdir / "passthrough.log",
-    )  # fmt: skip
-    async with running(yardstick):
-        passthrough = await phases.copied(
-            settings, yardstick, phases.passthrough_topic(settings), args.events, timeout
-        )
+    ceilings = {}
+    for client in passthrough.CLIENTS:  # aiokafka first, as in every earlier run
+        say(f"passthrough ({client}): {args.events} events")
+        sink = phases.passthrough_topic(settings, client)
+        await phases.create_topic(settings, sink)
+        yardstick = Process(
+            _argv(args, f"passthrough-{client}", "tests.bench.passthrough", client,
+                  topics.features, sink, str(args.events)),
+            settings, deployment.workdir / f"passthrough-{client}.log",
+        )  # fmt: skip
+        async with running(yardstick):
+            ceilings[client] = await phases.copied(settings, yardstick, sink, args.events, timeout)
 
     say(f"faust relay: {args.events} events")
     await phases.create_topic(settings, relay.relay_topic(settings))
@@ -173,7 +174,8 @@ async def _phases(
     return BenchRun(
         machine=facts,
         sizes={k: v for k, v in vars(args).items() if k not in ("plot", "json", "data")},
-        passthrough=passthrough,
+        passthrough=ceilings["aiokafka"],
+        confluent_passthrough=ceilings["confluent"],
         relay=relayed,
         scorer=scored,
         models=models,

@@ -61,8 +61,8 @@ async def copied(settings: Settings, process: Process, sink: str, events: int,
     return throughput(await read_all(settings.kafka_bootstrap, sink, settings.partitions), 1)
 
 
-def passthrough_topic(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.passthrough"
+def passthrough_topic(settings: Settings, client: str) -> str:
+    return f"{settings.topic_prefix}.passthrough-{client}"
 
 
 async def scorer(settings: Settings, process: Process, events: int, models: int,
