@@ -16,7 +16,7 @@ from streams.topics import Topics
 from tests.bench import inprocess, passthrough, phases, relay
 from tests.bench.deployment import Deployment, Process, running
 from tests.bench.kafka_io import load
-from tests.bench.report import BenchRun, plot_sweep
+from tests.bench.report import BenchRun, plot_sweep, reconciliation_details
 from tests.bench.workload import (
     DEFAULT_DATA,
     Matches,
@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and save their sessions in this folder",
     )
     parser.add_argument(
+        "--only",
+        choices=["reconciliation"],
+        help="run this phase alone and print its figures (a RECONCILE line, not the BENCH "
+        "line): for before/after comparisons of one part",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the run's database, topics and logs (to inspect them)",
@@ -99,14 +105,18 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run(args: argparse.Namespace, base: Settings) -> BenchRun:
-    """Every phase on one deployment; removed afterwards unless ``--keep``."""
+async def run(args: argparse.Namespace, base: Settings) -> BenchRun | phases.Reconciliation:
+    """Every phase (or the ``--only`` one) on one deployment; removed afterwards unless
+    ``--keep``."""
     facts = machine()
     matches = Matches.load(args.data)
     deployment = Deployment(base)
     say(f"bench {deployment.tag}: logs in {deployment.workdir}")
     await deployment.create(["scorer", "reconciler"])
     try:
+        if args.only == "reconciliation":
+            say(f"reconciliation: {args.results} matches")
+            return await _reconcile(args, deployment, matches, len(default_models()))
         return await _phases(args, deployment, matches, facts)
     finally:
         if not args.keep:
@@ -228,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     base = base_settings()
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     result = asyncio.run(run(args, base))
+    if isinstance(result, phases.Reconciliation):
+        print(reconciliation_details(result))
+        print(
+            f"RECONCILE reconcile_eps={result.eps:.1f} ledger_bytes={result.ledger_bytes:.0f} "
+            f"changelog_bytes_per_match={result.changelog_bytes_per_match:.0f}",
+            flush=True,
+        )
+        return 0
     if args.json:
         args.json.write_text(result.to_json())
     if args.plot and result.sweep:

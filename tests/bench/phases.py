@@ -176,6 +176,9 @@ class Reconciliation:
     feed_items: int  # messages on the model-feed topic
     seconds: float
     eps: float  # evaluations per second
+    changelog_records: int  # ledger writes (tombstones of retired ledgers included)
+    changelog_bytes_per_match: float  # ledger bytes written to the changelog per match
+    ledger_bytes: float  # mean size of a ledger as written (the table's values)
 
 
 async def reconcile(
@@ -200,6 +203,13 @@ async def reconcile(
         rows = await conn.fetchval("SELECT count(*) FROM evaluations")
     finally:
         await conn.close()
+    changelog = await read_all(
+        settings.kafka_bootstrap,
+        f"{settings.group_id}-ledgers-changelog",
+        settings.partitions,
+        values=True,
+    )
+    written = [len(v) for v in changelog.values if v]
     return Reconciliation(
         results=len(results),
         evaluations=len(arrived.keys),
@@ -207,6 +217,9 @@ async def reconcile(
         feed_items=feed,
         seconds=seconds,
         eps=len(arrived.keys) / seconds,
+        changelog_records=len(changelog.keys),
+        changelog_bytes_per_match=sum(written) / max(len(results), 1),
+        ledger_bytes=sum(written) / max(len(written), 1),
     )
 
 

@@ -96,8 +96,7 @@ class BenchRun:
             f"latency at {lat.offered_eps} eps for {lat.seconds:.1f} s: {lat.received}/{lat.sent} "
             f"champion predictions; p50 {lat.p50_ms:.2f} p95 {lat.p95_ms:.2f} "
             f"p99 {lat.p99_ms:.2f} max {lat.max_ms:.2f} ms",
-            f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
-            f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s",
+            reconciliation_details(rec),
             f"in-process per event: decode {cost.decode_us:.1f} + predict {cost.predict_us:.1f} "
             f"+ encode {cost.encode_us:.1f} + estimates {cost.estimates_us:.1f} "
             f"= {cost.total_us:.1f} us ({cost.estimates_us * BATCH_SIZE / 1000:.1f} ms of "
@@ -118,6 +117,16 @@ class BenchRun:
         record["peer_ratio"] = self.peer_ratio
         record["bench_line"] = self.line()
         return json.dumps(record, indent=2, default=str)
+
+
+def reconciliation_details(rec: Reconciliation) -> str:
+    return (
+        f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
+        f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s; "
+        f"ledgers {rec.ledger_bytes:.0f} bytes each as written, "
+        f"{rec.changelog_bytes_per_match:.0f} bytes per match to the changelog "
+        f"({rec.changelog_records} records)"
+    )
 
 
 def _share(part: float, whole: float) -> str:

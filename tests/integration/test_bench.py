@@ -52,6 +52,9 @@ def test_tiny_bench_prints_a_consistent_bench_line(tmp_path: Path) -> None:
         == reconciliation["feed_items"]
         == 60 * models
     )
+    # Every match's ledger went to the changelog at least once (primed, then reconciled).
+    assert reconciliation["changelog_records"] >= 60
+    assert reconciliation["ledger_bytes"] > 0
 
     # The line says what the figures say (rounded as printed).
     passthrough_eps = data["passthrough"]["eps"]
