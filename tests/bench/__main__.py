@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         print(reconciliation_details(result))
         print(
             f"RECONCILE reconcile_eps={result.eps:.1f} ledger_bytes={result.ledger_bytes:.0f} "
-            f"changelog_bytes_per_match={result.changelog_bytes_per_match:.0f}",
+            f"changelog_bytes_per_match={result.changelog_bytes_per_match:.0f} "
+            f"cpu_us_per_evaluation={result.cpu_us_per_evaluation:.1f}",
             flush=True,
         )
         return 0

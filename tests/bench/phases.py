@@ -179,6 +179,10 @@ class Reconciliation:
     changelog_records: int  # ledger writes (tombstones of retired ledgers included)
     changelog_bytes_per_match: float  # ledger bytes written to the changelog per match
     ledger_bytes: float  # mean size of a ledger as written (the table's values)
+    # CPU the reconciler's process used from the first result to the last evaluation (all its
+    # threads): on a shared machine a steadier comparison than the wall-clock rate.
+    cpu_s: float
+    cpu_us_per_evaluation: float
 
 
 async def reconcile(
@@ -191,10 +195,12 @@ async def reconcile(
     evaluations, so the last evaluation's broker timestamp is also after its row committed.
     """
     topics = Topics.from_settings(settings)
+    cpu_before = process.cpu_s()
     started_ms = time.time() * 1000
     await load(settings.kafka_bootstrap, topics.results, results)
     async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
         await _wait_or_fail(offsets, topics.evaluations, expected, process, timeout)
+        cpu_s = process.cpu_s() - cpu_before
         feed = await offsets.wait_for(topics.model_feed, expected, timeout=10)
     arrived = await read_all(settings.kafka_bootstrap, topics.evaluations, settings.partitions)
     seconds = max(max(arrived.timestamps_ms) - started_ms, 1.0) / 1000
@@ -220,6 +226,8 @@ async def reconcile(
         changelog_records=len(changelog.keys),
         changelog_bytes_per_match=sum(written) / max(len(results), 1),
         ledger_bytes=sum(written) / max(len(written), 1),
+        cpu_s=cpu_s,
+        cpu_us_per_evaluation=cpu_s / max(len(arrived.keys), 1) * 1e6,
     )
 
 

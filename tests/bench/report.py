@@ -125,7 +125,8 @@ def reconciliation_details(rec: Reconciliation) -> str:
         f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s; "
         f"ledgers {rec.ledger_bytes:.0f} bytes each as written, "
         f"{rec.changelog_bytes_per_match:.0f} bytes per match to the changelog "
-        f"({rec.changelog_records} records)"
+        f"({rec.changelog_records} records); the reconciler's process used {rec.cpu_s:.2f} s "
+        f"of CPU, {rec.cpu_us_per_evaluation:.1f} us per evaluation"
     )
 
 
