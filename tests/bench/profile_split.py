@@ -2,10 +2,11 @@
 
 ``FILE`` holds py-spy's collapsed stacks (``py-spy record --format raw --threads``, as
 ``tests.bench.restart_cost --profile`` records them): one line per distinct stack, its frames
-separated by ``;`` and its sample count last. A stack counts for the first agent whose batch
-function it runs through (the agents share one event loop, so the rest of the loop's thread is
-Faust, aiokafka and asyncio themselves); other threads (Faust's consumer thread fetching and
-unpacking records, the producer's) are counted apart. Prints one line per part, largest first.
+separated by ``;`` (the first names the thread) and its sample count last. A stack counts for
+the first agent whose batch function it runs through; the rest of the main thread (the event
+loop all agents share) is Faust, aiokafka and asyncio themselves, and the other threads
+(Faust's consumer thread fetching and unpacking records) are counted apart. Prints one line
+per part, largest first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ AGENTS = {
     "check ": "champion check",
 }
 """Batch function (as py-spy names the frame, ``name (file:line)``) -> part."""
-LOOP_MARKERS = ("run_forever", "_run_once")
 
 
 def part_of(stack: str) -> str:
@@ -34,9 +34,9 @@ def part_of(stack: str) -> str:
         for function, agent in AGENTS.items():
             if frame.startswith(function if function.endswith(" ") else f"{function} ("):
                 return agent
-    if any(frame.startswith(LOOP_MARKERS) for frame in frames):
-        return "event loop: Faust, aiokafka, asyncio (no agent's batch)"
-    return "other threads (Faust's consumer thread, producer, ...)"
+    if frames[0].endswith("MainThread"):  # py-spy's first frame names the thread
+        return "event loop, no agent's batch: Faust, aiokafka, asyncio"
+    return "other threads: Faust's consumer thread (fetching, unpacking records)"
 
 
 def split(lines: list[str]) -> Counter[str]:
