@@ -1,7 +1,9 @@
 """Reconciler agent: joins features, predictions and results of each match, in any order.
 
 State: one ledger per match id in a changelog-backed Faust table (the three input topics are
-co-partitioned by match id, so a match's ledger lives in the partition that owns its events).
+co-partitioned by match id, so a match's ledger lives in the partition that owns its events),
+each value in the compact encoding of :mod:`agents.reconciler_codec` (earlier releases' JSON
+values still read).
 Effects per batch, in this order: the evaluation log in PostgreSQL (one transaction of
 upserts), the evaluations and model-feed topics (awaited), the ledgers the batch changed to the
 table, then the offsets. A crash anywhere replays the batch, and deterministic ids make the
