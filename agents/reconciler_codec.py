@@ -8,11 +8,12 @@ feature's name and each id as 36 characters of text: ~3.9 KB per reconciled matc
 benchmark's features (``make bench``; docs/BENCHMARKS.md has the figures).
 
 The compact encoding (version 1) is one format byte, ``0x01``, then a MessagePack array
-(:class:`_Ledger`): the match facts once, records as arrays in a fixed field order, the
-features' values in the order of :data:`FEATURE_NAMES_V1` (a name outside it is kept by
-name), ids of the UUID form as their 16 bytes, times as MessagePack timestamps. Nothing is
-dropped: decoding gives back a ledger equal to the one encoded (tests/unit/test_reconciler_codec.py,
-which also fails when a record gains a field this encoding does not carry yet).
+(:class:`_Ledger`): the match facts once, records as arrays in a fixed field order (each
+prediction with the id of its current evaluation), the features' values in the order of
+:data:`FEATURE_NAMES_V1` (a name outside it is kept by name), ids of the UUID form as their 16
+bytes, times as MessagePack timestamps. Nothing is dropped: decoding gives back a ledger equal
+to the one encoded (tests/unit/test_reconciler_codec.py, which also fails when a record gains a
+field this encoding does not carry yet).
 
 A value that starts with ``{`` is a ledger in the JSON encoding, as earlier releases wrote it:
 :func:`decode_ledger` reads both, so a changelog written before the upgrade recovers as it was,
@@ -90,6 +91,7 @@ class _Prediction(msgspec.Struct, array_like=True, frozen=True):
     created_at: datetime
     made_at: datetime | None
     features_revision: int
+    evaluation_id: _Id | None  # its current evaluation (the ledger's ``evaluated``), if any
 
 
 class _Result(msgspec.Struct, array_like=True, frozen=True):
@@ -107,7 +109,9 @@ class _Ledger(msgspec.Struct, array_like=True, frozen=True):
     features: _Features | None
     predictions: list[_Prediction]
     result: _Result | None
-    evaluated: list[tuple[_Id, _Id]]  # (prediction id, its current evaluation's id)
+    # (prediction id, evaluation id) of ``evaluated`` for a prediction not in the ledger (none
+    # the rules leave; kept so that any ledger round-trips)
+    evaluated: list[tuple[_Id, _Id]]
     unfed: list[Evaluation]  # rare (evaluations waiting for features): kept as records
 
 
@@ -123,9 +127,16 @@ def encode_ledger(ledger: MatchLedger) -> bytes:
     stored = _Ledger(
         facts=facts,
         features=None if features is None else _pack_features(features, facts),
-        predictions=[_pack_prediction(p, facts) for p in ledger.predictions.values()],
+        predictions=[
+            _pack_prediction(p, facts, ledger.evaluated.get(pid))
+            for pid, p in ledger.predictions.items()
+        ],
         result=None if ledger.result is None else _pack_result(ledger.result, facts),
-        evaluated=[(_pack_id(p), _pack_id(e)) for p, e in ledger.evaluated.items()],
+        evaluated=[
+            (_pack_id(p), _pack_id(e))
+            for p, e in ledger.evaluated.items()
+            if p not in ledger.predictions
+        ],
         unfed=ledger.unfed,
     )
     return bytes((FORMAT_V1,)) + _ENCODER.encode(stored)
@@ -145,12 +156,16 @@ def decode_ledger(value: bytes) -> MatchLedger:
         features=None if stored.features is None else _unpack_features(stored.features, facts),
         predictions={},
         result=None if stored.result is None else _unpack_result(stored.result, facts),
-        evaluated={_unpack_id(p): _unpack_id(e) for p, e in stored.evaluated},
+        evaluated={},
         unfed=stored.unfed,
     )
     for packed in stored.predictions:
         prediction = _unpack_prediction(packed, facts)
         ledger.predictions[prediction.prediction_id] = prediction
+        if packed.evaluation_id is not None:
+            ledger.evaluated[prediction.prediction_id] = _unpack_id(packed.evaluation_id)
+    for p, e in stored.evaluated:
+        ledger.evaluated[_unpack_id(p)] = _unpack_id(e)
     return ledger
 
 
@@ -230,7 +245,9 @@ def _unpack_features(packed: _Features, shared: _Facts | None) -> MatchFeatures:
     )
 
 
-def _pack_prediction(prediction: Prediction, shared: _Facts | None) -> _Prediction:
+def _pack_prediction(
+    prediction: Prediction, shared: _Facts | None, evaluation_id: str | None
+) -> _Prediction:
     p = prediction.probabilities
     return _Prediction(
         schema_version=prediction.schema_version,
@@ -245,6 +262,7 @@ def _pack_prediction(prediction: Prediction, shared: _Facts | None) -> _Predicti
         created_at=prediction.created_at,
         made_at=prediction.made_at,
         features_revision=prediction.features_revision,
+        evaluation_id=None if evaluation_id is None else _pack_id(evaluation_id),
     )
 
 

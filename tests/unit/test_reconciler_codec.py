@@ -128,10 +128,11 @@ def test_odd_records_are_kept_as_they_were() -> None:
         result(), kickoff=KICKOFF.astimezone(timezone(timedelta(hours=2)))
     )
     ledger.evaluated["pred-7f3c2a"] = "eval-91b0"
+    ledger.evaluated["not-a-prediction-of-it"] = "eval-0"  # no rule leaves one, but it is kept
     decoded = round_trip(ledger)
     assert list(decoded.features.features) == list(values)  # type: ignore[union-attr]
     assert decoded.predictions["pred-7f3c2a"].league == "other-league"
-    assert decoded.evaluated == {"pred-7f3c2a": "eval-91b0"}
+    assert decoded.evaluated == {"pred-7f3c2a": "eval-91b0", "not-a-prediction-of-it": "eval-0"}
 
 
 def test_a_json_ledger_of_an_earlier_release_still_reads() -> None:
@@ -157,17 +158,18 @@ def test_the_encoding_carries_every_field_of_the_records() -> None:
     the compact encoding would drop it: the stored arrays name every field but the match facts
     (``facts``), and nothing else."""
     facts = {"match_id", "league", "kickoff"}
-    for record, stored, split in (
-        (MatchFeatures, _Features, {"features": {"names", "values"}}),
-        (Prediction, _Prediction, {}),
-        (MatchResult, _Result, {}),
+    for record, stored, split, extra in (
+        (MatchFeatures, _Features, {"features": {"names", "values"}}, set()),
+        (Prediction, _Prediction, {}, {"evaluation_id"}),  # the ledger's, kept beside it
+        (MatchResult, _Result, {}, set()),
     ):
         fields = {f.name for f in msgspec.structs.fields(record)}
         assert fields >= facts
         expected: set[str] = set()
         for name in fields - facts:
             expected |= split.get(name, {name})
-        assert {f.name for f in msgspec.structs.fields(stored)} - {"facts"} == expected, record
+        stored_names = {f.name for f in msgspec.structs.fields(stored)}
+        assert stored_names - {"facts"} - extra == expected, record
 
 
 def test_the_benchmark_ledger_is_four_times_smaller() -> None:
