@@ -1,7 +1,9 @@
 """Reconciler agent: joins features, predictions and results of each match, in any order.
 
 State: one ledger per match id in a changelog-backed Faust table (the three input topics are
-co-partitioned by match id, so a match's ledger lives in the partition that owns its events).
+co-partitioned by match id, so a match's ledger lives in the partition that owns its events),
+each value in the compact encoding of :mod:`agents.reconciler_codec` (earlier releases' JSON
+values still read).
 Effects per batch, in this order: the evaluation log in PostgreSQL (one transaction of
 upserts), the evaluations and model-feed topics (awaited), the ledgers the batch changed to the
 table, then the offsets. A crash anywhere replays the batch, and deterministic ids make the
@@ -16,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import msgspec
 
 from agents import reconciler_store
 from agents.dead_letters import dead_letter
 from agents.loop import run_batches
+from agents.reconciler_codec import decode_ledger, encode_ledger
 from agents.reconciler_rules import (
     NOTHING,
     MatchLedger,
@@ -49,7 +51,6 @@ from schemas.events import (
 )
 
 AGENT = "reconciler"
-_LEDGER_DECODER = msgspec.json.Decoder(MatchLedger)
 
 
 def register(app: faust.App, runtime: AgentRuntime) -> None:
@@ -163,7 +164,7 @@ async def reconcile_batch(
             if stored is None:
                 missing.append(record.match_id)
             touched[record.match_id] = (
-                _LEDGER_DECODER.decode(stored) if stored is not None else MatchLedger()
+                decode_ledger(stored) if stored is not None else MatchLedger()
             )
     if missing:
         rebuilt = await _rebuild(runtime, missing)
@@ -248,7 +249,7 @@ def _scan(runtime: AgentRuntime, ledgers: Any, retention: Retention, partition: 
         stored = ledgers.get(key)
         if stored is None:
             continue
-        ledger = _LEDGER_DECODER.decode(stored)
+        ledger = decode_ledger(stored)
         if ledger.result is not None:
             retention.observe(partition, ledger.result.kickoff)
             if is_reconciled(ledger):
@@ -268,7 +269,7 @@ def _retire_due(
         stored = ledgers.get(key)
         if stored is None:
             continue
-        ledger = _LEDGER_DECODER.decode(stored)
+        ledger = decode_ledger(stored)
         if is_reconciled(ledger):
             del ledgers[key]
             retired += 1
@@ -360,8 +361,3 @@ def _apply(
     if reconciled.changed:
         batch.results[record.match_id] = record
     return reconciled
-
-
-def encode_ledger(ledger: MatchLedger) -> bytes:
-    """Table value of a ledger."""
-    return msgspec.json.encode(ledger)

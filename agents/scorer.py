@@ -122,20 +122,10 @@ async def record_estimates(
     now: datetime,
 ) -> None:
     """Update the rolling estimates; store and publish the edge alerts they raise."""
-    by_match = {f.match_id: f for f in features}
-    versions = {p.model_id: p.model_version for p in predictions}
-    transitions = estimates.observe(
-        (
-            p.model_id,
-            p.match_id,
-            {"H": p.probabilities.H, "D": p.probabilities.D, "A": p.probabilities.A},
-            by_match[p.match_id].odds_open,
-            by_match[p.match_id].odds_close,
-        )
-        for p in predictions
-    )
+    transitions = observe_estimates(estimates, features, predictions)
     if not transitions:
         return
+    versions = {p.model_id: p.model_version for p in predictions}
     alerts = [estimate_alert(m, versions.get(m), t, now) for m, t in transitions]
 
     async def store() -> None:
@@ -145,6 +135,26 @@ async def record_estimates(
     await runtime.retry_transient("alert log", store)
     await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)
     runtime.counters["alerts"] += len(alerts)
+
+
+def observe_estimates(
+    estimates: estimates_rules.ModelEstimates,
+    features: Sequence[MatchFeatures],
+    predictions: Sequence[Prediction],
+) -> list[tuple[str, estimates_rules.EdgeTransition]]:
+    """Add a batch's predictions to the rolling estimates: the scorer's work per batch after
+    publishing it (``make bench`` times it as ``estimates_us``); the alarm transitions."""
+    by_match = {f.match_id: f for f in features}
+    return estimates.observe(
+        (
+            p.model_id,
+            p.match_id,
+            {"H": p.probabilities.H, "D": p.probabilities.D, "A": p.probabilities.A},
+            by_match[p.match_id].odds_open,
+            by_match[p.match_id].odds_close,
+        )
+        for p in predictions
+    )
 
 
 def estimate_alert(

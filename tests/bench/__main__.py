@@ -13,10 +13,10 @@ from pathlib import Path
 from streams.log import configure_logging
 from streams.settings import Settings
 from streams.topics import Topics
-from tests.bench import inprocess, phases, relay
+from tests.bench import inprocess, passthrough, phases, relay
 from tests.bench.deployment import Deployment, Process, running
 from tests.bench.kafka_io import load
-from tests.bench.report import BenchRun, plot_sweep
+from tests.bench.report import BenchRun, plot_sweep, reconciliation_details
 from tests.bench.workload import (
     DEFAULT_DATA,
     Matches,
@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and save their sessions in this folder",
     )
     parser.add_argument(
+        "--only",
+        choices=["reconciliation"],
+        help="run this phase alone and print its figures (a RECONCILE line, not the BENCH "
+        "line): for before/after comparisons of one part",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the run's database, topics and logs (to inspect them)",
@@ -99,14 +105,18 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run(args: argparse.Namespace, base: Settings) -> BenchRun:
-    """Every phase on one deployment; removed afterwards unless ``--keep``."""
+async def run(args: argparse.Namespace, base: Settings) -> BenchRun | phases.Reconciliation:
+    """Every phase (or the ``--only`` one) on one deployment; removed afterwards unless
+    ``--keep``."""
     facts = machine()
     matches = Matches.load(args.data)
     deployment = Deployment(base)
     say(f"bench {deployment.tag}: logs in {deployment.workdir}")
     await deployment.create(["scorer", "reconciler"])
     try:
+        if args.only == "reconciliation":
+            say(f"reconciliation: {args.results} matches")
+            return await _reconcile(args, deployment, matches, len(default_models()))
         return await _phases(args, deployment, matches, facts)
     finally:
         if not args.keep:
@@ -123,17 +133,18 @@ async def _phases(
     await load(settings.kafka_bootstrap, topics.features, keyed(features))
     timeout = args.timeout
 
-    say(f"passthrough: {args.events} events")
-    await phases.create_topic(settings, phases.passthrough_topic(settings))
-    yardstick = Process(
-        _argv(args, "passthrough", "tests.bench.passthrough", topics.features,
-              phases.passthrough_topic(settings), str(args.events)),
-        settings, deployment.workdir / "passthrough.log",
-    )  # fmt: skip
-    async with running(yardstick):
-        passthrough = await phases.copied(
-            settings, yardstick, phases.passthrough_topic(settings), args.events, timeout
-        )
+    ceilings = {}
+    for client in passthrough.CLIENTS:  # aiokafka first, as in every earlier run
+        say(f"passthrough ({client}): {args.events} events")
+        sink = phases.passthrough_topic(settings, client)
+        await phases.create_topic(settings, sink)
+        yardstick = Process(
+            _argv(args, f"passthrough-{client}", "tests.bench.passthrough", client,
+                  topics.features, sink, str(args.events)),
+            settings, deployment.workdir / f"passthrough-{client}.log",
+        )  # fmt: skip
+        async with running(yardstick):
+            ceilings[client] = await phases.copied(settings, yardstick, sink, args.events, timeout)
 
     say(f"faust relay: {args.events} events")
     await phases.create_topic(settings, relay.relay_topic(settings))
@@ -173,7 +184,8 @@ async def _phases(
     return BenchRun(
         machine=facts,
         sizes={k: v for k, v in vars(args).items() if k not in ("plot", "json", "data")},
-        passthrough=passthrough,
+        passthrough=ceilings["aiokafka"],
+        confluent_passthrough=ceilings["confluent"],
         relay=relayed,
         scorer=scored,
         models=models,
@@ -226,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     base = base_settings()
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     result = asyncio.run(run(args, base))
+    if isinstance(result, phases.Reconciliation):
+        print(reconciliation_details(result))
+        print(
+            f"RECONCILE reconcile_eps={result.eps:.1f} ledger_bytes={result.ledger_bytes:.0f} "
+            f"changelog_bytes_per_match={result.changelog_bytes_per_match:.0f} "
+            f"cpu_us_per_evaluation={result.cpu_us_per_evaluation:.1f}",
+            flush=True,
+        )
+        return 0
     if args.json:
         args.json.write_text(result.to_json())
     if args.plot and result.sweep:

@@ -8,6 +8,7 @@ the Faust internal topics named after its app ids) are deleted at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -89,6 +90,13 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+    def cpu_s(self) -> float:
+        """CPU seconds the process has used so far, user and system, all threads."""
+        if self.popen is None:
+            return 0.0
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def running(self) -> bool:

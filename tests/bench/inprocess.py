@@ -2,7 +2,9 @@
 
 ``score_us`` is the scorer's own work per feature event, on the scorer's code path and in its
 batches: decode and validate the bytes, predict with every active model, encode the
-predictions. What remains of a worker's time per event is Kafka and Faust.
+predictions, then add them to the rolling estimates before results (``estimates_us``, after the
+batch is published: it delays the next batch, not this one's predictions). What remains of a
+worker's time per event is Kafka and Faust.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from agents import estimates_rules
 from agents.loop import BATCH_SIZE
+from agents.scorer import observe_estimates
 from agents.scorer_rules import predict, predict_many
 from models import catalog
+from models.catalog import REFERENCE_MODEL_IDS
 from models.features import model_input
 from schemas.codec import decode, encode
 from schemas.events import MatchFeatures, MatchResult
@@ -29,16 +34,18 @@ class ScoringCost:
     decode_us: float
     predict_us: float
     encode_us: float
+    estimates_us: float
 
     @property
     def total_us(self) -> float:
-        return self.decode_us + self.predict_us + self.encode_us
+        return self.decode_us + self.predict_us + self.encode_us + self.estimates_us
 
 
 def scoring_cost(raw_features: Sequence[bytes]) -> ScoringCost:
     """Time the scorer's steps over ``raw_features`` in batches of the agents' size."""
     models = default_models()
-    decode_s = predict_s = encode_s = 0.0
+    estimates = estimates_rules.ModelEstimates(silent=REFERENCE_MODEL_IDS)  # as ActiveModels
+    decode_s = predict_s = encode_s = estimates_s = 0.0
     for start in range(0, len(raw_features), BATCH_SIZE):
         batch = raw_features[start : start + BATCH_SIZE]
         now = datetime.now(UTC)
@@ -50,10 +57,13 @@ def scoring_cost(raw_features: Sequence[bytes]) -> ScoringCost:
         for prediction in predictions:
             encode(prediction)
         t3 = time.perf_counter()
+        observe_estimates(estimates, records, predictions)
+        t4 = time.perf_counter()
         decode_s, predict_s, encode_s = decode_s + t1 - t0, predict_s + t2 - t1, encode_s + t3 - t2
+        estimates_s += t4 - t3
     n = max(len(raw_features), 1)
     return ScoringCost(len(raw_features), decode_s / n * 1e6, predict_s / n * 1e6,
-                       encode_s / n * 1e6)  # fmt: skip
+                       encode_s / n * 1e6, estimates_s / n * 1e6)  # fmt: skip
 
 
 def scoring_difference(

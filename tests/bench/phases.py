@@ -61,8 +61,8 @@ async def copied(settings: Settings, process: Process, sink: str, events: int,
     return throughput(await read_all(settings.kafka_bootstrap, sink, settings.partitions), 1)
 
 
-def passthrough_topic(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.passthrough"
+def passthrough_topic(settings: Settings, client: str) -> str:
+    return f"{settings.topic_prefix}.passthrough-{client}"
 
 
 async def scorer(settings: Settings, process: Process, events: int, models: int,
@@ -176,6 +176,13 @@ class Reconciliation:
     feed_items: int  # messages on the model-feed topic
     seconds: float
     eps: float  # evaluations per second
+    changelog_records: int  # ledger writes (tombstones of retired ledgers included)
+    changelog_bytes_per_match: float  # ledger bytes written to the changelog per match
+    ledger_bytes: float  # mean size of a ledger as written (the table's values)
+    # CPU the reconciler's process used from the first result to the last evaluation (all its
+    # threads): on a shared machine a steadier comparison than the wall-clock rate.
+    cpu_s: float
+    cpu_us_per_evaluation: float
 
 
 async def reconcile(
@@ -188,10 +195,12 @@ async def reconcile(
     evaluations, so the last evaluation's broker timestamp is also after its row committed.
     """
     topics = Topics.from_settings(settings)
+    cpu_before = process.cpu_s()
     started_ms = time.time() * 1000
     await load(settings.kafka_bootstrap, topics.results, results)
     async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
         await _wait_or_fail(offsets, topics.evaluations, expected, process, timeout)
+        cpu_s = process.cpu_s() - cpu_before
         feed = await offsets.wait_for(topics.model_feed, expected, timeout=10)
     arrived = await read_all(settings.kafka_bootstrap, topics.evaluations, settings.partitions)
     seconds = max(max(arrived.timestamps_ms) - started_ms, 1.0) / 1000
@@ -200,6 +209,13 @@ async def reconcile(
         rows = await conn.fetchval("SELECT count(*) FROM evaluations")
     finally:
         await conn.close()
+    changelog = await read_all(
+        settings.kafka_bootstrap,
+        f"{settings.group_id}-ledgers-changelog",
+        settings.partitions,
+        values=True,
+    )
+    written = [len(v) for v in changelog.values if v]
     return Reconciliation(
         results=len(results),
         evaluations=len(arrived.keys),
@@ -207,6 +223,11 @@ async def reconcile(
         feed_items=feed,
         seconds=seconds,
         eps=len(arrived.keys) / seconds,
+        changelog_records=len(changelog.keys),
+        changelog_bytes_per_match=sum(written) / max(len(results), 1),
+        ledger_bytes=sum(written) / max(len(written), 1),
+        cpu_s=cpu_s,
+        cpu_us_per_evaluation=cpu_s / max(len(arrived.keys), 1) * 1e6,
     )
 
 

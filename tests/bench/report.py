@@ -8,13 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.loop import BATCH_SIZE
 from tests.bench.inprocess import ScoringCost
 from tests.bench.measure import Latency, Throughput
 from tests.bench.phases import Reconciliation
 
 BENCH_FIELDS: tuple[str, ...] = (
-    "passthrough_eps", "scorer_eps", "ratio", "p50_ms", "p95_ms", "p99_ms", "offered_eps",
-    "reconcile_eps", "learn_per_s", "score_us",
+    "passthrough_eps", "scorer_eps", "ratio", "peer_passthrough_eps", "peer_ratio", "p50_ms",
+    "p95_ms", "p99_ms", "offered_eps", "reconcile_eps", "learn_per_s", "score_us", "estimates_us",
 )  # fmt: skip
 BENCH_LINE = re.compile(
     r"^BENCH "
@@ -32,7 +33,8 @@ class BenchRun:
 
     machine: dict[str, Any]
     sizes: dict[str, Any]
-    passthrough: Throughput
+    passthrough: Throughput  # aiokafka, the client Faust is built on
+    confluent_passthrough: Throughput  # confluent-kafka (librdkafka)
     relay: Throughput
     scorer: Throughput
     models: int
@@ -46,17 +48,30 @@ class BenchRun:
 
     @property
     def ratio(self) -> float:
+        """The scorer against the aiokafka passthrough (the figure of earlier rounds)."""
         return self.scorer.eps / self.passthrough.eps if self.passthrough.eps else 0.0
+
+    @property
+    def peer_passthrough_eps(self) -> float:
+        """The faster of the two passthroughs: the honest ceiling of a Python Kafka loop."""
+        return max(self.passthrough.eps, self.confluent_passthrough.eps)
+
+    @property
+    def peer_ratio(self) -> float:
+        """The scorer against that ceiling."""
+        peer = self.peer_passthrough_eps
+        return self.scorer.eps / peer if peer else 0.0
 
     def line(self) -> str:
         """The one line ``make bench`` ends with."""
         return (
             f"BENCH passthrough_eps={self.passthrough.eps:.1f} scorer_eps={self.scorer.eps:.1f} "
-            f"ratio={self.ratio:.3f} p50_ms={self.latency.p50_ms:.2f} "
+            f"ratio={self.ratio:.3f} peer_passthrough_eps={self.peer_passthrough_eps:.1f} "
+            f"peer_ratio={self.peer_ratio:.3f} p50_ms={self.latency.p50_ms:.2f} "
             f"p95_ms={self.latency.p95_ms:.2f} p99_ms={self.latency.p99_ms:.2f} "
             f"offered_eps={self.latency.offered_eps} "
             f"reconcile_eps={self.reconciliation.eps:.1f} learn_per_s={self.learn_per_s:.1f} "
-            f"score_us={self.scoring.total_us:.1f}"
+            f"score_us={self.scoring.total_us:.1f} estimates_us={self.scoring.estimates_us:.1f}"
         )
 
     def details(self) -> list[str]:
@@ -66,20 +81,26 @@ class BenchRun:
             f"machine: {self.machine['cpus']} CPUs ({self.machine['cpu_model']}), "
             f"{self.machine['memory_gib']:.1f} GiB; load average before "
             f"{self.machine['load_before']}, after {self.load_after}",
-            f"passthrough: {self.passthrough.events} events in {self.passthrough.seconds:.2f} s",
+            f"passthrough (aiokafka): {self.passthrough.events} events in "
+            f"{self.passthrough.seconds:.2f} s, {self.passthrough.eps:.1f} eps",
+            f"passthrough (confluent-kafka): {self.confluent_passthrough.events} events in "
+            f"{self.confluent_passthrough.seconds:.2f} s, "
+            f"{self.confluent_passthrough.eps:.1f} eps; the scorer runs at "
+            f"{self.peer_ratio:.3f} of the faster",
             f"faust relay (the floor of a Faust agent): {self.relay.events} events in "
             f"{self.relay.seconds:.2f} s, {self.relay.eps:.1f} eps = "
-            f"{_share(self.relay.eps, self.passthrough.eps)} of the passthrough; the scorer "
-            f"runs at {_share(self.scorer.eps, self.relay.eps)} of it",
+            f"{_share(self.relay.eps, self.passthrough.eps)} of the aiokafka passthrough; "
+            f"the scorer runs at {_share(self.scorer.eps, self.relay.eps)} of it",
             f"scorer: {self.scorer.events} events, {self.scorer.outputs} predictions "
             f"({self.models} models) in {self.scorer.seconds:.2f} s",
             f"latency at {lat.offered_eps} eps for {lat.seconds:.1f} s: {lat.received}/{lat.sent} "
             f"champion predictions; p50 {lat.p50_ms:.2f} p95 {lat.p95_ms:.2f} "
             f"p99 {lat.p99_ms:.2f} max {lat.max_ms:.2f} ms",
-            f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
-            f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s",
+            reconciliation_details(rec),
             f"in-process per event: decode {cost.decode_us:.1f} + predict {cost.predict_us:.1f} "
-            f"+ encode {cost.encode_us:.1f} = {cost.total_us:.1f} us; batch and one-by-one "
+            f"+ encode {cost.encode_us:.1f} + estimates {cost.estimates_us:.1f} "
+            f"= {cost.total_us:.1f} us ({cost.estimates_us * BATCH_SIZE / 1000:.1f} ms of "
+            f"estimates per batch of {BATCH_SIZE}); batch and one-by-one "
             f"scoring agree (probabilities within {self.scoring_difference:.1e})",
         ]
         lines += [
@@ -92,8 +113,21 @@ class BenchRun:
     def to_json(self) -> str:
         record = asdict(self)
         record["ratio"] = self.ratio
+        record["peer_passthrough_eps"] = self.peer_passthrough_eps
+        record["peer_ratio"] = self.peer_ratio
         record["bench_line"] = self.line()
         return json.dumps(record, indent=2, default=str)
+
+
+def reconciliation_details(rec: Reconciliation) -> str:
+    return (
+        f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
+        f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s; "
+        f"ledgers {rec.ledger_bytes:.0f} bytes each as written, "
+        f"{rec.changelog_bytes_per_match:.0f} bytes per match to the changelog "
+        f"({rec.changelog_records} records); the reconciler's process used {rec.cpu_s:.2f} s "
+        f"of CPU, {rec.cpu_us_per_evaluation:.1f} us per evaluation"
+    )
 
 
 def _share(part: float, whole: float) -> str:

@@ -5,6 +5,7 @@ changelog a restarted worker reads back (docs/DEPLOYMENT.md, "What a restart cos
     python -m tests.bench.restart_cost                              # all 27,700
     python -m tests.bench.restart_cost --from 2022-01-15 --retention-days 36500  # no retirement
     python -m tests.bench.restart_cost --store rocksdb                 # RocksDB table store
+    python -m tests.bench.restart_cost --from 2022-01-15 --profile /tmp/e2e.txt  # + py-spy
 
 A deployment of its own (prefix, app id, database, web port) on the running services: one
 worker, a replay of the shipped matches from ``--from`` (no ``--sync``: as fast as the worker
@@ -13,7 +14,9 @@ a SIGTERM and a restart timed until ``/ready`` answers 200, and the RSS then. Wi
 ``--store rocksdb`` the worker keeps its tables on disk (a directory of its own under
 ``--log-dir``): the size of that directory is reported, and a second restart with it removed
 (``cold``: a worker that starts on another machine) is timed too. Prints one JSON line;
-removes the deployment (and the table directory) afterwards.
+removes the deployment (and the table directory) afterwards. ``--profile FILE`` samples the
+worker with py-spy from the replay's start until every match is evaluated (collapsed stacks,
+one line per stack and thread: ``python -m tests.bench.profile_split FILE`` sums them by agent).
 """
 
 from __future__ import annotations
@@ -76,6 +79,15 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
             [sys.executable, "-m", "streams.cli", "worker"],
             cwd=REPO, env=environment(settings), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+def start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` 50 times a second into ``output`` until it gets SIGINT."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+         "--format", "raw", "--threads", "--rate", "50", "--output", output],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def wait_ready(settings: Settings, worker: subprocess.Popen[bytes], limit: float) -> float:
@@ -184,6 +196,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         replay_args = ["--data", *map(str, sorted((REPO / "data/football").glob("*.csv")))]
         if args.start:
             replay_args += ["--from", args.start]
+        spy = start_profiler(worker.pid, args.profile) if args.profile else None
         t0 = time.monotonic()
         done = await asyncio.to_thread(
             subprocess.run,
@@ -197,6 +210,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"the worker exited; see {log}")
             await asyncio.sleep(1.0)
         processed_s = time.monotonic() - t0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            spy.wait(60)
         await asyncio.sleep(3.0)  # the last batch's changelog writes and offsets
         rss_after_replay = rss_mb(worker.pid)
         stop_worker(worker)
@@ -223,6 +239,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "store": args.store,
             "matches": matches,
+            "evaluations_per_s": round(matches * MODELS / processed_s, 1),
             "retention_days": args.retention_days,
             "segment_seconds": args.segment_seconds,
             "settle_s": args.settle,
@@ -251,4 +268,5 @@ if __name__ == "__main__":
     parser.add_argument("--store", choices=TABLE_STORES, default="memory", help="table store")
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--keep", action="store_true", help="leave the deployment in place")
+    parser.add_argument("--profile", help="py-spy's collapsed stacks of the worker, to this file")
     print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

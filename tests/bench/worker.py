@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from agents import champion, learner, monitor, reconciler, scorer
+from agents import champion, features, learner, monitor, reconciler, scorer
 from streams.log import configure_logging
 from streams.settings import Settings, use_event_loop
 from streams.worker import app as app_module
@@ -20,6 +20,7 @@ from streams.worker import web
 from tests.bench import relay
 
 MODULES = {
+    "features": features,
     "scorer": scorer,
     "reconciler": reconciler,
     "learner": learner,
