@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from agents import champion, features, learner, monitor, reconciler, registry, scorer
+from agents import champion, features, learner, monitor, reconciler, registry, scorer, trainer
 from models import catalog
 from streams.db import bundled_migrations, connect
 from streams.kafka import faust_credentials
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     learner.register(app, runtime)
     monitor.register(app, runtime)
     champion.register(app, runtime)
+    trainer.register(app, runtime)
     web.register(app, runtime, active)
 
     @app.on_before_shutdown.connect
