@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +36,7 @@ import faust
 import structlog
 
 from agents import registry, trainer_store
+from agents.learner import prune_versions
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
 from agents.trainer_rules import (
@@ -58,6 +60,15 @@ CHECK_EVERY_S = 2.0
 """How often the leader looks for a due or requested run (one indexed query)."""
 
 
+FIT_NICENESS = 10
+"""The fit process yields the CPU to the worker (and its scorer) when both want it."""
+
+
+def lower_priority() -> None:
+    """The fit process's initializer: run at a lower CPU priority than the worker."""
+    os.nice(FIT_NICENESS)
+
+
 class FitPool:
     """One worker process for fits, started on first use (spawned: a fork of a process with
     Kafka client threads is not safe) and replaced if it dies."""
@@ -68,7 +79,9 @@ class FitPool:
     async def run(self, plan: RefitPlan) -> RunOutcome:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=lower_priority,
             )
         loop = asyncio.get_running_loop()
         try:
@@ -224,6 +237,8 @@ async def _settle(runtime: AgentRuntime, run_id: int, model: ModelOutcome) -> di
 
     settled = await runtime.retry_transient("trainer register", register)
     if settled["outcome"] == "registered":
+        if runtime.settings.keep_versions:  # the learner's retention policy, for refits too
+            await prune_versions(runtime, [request.model_id])
         log.info(
             "refit registered",
             run=run_id,
@@ -289,21 +304,37 @@ async def _request(runtime: AgentRuntime, alerts: Sequence[Alert]) -> None:
                 log.info("refit requested", run=run, alert=alert.alert_id, model=alert.model_id)
 
 
+async def guarded(runtime: AgentRuntime, pool: FitPool) -> None:
+    """One tick as a task: an unexpected error is logged, never lost with the task."""
+    try:
+        await tick(runtime, pool)
+    except Exception:  # logged; the next tick tries again
+        log.exception("refit round failed")
+
+
 def register(app: faust.App, runtime: AgentRuntime) -> None:
     """Declare the refit timer and the decay listener, each only when configured."""
     settings = runtime.settings
     if settings.retrain_interval_seconds <= 0 and not settings.retrain_on_decay:
         return
     pool = FitPool()
+    running: set[asyncio.Task[Any]] = set()
 
     async def close_pool() -> None:
+        for task in running:
+            task.cancel()
         pool.close()
 
     runtime.shutdown_hooks.append(close_pool)
 
     @app.timer(interval=CHECK_EVERY_S, on_leader=True)
     async def refit() -> None:
-        await tick(runtime, pool)
+        # A refit takes minutes: it runs as a task of its own, so the timer's tick stays short
+        # (no "overlapping timer" warnings) and never starts a second run beside it.
+        if not running:
+            task = asyncio.create_task(guarded(runtime, pool), name="trainer refit")
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     if settings.retrain_on_decay:
         alerts = app.topic(runtime.topics.alerts, key_serializer="raw", value_serializer="raw")
