@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,9 +86,12 @@ async def wait_run(settings: Settings, run_id: int, column: str, limit: float) -
 
 
 def line(name: str, figures: Latency) -> str:
+    """The phase's figures, and the machine's 1-minute load average at its end (the harness
+    shares the machine: a figure means little without it)."""
     return (
         f"{name}_p50={figures.p50_ms:.1f} {name}_p99={figures.p99_ms:.1f} "
-        f"{name}_max={figures.max_ms:.1f} {name}_received={figures.received}"
+        f"{name}_max={figures.max_ms:.1f} {name}_received={figures.received} "
+        f"{name}_load={os.getloadavg()[0]:.1f}"
     )
 
 
