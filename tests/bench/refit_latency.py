@@ -5,8 +5,11 @@ results of every match of ``data/football`` (27,700), the trainer on (decay-trig
 only, so nothing runs unless asked). A first run registers the batch models, so both phases
 score the same models. Then features are offered at ``--rate`` for ``--seconds`` twice, timed
 from send to their champion prediction on the topic (:func:`tests.bench.phases.latency_at`):
-once idle, once while a refit of ``--models`` runs (requested by a row in ``retrain_runs``,
-as a decay alert would; measuring starts once the fit process has begun). Prints one
+once idle, once beside a busy loop at the fit process's priority (the CPU a fit takes, without
+a fit), once while a refit of ``--models`` runs (requested by a row in ``retrain_runs``, as a
+decay alert would; measuring starts once the fit process has begun). If the refit phase is
+level with the busy-loop phase, the fit costs the scorer only the CPU it takes, not a blocked
+event loop. Prints one
 ``REFIT_LATENCY`` line, and whether the refit lasted the whole second window.
 """
 
@@ -23,6 +26,7 @@ import asyncpg
 
 from agents import reconciler_store
 from agents.reconciler_store import LogBatch
+from agents.trainer import FIT_NICENESS
 from models.timeline import timeline
 from schemas.events import MatchFeatures, MatchResult
 from schemas.football_csv import read_rows
@@ -120,8 +124,18 @@ async def main(args: argparse.Namespace) -> str:
             count = args.rate * int(args.seconds)
             idle_msgs = keyed([f for f, _ in matches.take(count, "idle")])
             busy_msgs = keyed([f for f, _ in matches.take(count, "busy")])
+            hog_msgs = keyed([f for f, _ in matches.take(count, "hog")])
             idle = await latency_at(settings, worker, idle_msgs, args.rate, drain_s=30)
             print(f"idle: {line('idle', idle)}", flush=True)
+            # The same CPU competition without a fit: one busy loop at the fit process's nice.
+            spin = f"import os; os.nice({FIT_NICENESS})\nwhile True: pass"
+            hog = await asyncio.create_subprocess_exec(sys.executable, "-c", spin)
+            try:
+                spun = await latency_at(settings, worker, hog_msgs, args.rate, drain_s=30)
+            finally:
+                hog.kill()
+                await hog.wait()
+            print(f"busy loop: {line('spin', spun)}", flush=True)
             second = await request_run(settings)
             await wait_run(settings, second, "started_at", 60)
             await asyncio.sleep(args.settle)  # the fit process has spawned and read the rows
@@ -134,7 +148,7 @@ async def main(args: argparse.Namespace) -> str:
         await deployment.remove()
     return (
         f"REFIT_LATENCY rate={args.rate} seconds={args.seconds:g} matches={stored} "
-        f"models={args.models} {line('idle', idle)} {line('refit', busy)} "
+        f"models={args.models} {line('idle', idle)} {line('spin', spun)} {line('refit', busy)} "
         f"refit_covered_window={int(covered)} window_s={measured:.1f}"
     )
 
