@@ -34,6 +34,7 @@ from typing import Any
 
 import faust
 import structlog
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from agents import registry, trainer_store
 from agents.learner import prune_versions
@@ -65,7 +66,9 @@ FIT_NICENESS = 10
 
 
 def lower_priority() -> None:
-    """The fit process's initializer: run at a lower CPU priority than the worker."""
+    """The fit process's initializer: one core at most (BLAS and OpenMP pools of one thread:
+    a fit takes one core from the worker, never all), at a lower CPU priority than the worker."""
+    threadpool_limits(limits=1)
     os.nice(FIT_NICENESS)
 
 
