@@ -26,17 +26,22 @@ pytestmark = pytest.mark.integration
 CV_METRICS = {"rows", "cv_folds", "cv_log_loss", "cv_brier", "cv_market_log_loss"}
 
 
-async def store_history(pool: asyncpg.Pool, start: str, end: str) -> int:
+async def store_history(
+    pool: asyncpg.Pool, start: str, end: str, *, every_outcome: str | None = None
+) -> int:
     """Features and results of a stretch written to the evaluation log, as the reconciler would
-    have stored them; returns the number of matches with both."""
+    have stored them (with ``every_outcome``, every result's outcome that one, in the same
+    transaction: a refit never sees the real ones); returns the number of matches with both."""
     batch = LogBatch()
     for event in events_between(start, end):
         if isinstance(event.record, MatchFeatures):
             batch.features[event.key] = event.record
         elif isinstance(event.record, MatchResult):
             batch.results[event.key] = event.record
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         await reconciler_store.write(conn, batch)
+        if every_outcome is not None:
+            await conn.execute("UPDATE results SET outcome = $1", every_outcome)
     return len(batch.features.keys() & batch.results.keys())
 
 
@@ -211,9 +216,7 @@ async def test_too_few_results_and_a_failing_fit_are_logged_and_scoring_goes_on(
     assert "refit skipped" in worker.log_text()
 
     # Enough matches, but every result a home win: the logistic regression refuses to fit.
-    await store_history(db, "2009-08-01", "2011-06-30")
-    async with db.acquire() as conn:
-        await conn.execute("UPDATE results SET outcome = 'H'")
+    await store_history(db, "2009-08-01", "2011-06-30", every_outcome="H")
     await wait_for(
         lambda: value(db, "SELECT count(*) > 0 FROM retrain_runs WHERE outcome = 'failed'"),
         timeout=90,
