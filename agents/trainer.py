@@ -27,7 +27,7 @@ import asyncio
 import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +69,17 @@ def lower_priority() -> None:
     """The fit process's initializer: one core at most (BLAS and OpenMP pools of one thread:
     a fit takes one core from the worker, never all), at a lower CPU priority than the worker."""
     threadpool_limits(limits=1)
+    if os.getpriority(os.PRIO_PROCESS, 0) < FIT_NICENESS:
+        os.nice(FIT_NICENESS)
+
+
+def _nice() -> None:
     os.nice(FIT_NICENESS)
+
+
+def _ready() -> bool:
+    """A no-op run in the fresh fit process: it is up once this returns."""
+    return True
 
 
 class FitPool:
@@ -81,11 +91,24 @@ class FitPool:
 
     async def run(self, plan: RefitPlan) -> RunOutcome:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
+            executor = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=lower_priority,
             )
+            # The first submit starts the process, and a spawn writes its preparation data to
+            # the child's pipe until the child, still starting Python, reads it: off the loop,
+            # from a thread of its own at the fit's priority (on Linux a thread's nice value is
+            # its own, and the child inherits it: its imports already yield to the worker).
+            with ThreadPoolExecutor(max_workers=1, initializer=_nice) as starter:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        starter, lambda: executor.submit(_ready).result()
+                    )
+                except BaseException:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    raise
+            self._executor = executor
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, refit_all, plan)

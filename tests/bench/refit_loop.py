@@ -2,15 +2,19 @@
 
 An event loop scores one match every ``1/--rate`` s with the scorer's own function
 (:func:`agents.scorer_rules.predict_many`, the seeded models), and times each from when it
-was due to when its predictions exist: the loop's lateness plus the scoring. Three phases:
+was due to when its predictions exist: the loop's lateness plus the scoring. Four phases, each
+run twice in mirrored order (:data:`ORDER`), their samples pooled:
 
 * ``idle``: nothing else runs (``--seconds``);
+* ``spin``: a busy loop runs in another process at the fit process's priority (the CPU a fit
+  takes, without a fit; ``--seconds``);
 * ``process``: the trainer's refit of every match of ``data/football`` runs in its process pool
   (:class:`agents.trainer.FitPool`, as the worker runs it), for as long as the refit takes;
 * ``thread``: the same refit in a thread of this process (what ``run_in_executor`` with the
   default executor would do): the fit holds the GIL in parts, and the loop waits for it.
 
-The fit takes a core in both refit phases; only the thread shares the GIL with the loop. Prints
+The fit takes a core in both refit phases; only the thread shares the GIL with the loop. A
+``process`` phase level with ``spin`` costs the scorer only the core the fit takes. Prints
 one ``REFIT_LOOP`` line (milliseconds; the 1-minute load average at the end of each phase).
 """
 
@@ -30,7 +34,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from agents.scorer_rules import predict_many
-from agents.trainer import FitPool
+from agents.trainer import FIT_NICENESS, FitPool
 from agents.trainer_rules import FitRequest, RefitPlan, refit_all
 from models.timeline import timeline
 from schemas.events import MatchFeatures, MatchResult
@@ -61,9 +65,9 @@ def stored_json() -> tuple[str, int]:
     return json.dumps(rows), len(rows)
 
 
-async def probe(rate: int, until: Awaitable[object] | float) -> tuple[Latency, float]:
+async def probe(rate: int, until: Awaitable[object] | float) -> tuple[list[float], float]:
     """Score one match every ``1/rate`` s until ``until`` (a number of seconds, or an awaitable
-    that finishes); the latencies and how long it ran."""
+    that finishes); each match's latency (seconds) and how long it ran."""
     models = default_models()
     matches = Matches.load().features
     task = asyncio.ensure_future(asyncio.sleep(until) if isinstance(until, float) else until)
@@ -75,47 +79,76 @@ async def probe(rate: int, until: Awaitable[object] | float) -> tuple[Latency, f
         predict_many([matches[len(samples) % len(matches)]], models, now=datetime.now(UTC))
         samples.append(time.perf_counter() - due)
     task.result()  # a failed refit fails the run
-    elapsed = time.perf_counter() - started
-    return latency(rate, elapsed, len(samples), samples), elapsed
+    return samples, time.perf_counter() - started
 
 
-def line(name: str, figures: Latency) -> str:
+def line(name: str, figures: Latency, loads: list[float]) -> str:
     return (
         f"{name}_p50={figures.p50_ms:.2f} {name}_p99={figures.p99_ms:.2f} "
         f"{name}_max={figures.max_ms:.2f} {name}_n={figures.received} "
-        f"{name}_load={os.getloadavg()[0]:.1f}"
+        f"{name}_s={figures.seconds:.0f} {name}_load={sum(loads) / len(loads):.1f}"
     )
+
+
+ORDER = ("idle", "spin", "process", "thread", "thread", "process", "spin", "idle")
+"""One round: each phase twice, in mirrored order, so a load that drifts during the run
+weighs on every phase alike."""
+
+
+async def phase(name: str, args: argparse.Namespace, plan: RefitPlan) -> tuple[list[float], float]:
+    if name == "idle":
+        return await probe(args.rate, float(args.seconds))
+    if name == "spin":
+        spin = f"import os; os.nice({FIT_NICENESS})\nwhile True: pass"
+        hog = await asyncio.create_subprocess_exec(sys.executable, "-c", spin)
+        try:
+            return await probe(args.rate, float(args.seconds))
+        finally:
+            hog.kill()
+            await hog.wait()
+    if name == "process":
+        pool = FitPool()
+        try:
+            return await probe(args.rate, pool.run(plan))
+        finally:
+            pool.close()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as threads, threadpool_limits(limits=1):
+        return await probe(args.rate, loop.run_in_executor(threads, refit_all, plan))
 
 
 async def main(args: argparse.Namespace) -> str:
     text, matches = stored_json()
     fits = tuple(FitRequest(m, m, args.folds) for m in args.models.split(","))
     plan = RefitPlan(text, fits, min_matches=500)
-    print(f"{matches} matches; refitting {args.models}", flush=True)
-    phases = []
-    idle, _ = await probe(args.rate, float(args.seconds))
-    phases.append(line("idle", idle))
-    print(phases[-1], flush=True)
-    pool = FitPool()
-    try:
-        in_process, seconds = await probe(args.rate, pool.run(plan))
-    finally:
-        pool.close()
-    phases.append(f"{line('process', in_process)} process_refit_s={seconds:.1f}")
-    print(phases[-1], flush=True)
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=1) as threads, threadpool_limits(limits=1):
-        in_thread, seconds = await probe(args.rate, loop.run_in_executor(threads, refit_all, plan))
-    phases.append(f"{line('thread', in_thread)} thread_refit_s={seconds:.1f}")
-    print(phases[-1], flush=True)
-    return f"REFIT_LOOP rate={args.rate} matches={matches} models={args.models} " + " ".join(phases)
+    print(f"{matches} matches; refitting {args.models}; phases {' '.join(ORDER)}", flush=True)
+    samples: dict[str, list[float]] = {name: [] for name in ORDER}
+    seconds: dict[str, float] = dict.fromkeys(ORDER, 0.0)
+    loads: dict[str, list[float]] = {name: [] for name in ORDER}
+    for name in ORDER:
+        taken, elapsed = await phase(name, args, plan)
+        samples[name] += taken
+        seconds[name] += elapsed
+        loads[name].append(os.getloadavg()[0])
+        print(f"{name}: {len(taken)} matches in {elapsed:.1f} s", flush=True)
+    figures = [
+        line(
+            name, latency(args.rate, seconds[name], len(samples[name]), samples[name]), loads[name]
+        )
+        for name in dict.fromkeys(ORDER)
+    ]
+    return f"REFIT_LOOP rate={args.rate} matches={matches} models={args.models} " + " ".join(
+        figures
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.refit_loop", description=__doc__)
     parser.add_argument("--rate", type=int, default=100, help="matches scored per second")
-    parser.add_argument("--seconds", type=int, default=20, help="length of the idle phase")
-    parser.add_argument("--models", default="batch-logreg,batch-forest")
+    parser.add_argument(
+        "--seconds", type=int, default=30, help="length of each idle and spin phase"
+    )
+    parser.add_argument("--models", default="batch-logreg")
     parser.add_argument("--folds", type=int, default=5)
     return parser.parse_args(argv)
 
