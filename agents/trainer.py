@@ -74,6 +74,7 @@ def lower_priority() -> None:
 
 
 def _nice() -> None:
+    """The starter thread's initializer: the fit process it spawns inherits this priority."""
     os.nice(FIT_NICENESS)
 
 
@@ -206,7 +207,7 @@ async def execute(runtime: AgentRuntime, pool: FitPool, run: Any) -> dict[str, A
             await trainer_store.finish(conn, run["run_id"], state, detail)
 
     await runtime.retry_transient("trainer runs", finish)
-    runtime.counters[f"refits_{state}"] += 1
+    runtime.counters[f"refits:{state}"] += 1
     log.info(
         "refit finished",
         run=run["run_id"],
@@ -326,7 +327,7 @@ async def _request(runtime: AgentRuntime, alerts: Sequence[Alert]) -> None:
             )
             if run is not None:
                 last = alert.created_at
-                runtime.counters["refits_requested"] += 1
+                runtime.counters["refit_requests"] += 1
                 log.info("refit requested", run=run, alert=alert.alert_id, model=alert.model_id)
 
 
