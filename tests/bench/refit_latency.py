@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -81,6 +82,27 @@ async def run_state(settings: Settings, run_id: int) -> asyncpg.Record:
         await conn.close()
 
 
+async def cv_figures(settings: Settings) -> list[str]:
+    """One ``CV`` line per refitted model: its cross-validated figures from the registry."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT model_id, version, metrics::text AS metrics FROM model_versions "
+            "WHERE model_id LIKE 'batch-%' ORDER BY model_id, version"
+        )
+    finally:
+        await conn.close()
+    lines = []
+    for row in rows:
+        metrics = json.loads(row["metrics"])
+        lines.append(
+            f"CV model={row['model_id']} version={row['version']} rows={metrics['rows']:.0f} "
+            f"cv_log_loss={metrics['cv_log_loss']:.4f} "
+            f"cv_market_log_loss={metrics.get('cv_market_log_loss', float('nan')):.4f}"
+        )
+    return lines
+
+
 async def wait_run(settings: Settings, run_id: int, column: str, limit: float) -> None:
     deadline = time.monotonic() + limit
     while (await run_state(settings, run_id))[column] is None:
@@ -119,6 +141,8 @@ async def main(args: argparse.Namespace) -> str:
             first = await request_run(settings)
             await wait_run(settings, first, "finished_at", args.timeout)
             print(f"first refit: {(await run_state(settings, first))['outcome']}", flush=True)
+            for row in await cv_figures(settings):
+                print(row, flush=True)
             await asyncio.sleep(5)  # every scorer swaps the new versions in
             matches = Matches.load()
             count = args.rate * int(args.seconds)

@@ -109,9 +109,19 @@ async def phase(name: str, args: argparse.Namespace, plan: RefitPlan) -> tuple[l
     if name == "process":
         pool = FitPool()
         try:
-            return await probe(args.rate, pool.run(plan))
+            run = asyncio.ensure_future(pool.run(plan))
+            measured = await probe(args.rate, run)
         finally:
             pool.close()
+        for model in run.result().models:
+            metrics = model.result.metrics if model.result else {}
+            print(
+                f"CV model={model.request.model_id} rows={metrics.get('rows', 0):.0f} "
+                f"cv_log_loss={metrics.get('cv_log_loss', float('nan')):.4f} "
+                f"cv_market_log_loss={metrics.get('cv_market_log_loss', float('nan')):.4f}",
+                flush=True,
+            )
+        return measured
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=1) as threads, threadpool_limits(limits=1):
         return await probe(args.rate, loop.run_in_executor(threads, refit_all, plan))
