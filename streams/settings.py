@@ -115,6 +115,15 @@ class Settings:
     promotion_margin: float = 0.03
     promotion_min_matches: int = 100
     auto_promote: bool = False
+    # Scheduled retraining (agents/trainer.py, leader only): refit these batch models on the
+    # stored results every retrain_interval_seconds (0: no schedule), and on a decay alert on
+    # the champion when retrain_on_decay is set (one refit per cooldown: one per incident).
+    retrain_interval_seconds: float = 0.0
+    retrain_on_decay: bool = False
+    retrain_models: str = "batch-logreg"  # comma-separated batch model ids
+    retrain_min_matches: int = 500
+    retrain_folds: int = 5
+    retrain_decay_cooldown_seconds: float = 21600.0
     # Reconciler: a reconciled match's ledger leaves the table once a result this many days
     # of kickoffs newer has arrived on its partition (event time); see docs/RELIABILITY.md.
     ledger_retention_days: int = 30
@@ -296,6 +305,23 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("decay_threshold", lambda v: _finite(v) and 0 < v < 1, "a number with 0 < value < 1"),
     ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
+    (
+        "retrain_interval_seconds",
+        lambda v: _finite(v) and (v == 0 or v >= 1),
+        "0 (no schedule) or a finite number of seconds >= 1",
+    ),
+    (
+        "retrain_models",
+        lambda v: all(m.startswith("batch-") for m in v.split(",") if m) and bool(v.strip()),
+        "a comma-separated list of batch model ids (batch-...)",
+    ),
+    ("retrain_min_matches", lambda v: v >= 10, "at least 10 matches"),
+    ("retrain_folds", lambda v: 2 <= v <= 20, "a number of folds in 2..20"),
+    (
+        "retrain_decay_cooldown_seconds",
+        lambda v: _finite(v) and v >= 0,
+        "a finite number of seconds >= 0",
+    ),
     ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
     ("ledger_segment_seconds", lambda v: v >= 1, "at least 1 second"),
     ("keep_versions", lambda v: v == 0 or v >= MIN_KEEP_VERSIONS, f"0 or >= {MIN_KEEP_VERSIONS}"),

@@ -15,7 +15,17 @@ from typing import Any
 
 import faust
 
-from agents import champion, drift, features, learner, monitor, reconciler, registry, scorer
+from agents import (
+    champion,
+    drift,
+    features,
+    learner,
+    monitor,
+    reconciler,
+    registry,
+    scorer,
+    trainer,
+)
 from models import catalog
 from streams.db import bundled_migrations, connect
 from streams.kafka import faust_credentials
@@ -98,6 +108,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     monitor.register(app, runtime)
     drift.register(app, runtime)
     champion.register(app, runtime)
+    trainer.register(app, runtime)
     web.register(app, runtime, active)
 
     @app.on_before_shutdown.connect

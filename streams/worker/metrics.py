@@ -69,6 +69,14 @@ COUNTERS: dict[str, CounterSpec] = {
     "learn_broken_state": CounterSpec(
         "tipstream_learn_broken_states", None, "Learner checkpoints that could not be restored."
     ),
+    "refits": CounterSpec(
+        "tipstream_refits",
+        "outcome",
+        "Refit runs the trainer finished: registered, skipped or failed.",
+    ),
+    "refit_requests": CounterSpec(
+        "tipstream_refit_requests", None, "Refits requested by a decay alert on the champion."
+    ),
     "versions_pruned": CounterSpec(
         "tipstream_model_versions_pruned", None, "Old model versions deleted by the learner."
     ),
