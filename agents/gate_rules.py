@@ -57,7 +57,8 @@ class PairedMatch:
     challenger_loss: float
     champion_loss: float
     market_loss: float
-    """Log loss of the normalised opening line."""
+    """Log loss of the normalised opening line; NaN for a match without one (left out of the
+    market check, which then covers the matches that have a line)."""
     challenger_probabilities: ProbabilityMap
     outcome: Outcome
 
@@ -151,7 +152,8 @@ def evaluate_gate(
             f"not better than the champion at {settings.confidence:.0%} "
             f"(mean gain {mean:+.4f}, DM {dm:.2f}, one-sided p {p_value:.3f})"
         )
-    market_excess = fmean(m.challenger_loss - m.market_loss for m in matches)
+    lined = [m.challenger_loss - m.market_loss for m in matches if math.isfinite(m.market_loss)]
+    market_excess = fmean(lined) if lined else math.nan
     if market_excess > settings.market_margin:
         reasons.append(
             f"worse than the opening line by {market_excess:.4f}, "
