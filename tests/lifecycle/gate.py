@@ -1,6 +1,7 @@
 """Promotion gate on the shared data: its power and its false promotions.
 
-    python -m tests.lifecycle.gate [--trials 40] [--horizon 4000] [--check-every 40]
+    python -m tests.lifecycle.gate [--trials 100] [--horizon 4000] [--check-every 40]
+                                   [--confidence 0.95] [--scenarios a,b]
 
 One prequential run over ``data/football/`` (``models.evaluate.run_prequential``, each league's
 first season burn-in) scores ``online-logreg`` (the service's default), ``online-rating`` (no
@@ -188,16 +189,20 @@ def first_proposal(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--horizon", type=int, default=4000)
     parser.add_argument("--check-every", type=int, default=40)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--confidence", type=float, default=GateSettings().confidence, help="the gate's"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     matches = stream(progress=not args.no_progress)
-    gate = GateSettings()
+    gate = GateSettings(confidence=args.confidence)
     print(f"STREAM matches={len(matches)} trials={args.trials} horizon={args.horizon} "
-          f"check_every={args.check_every} window={WINDOW}", flush=True)  # fmt: skip
+          f"check_every={args.check_every} window={WINDOW} confidence={gate.confidence}",
+          flush=True)  # fmt: skip
     for name in args.scenarios.split(","):
         kind, pick = SCENARIOS[name]
         found: list[int] = []
