@@ -64,30 +64,49 @@ async def check(runtime: AgentRuntime) -> list[Alert]:
             for s in samples(rows, bases, champion)
         ]
         known = await alert_store.known_ids(conn, "promotion")
+        versions = {report.challenger: version for report, version in reports}
+
+        def new(report: GateReport) -> bool:
+            return (
+                alert_id(report.challenger, report.champion, versions[report.challenger])
+                not in known
+            )
+
         best = best_proposal([report for report, _ in reports])
-        decided: list[tuple[GateReport, int, str]] = []
-        alerts: list[Alert] = []
-        promote: GateReport | None = None
-        for report, version in reports:
-            action = HELD
-            if report.decision == PROPOSE:
-                action = PROPOSED
-                new = alert_id(report.challenger, report.champion, version) not in known
-                if new and settings.auto_promote and report is best:
-                    action, promote = PROMOTED, report
-                if new:
-                    alerts.append(
-                        promotion_alert(
-                            report, version=version, promoted=action == PROMOTED, now=now
-                        )
+        promote = best if settings.auto_promote and best is not None and new(best) else None
+        # One transaction: the promotion, its alert and the reports are stored together or
+        # not at all (a crash in between would leave a champion change with no report).
+        async with conn.transaction():
+            if promote is not None:
+                announced = promotion_alert(
+                    promote, version=versions[promote.challenger], promoted=True, now=now
+                )
+                try:
+                    await registry.promote(
+                        conn, promote.challenger, reason=f"auto: {announced.message}"
                     )
-            decided.append((report, version, action))
-        await champion_store.save_reports(conn, decided, now=now)
-        if alerts:
-            await alert_store.write(conn, alerts)
+                except registry.RegistryError as error:  # changed meanwhile (an operator's promote)
+                    log.warning(
+                        "auto-promotion refused", challenger=promote.challenger, error=str(error)
+                    )
+                    promote = None
+            decided: list[tuple[GateReport, int, str]] = []
+            alerts: list[Alert] = []
+            for report, version in reports:
+                action = HELD
+                if report.decision == PROPOSE:
+                    action = PROMOTED if report is promote else PROPOSED
+                    if new(report):
+                        alerts.append(
+                            promotion_alert(
+                                report, version=version, promoted=report is promote, now=now
+                            )
+                        )
+                decided.append((report, version, action))
+            await champion_store.save_reports(conn, decided, now=now)
+            if alerts:
+                await alert_store.write(conn, alerts)
         if promote is not None:
-            message = next(a.message for a in alerts if a.model_id == promote.challenger)
-            await registry.promote(conn, promote.challenger, reason=f"auto: {message}")
             snapshots = [
                 await registry.status_snapshot(conn, model_id)
                 for model_id in (promote.challenger, promote.champion)

@@ -75,6 +75,7 @@ async def test_gate_holds_a_worse_challenger_and_promotes_a_better_one(
 
     shown = run_cli(settings, "models", "show", POOR)
     assert shown.returncode == 0, shown.stdout + shown.stderr
+    print(shown.stdout)  # what docs/OPERATIONS.md shows (pytest -s)
     assert f"gate {POOR} v0 vs champion {GOOD}: hold (held)" in shown.stdout
     assert "hold: not better than the champion" in shown.stdout
     as_json = run_cli(settings, "models", "show", POOR, "--json")
