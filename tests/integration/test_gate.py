@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from agents import champion_store, registry
+from models import catalog
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.deployment import run_cli
@@ -132,3 +135,66 @@ async def test_gate_holds_a_worse_challenger_and_promotes_a_better_one(
     log = worker.log_text()
     assert "promotion gate promoted" in log
     assert "Traceback" not in log, log[log.find("Traceback") - 2000 :][:6000]
+
+
+async def _evaluate(conn: Any, model_id: str, version: int, match: int, loss: float) -> None:
+    """One prediction and its current evaluation of match ``m<match>`` (E0, home win)."""
+    kickoff = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=match)
+    prediction = f"p-{model_id}-{match}"
+    await conn.execute(
+        """INSERT INTO predictions (prediction_id, match_id, league, kickoff, model_id,
+               model_version, is_champion, p_home, p_draw, p_away, predicted, confidence,
+               created_at)
+           VALUES ($1, $2, 'E0', $3, $4, $5, false, 0.5, 0.3, 0.2, 'H', 0.5, $3)""",
+        prediction, f"m{match}", kickoff, model_id, version,
+    )  # fmt: skip
+    await conn.execute(
+        """INSERT INTO evaluations (evaluation_id, prediction_id, match_id, league, kickoff,
+               model_id, model_version, is_champion, predicted, outcome, home_goals, away_goals,
+               hit, confidence, log_loss, brier, rps, evaluated_at)
+           VALUES ($1, $2, $3, 'E0', $4, $5, $6, false, 'H', 'H', 1, 0, true, 0.5, $7, 0.3,
+                   0.1, $4)""",
+        f"e-{model_id}-{match}", prediction, f"m{match}", kickoff, model_id, version, loss,
+    )  # fmt: skip
+
+
+async def test_the_gate_judges_a_challengers_latest_fit_only(
+    settings: Settings, db: asyncpg.Pool
+) -> None:
+    """A batch challenger refitted as v1 is judged on v1's evaluations alone (a refit starts
+    from no matches); a learning challenger on its versions since its last rollback in time."""
+    keys = settings.registry_keys()
+    async with db.acquire() as conn:
+        await registry.register(conn, catalog.create(GOOD), status="champion", keys=keys)
+        batch = catalog.create("batch-logreg")
+        await registry.register(conn, batch, status="challenger", keys=keys)
+        online = catalog.create(POOR)
+        await registry.register(conn, online, status="challenger", keys=keys)
+        for match in range(6):
+            await _evaluate(conn, GOOD, 0, match, 1.0)
+        for match in range(3):  # v0 of the batch model, then its refit v1
+            await _evaluate(conn, "batch-logreg", 0, match, 0.5)
+        assert await champion_store.challengers(conn) == [("batch-logreg", 0), (POOR, 0)]
+        batch.version = 1
+        await registry.save_version(conn, batch, keys=keys)
+        for match in range(3, 5):
+            await _evaluate(conn, "batch-logreg", 1, match, 0.9)
+        # The learning model: v1 learned from v0, then a rollback in time to v0 stores v2.
+        online.version = 1
+        await registry.save_version(conn, online, keys=keys)
+        await _evaluate(conn, POOR, 1, 0, 1.2)
+        await registry.rollback_to(conn, POOR, keys=keys, to_version=0)
+        await _evaluate(conn, POOR, 2, 1, 1.1)
+        await _evaluate(conn, POOR, 2, 2, 1.1)
+        assert await champion_store.challengers(conn) == [("batch-logreg", 1), (POOR, 2)]
+        rows = await champion_store.gate_rows(conn, window=100)
+    by_model: dict[str, list[str]] = {}
+    for row in rows:
+        assert row["champion"] == GOOD
+        by_model.setdefault(row["challenger"], []).append(row["match_id"])
+    assert by_model == {"batch-logreg": ["m3", "m4"], POOR: ["m1", "m2"]}
+    async with db.acquire() as conn:
+        assert [r["match_id"] for r in await champion_store.gate_rows(conn, window=1)] == [
+            "m4",
+            "m2",
+        ]
