@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from agents.gate_rules import PROPOSE, GateReport, PairedMatch
-from models.metrics import log_loss
-from schemas.events import OUTCOMES, Alert, Outcome
+from agents.monitor_rules import reference_log_loss
+from models.market import OPEN_INPUTS
+from schemas.events import Alert, Outcome
 
 AGENT = "champion-challenger"
 _NAMESPACE = uuid.UUID("5a4b6c1e-7f0d-4c8e-b2a9-6d3e1f0a7c55")
@@ -42,17 +43,17 @@ class Sample:
 def opening_line_loss(open_h: float | None, open_d: float | None, open_a: float | None,
                       outcome: Outcome) -> float:  # fmt: skip
     """The opening line's log loss (its normalised implied probabilities, as ``market-open``
-    scores it); NaN when the match has no usable line.
+    scores it and the decay monitor reads it: ``monitor_rules.reference_log_loss``); NaN when
+    the match has no usable line.
 
     >>> round(opening_line_loss(0.5, 0.3, 0.2, "H"), 4)
     0.6931
     >>> opening_line_loss(None, 0.3, 0.2, "H")
     nan
     """
-    line = (open_h, open_d, open_a)
-    if any(p is None or not p > 0.0 for p in line):
-        return math.nan
-    return log_loss(dict(zip(OUTCOMES, (float(p or 0.0) for p in line), strict=True)), outcome)
+    line = zip(OPEN_INPUTS, (open_h, open_d, open_a), strict=True)
+    loss = reference_log_loss({name: p for name, p in line if p is not None}, outcome)
+    return math.nan if loss is None else loss
 
 
 def samples(
