@@ -58,7 +58,7 @@ async def check(runtime: AgentRuntime) -> list[Alert]:
         bases = await champion_store.challengers(conn)
         if champion is None or not bases:
             return []
-        rows = await champion_store.gate_rows(conn, window=settings.gate_window)
+        rows = await champion_store.gate_rows(conn)
         reports = [
             (evaluate_gate(s.challenger, s.champion, s.matches, gate), s.version)
             for s in samples(rows, bases, champion)

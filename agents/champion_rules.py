@@ -31,8 +31,7 @@ PROMOTED = "promoted"
 @dataclass(frozen=True, slots=True)
 class Sample:
     """The matches a challenger is judged on against the champion: those evaluated by the
-    challenger's versions from ``version`` on (its latest fit), the newest at most
-    ``TIPSTREAM_GATE_WINDOW``, in kickoff order."""
+    challenger's versions from ``version`` on (its latest fit), all of them, in kickoff order."""
 
     challenger: str
     champion: str

@@ -35,9 +35,7 @@ _GATE_ROWS = f"""
     pairs AS (
         SELECT c.model_id AS challenger, h.model_id AS champion, b.base_version, c.match_id,
                c.league, c.kickoff, c.outcome, c.prediction_id,
-               c.log_loss AS challenger_loss, h.log_loss AS champion_loss,
-               row_number() OVER (PARTITION BY c.model_id
-                                  ORDER BY c.kickoff DESC, c.match_id DESC) AS newest
+               c.log_loss AS challenger_loss, h.log_loss AS champion_loss
         FROM base b
         JOIN evaluations c ON c.model_id = b.model_id AND c.model_version >= b.base_version
                           AND c.superseded_by IS NULL
@@ -52,15 +50,15 @@ _GATE_ROWS = f"""
     FROM pairs s
     JOIN predictions p ON p.prediction_id = s.prediction_id
     LEFT JOIN match_features f ON f.match_id = s.match_id
-    WHERE s.newest <= $2
     ORDER BY s.challenger, s.kickoff, s.match_id"""
 
 
-async def gate_rows(conn: Any, *, window: int) -> list[dict[str, Any]]:
-    """For each challenger, its newest ``window`` matches evaluated by its latest fit that the
-    champion has a current evaluation of too: both log losses, the challenger's probabilities,
-    the outcome, the league and the opening line; ordered by challenger, then kickoff."""
-    rows = await conn.fetch(_GATE_ROWS, list(ONLINE_KINDS), window)
+async def gate_rows(conn: Any) -> list[dict[str, Any]]:
+    """For each challenger, every match evaluated by its latest fit that the champion has a
+    current evaluation of too (all of them, not the newest few: the gate's always-valid test
+    needs a sample that only grows): both log losses, the challenger's probabilities, the
+    outcome, the league and the opening line; ordered by challenger, then kickoff."""
+    rows = await conn.fetch(_GATE_ROWS, list(ONLINE_KINDS))
     return [dict(row) for row in rows]
 
 

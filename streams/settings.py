@@ -100,19 +100,19 @@ class Settings:
     decay_threshold: float = 0.05
     drift_detector: str = "page-hinkley"
     # Champion/challenger's promotion gate (agents.gate_rules, docs/MODELS.md): a challenger is
-    # proposed (promoted with auto_promote) when, over the newest gate_window matches its latest
-    # fit and the champion both evaluated (at least gate_min_matches), a one-sided paired
-    # Diebold-Mariano test on per-match log loss shows it better at gate_confidence, its mean log
-    # loss is at most gate_market_margin above the opening line's, its calibration error at most
-    # gate_calibration_limit, and no league with gate_league_min_matches shared matches is worse
-    # than the champion by more than gate_league_regression.
+    # proposed (promoted with auto_promote) when, over every match its latest fit and the
+    # champion both evaluated (at least gate_min_matches), a one-sided confidence sequence for
+    # the mean per-match log-loss gain (valid however often the gate looks) is above 0 at
+    # gate_confidence, its mean log loss is at most gate_market_margin above the opening line's,
+    # its calibration error at most gate_calibration_limit, and no league with
+    # gate_league_min_matches shared matches is worse than the champion by more than
+    # gate_league_regression.
     gate_confidence: float = 0.95
     gate_min_matches: int = 300
     gate_market_margin: float = 0.02
     gate_calibration_limit: float = 0.03
     gate_league_regression: float = 0.05
     gate_league_min_matches: int = 50
-    gate_window: int = 2000
     auto_promote: bool = False
     # Reconciler: a reconciled match's ledger leaves the table once a result this many days
     # of kickoffs newer has arrived on its partition (event time); see docs/RELIABILITY.md.
@@ -299,7 +299,6 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("gate_calibration_limit", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("gate_league_regression", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     ("gate_league_min_matches", lambda v: v >= 1, "at least 1"),
-    ("gate_window", lambda v: v >= 2, "at least 2 matches"),
     ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
     ("ledger_segment_seconds", lambda v: v >= 1, "at least 1 second"),
     ("keep_versions", lambda v: v == 0 or v >= MIN_KEEP_VERSIONS, f"0 or >= {MIN_KEEP_VERSIONS}"),
@@ -329,10 +328,6 @@ def _violations(settings: Settings) -> list[tuple[str, Any, str]]:
             ok = False
         if not ok:
             broken.append((name, value, rule))
-    window, least = settings.gate_window, settings.gate_min_matches
-    checked = not {"gate_window", "gate_min_matches"} & {name for name, _, _ in broken}
-    if checked and window < least:  # a window smaller than the minimum never decides
-        broken.append(("gate_window", window, f"at least {ENV_PREFIX}GATE_MIN_MATCHES ({least})"))
     return broken
 
 

@@ -224,8 +224,9 @@ def gate_report_lines(found: dict[str, Any]) -> list[str]:
         f"{found['champion']}: {found['decision']} ({found['action']}) over "
         f"{found['matches']} shared matches, checked "
         f"{found['checked_at']:%Y-%m-%d %H:%M:%S}",
-        f"  gain per match {f('mean_difference')} (CI {f('ci_low')}..{f('ci_high')}) "
-        f"DM {f('dm_statistic', '.2f')} one-sided p {f('p_value', '.4f')} "
+        f"  gain per match {f('mean_difference')} (confidence sequence "
+        f"{f('ci_low')}..{f('ci_high')}) DM {f('dm_statistic', '.2f')} "
+        f"always-valid p {f('p_value', '.4f')} "
         f"(Newey-West, {r.get('lags')} lags)",
         f"  vs opening line {f('market_excess')}  calibration error "
         f"{f('calibration_error', '.4f')}  worst league {r.get('worst_league') or '-'} "

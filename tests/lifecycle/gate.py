@@ -8,10 +8,10 @@ first season burn-in) scores ``online-logreg`` (the service's default), ``online
 odds: clearly worse) and the closing line (``market-close``: what is known only at kickoff, a
 truly better forecaster); the per-match probabilities are cached under
 ``reports/lifecycle/gate-stream.json``. Then, as the service does, the gate
-(:func:`agents.gate_rules.evaluate_gate` with the service's defaults, over the newest
-``TIPSTREAM_GATE_WINDOW`` 2000 shared matches) is run every ``--check-every`` matches (about one
-round of the five leagues) of a stretch that starts at a rotated point of the stream, for up to
-``--horizon`` matches; a trial ends at the first proposal.
+(:func:`agents.gate_rules.evaluate_gate` with the service's defaults, over every match of the
+trial so far: the challenger's sample since its latest fit) is run every ``--check-every``
+matches (about one round of the five leagues) of a stretch that starts at a rotated point of the
+stream, for up to ``--horizon`` matches; a trial ends at the first proposal.
 
 Scenarios (challenger against champion):
 
@@ -55,8 +55,6 @@ CACHE = Path("reports/lifecycle/gate-stream.json")
 MODELS = ("online-logreg", "online-rating", "market-close")
 DEGRADE = 0.25
 """How far the degraded copy shrinks ``online-logreg`` towards uniform (1/3 each)."""
-WINDOW = 2000
-"""``TIPSTREAM_GATE_WINDOW``'s default: the gate sees the newest this many shared matches."""
 
 Probabilities = dict[str, float]
 
@@ -172,8 +170,8 @@ def first_proposal(
     seed: int,
 ) -> int | None:
     """Matches seen when the gate first proposes on the stretch from ``start`` (wrapping
-    round), checked every ``check_every`` matches over the newest :data:`WINDOW`; None if it
-    never does within ``horizon``."""
+    round), checked every ``check_every`` matches over all of them; None if it never does
+    within ``horizon``."""
     rng = random.Random(seed)
     seen: list[PairedMatch] = []
     for i in range(horizon):
@@ -182,7 +180,7 @@ def first_proposal(
         n = i + 1
         if n % check_every or n < gate.min_matches:
             continue
-        if evaluate_gate("c", "h", seen[-WINDOW:], gate).decision == PROPOSE:
+        if evaluate_gate("c", "h", seen, gate).decision == PROPOSE:
             return n
     return None
 
@@ -201,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     matches = stream(progress=not args.no_progress)
     gate = GateSettings(confidence=args.confidence)
     print(f"STREAM matches={len(matches)} trials={args.trials} horizon={args.horizon} "
-          f"check_every={args.check_every} window={WINDOW} confidence={gate.confidence}",
+          f"check_every={args.check_every} confidence={gate.confidence} "
+          f"boundary_matches={gate.boundary_matches}",
           flush=True)  # fmt: skip
     for name in args.scenarios.split(","):
         kind, pick = SCENARIOS[name]

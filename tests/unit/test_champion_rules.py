@@ -92,6 +92,6 @@ def test_one_alert_per_challenger_version() -> None:
 def test_gate_settings_follow_the_service_settings() -> None:
     """Every TIPSTREAM_GATE_* setting reaches the gate; the defaults are the gate's own."""
     assert gate_settings(Settings()) == GateSettings()
-    custom = Settings(gate_confidence=0.99, gate_min_matches=50, gate_window=60)
+    custom = Settings(gate_confidence=0.99, gate_min_matches=50)
     assert gate_settings(custom).confidence == 0.99
     assert gate_settings(custom).min_matches == 50

@@ -26,5 +26,5 @@ def test_a_held_report_names_its_figures_and_every_reason() -> None:
     assert lines[0] == (
         "gate c v2 vs champion h: hold (held) over 0 shared matches, checked 2026-01-02 03:04:05"
     )
-    assert "gain per match - (CI -..-)" in lines[1]
+    assert "gain per match - (confidence sequence -..-)" in lines[1]
     assert lines[3:] == ["  hold: 0 shared matches, fewer than the 300 required"]

@@ -75,7 +75,6 @@ def test_default_settings_are_valid() -> None:
         ("TIPSTREAM_GATE_CALIBRATION_LIMIT", "nan", ">= 0"),
         ("TIPSTREAM_GATE_LEAGUE_REGRESSION", "inf", ">= 0"),
         ("TIPSTREAM_GATE_LEAGUE_MIN_MATCHES", "0", "at least 1"),
-        ("TIPSTREAM_GATE_WINDOW", "299", "at least TIPSTREAM_GATE_MIN_MATCHES (300)"),
         ("TIPSTREAM_WEB_PORT", "0", "1..65535"),
         ("TIPSTREAM_WEB_PORT", "65536", "1..65535"),
         ("TIPSTREAM_LOG_FORMAT", "xml", "one of json, console, auto"),
@@ -121,7 +120,6 @@ def test_accepted_forms_still_pass() -> None:
             "TIPSTREAM_DRIFT_DETECTOR": "adwin",
             "TIPSTREAM_WEB_PORT": "65535",
             "TIPSTREAM_GATE_MARKET_MARGIN": "0",
-            "TIPSTREAM_GATE_WINDOW": "300",
         }
     )
     assert (settings.log_level, settings.learning_policy) == ("WARNING", "errors:0.7")
