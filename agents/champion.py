@@ -3,8 +3,9 @@
 It runs on the leader worker only, every ``CHECK_EVERY_S``, over the evaluation log (the only
 place where every partition's evaluations meet). For each challenger it takes the matches its
 latest fit and the champion both have a current evaluation of (``champion_store.gate_rows``)
-and runs the gate (:func:`agents.gate_rules.evaluate_gate`: a paired Diebold-Mariano test on the
-per-match log-loss differences, the opening line, calibration, leagues). Every report is stored
+and runs the gate (:func:`agents.gate_rules.evaluate_gate`: an always-valid paired test on the
+per-match log-loss differences, so looking every few seconds does not inflate false proposals;
+the opening line, calibration, leagues). Every report is stored
 (``promotion_reports``, shown by ``tipstream models show``). A challenger the gate proposes gets
 one promotion alert per (challenger, champion, version); with ``auto_promote`` (off by default:
 a human approves) the proposal with the largest gain is promoted and the change announced on
