@@ -1,10 +1,22 @@
-"""Promotion gate: a paired Diebold-Mariano test on per-match log-loss differences.
+"""Promotion gate: an always-valid paired test on per-match log-loss differences.
 
-Pure (no I/O). A challenger is proposed only when, on the same evaluated matches, it beats the
-champion at the set confidence (one-sided test of the mean loss difference, Newey-West
-variance so that runs of correlated matches do not overstate the evidence), it is not worse
-than the opening line by more than a margin, its calibration error is within a limit, and no
-league regresses beyond a limit. Every check that fails is named in ``reasons``.
+Pure (no I/O). A challenger is proposed only when, on the same evaluated matches since its
+latest fit, it beats the champion at the set confidence, it is not worse than the opening line
+by more than a margin, its calibration error is within a limit, and no league regresses beyond
+a limit. Every check that fails is named in ``reasons``.
+
+The gate looks again every few seconds as matches arrive, so its test must stay valid however
+often it looks: a fixed-confidence test re-run on a growing (or sliding) sample proposes an
+equal challenger far more often than ``1 - confidence``. The paired test is therefore a
+confidence sequence for the mean difference: the one-sided normal-mixture boundary of Howard,
+Ramdas, McAuliffe and Sekhon (2021, eq. 14) on the sum of the differences, in intrinsic time
+"matches", standardised by the Newey-West long-run standard deviation so that runs of
+correlated matches do not overstate the evidence (the asymptotic confidence sequence of
+Waudby-Smith, Arnold, Wu and Ramdas, 2021, with a dependence-robust variance). Its probability
+of ever proposing a challenger that is no better, over every look at a sample that only grows,
+is at most ``1 - confidence`` (asymptotically). The sample must only grow: every shared match
+since the latest fit, never a sliding window (dropping old matches restarts the evidence
+without resetting the boundary).
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist, fmean
+from statistics import fmean
 from typing import Any
 
 from models.metrics import ProbabilityMap, calibration_bins
@@ -37,12 +49,17 @@ class GateSettings:
     """Largest mean log-loss excess over the champion in any one league..."""
     league_min_matches: int = 50
     """...among leagues with at least this many of the shared matches."""
+    boundary_matches: int = 2000
+    """The sample size at which the confidence sequence is tightest (about a season of the
+    five leagues); it stays valid at every other size, only a little wider."""
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
-        if self.min_matches < 2 or self.league_min_matches < 1:
-            raise ValueError("min_matches must be >= 2 and league_min_matches >= 1")
+        if self.min_matches < 2 or self.league_min_matches < 1 or self.boundary_matches < 1:
+            raise ValueError(
+                "min_matches must be >= 2, league_min_matches and boundary_matches >= 1"
+            )
         limits = (self.market_margin, self.calibration_limit, self.league_regression)
         if not all(math.isfinite(v) and v >= 0 for v in limits):
             raise ValueError("margins and limits must be finite and >= 0")
@@ -57,7 +74,8 @@ class PairedMatch:
     challenger_loss: float
     champion_loss: float
     market_loss: float
-    """Log loss of the normalised opening line."""
+    """Log loss of the normalised opening line; NaN for a match without one (left out of the
+    market check, which then covers the matches that have a line)."""
     challenger_probabilities: ProbabilityMap
     outcome: Outcome
 
@@ -72,10 +90,14 @@ class GateReport:
     mean_difference: float
     """Mean of champion loss minus challenger loss (> 0: challenger better)."""
     ci_low: float
+    """Lower bound of the confidence sequence for the mean difference (> 0: proposed)."""
     ci_high: float
+    """Upper bound (each bound one-sided at ``1 - confidence``)."""
     dm_statistic: float
+    """The mean over its Newey-West standard error (the Diebold-Mariano statistic)."""
     p_value: float
-    """One-sided: probability of a mean difference this large if the challenger is no better."""
+    """Always-valid one-sided p-value at this look: the smallest ``1 - confidence`` at which
+    the lower bound would be above 0."""
     lags: int
     market_excess: float
     """Challenger's mean log loss minus the opening line's."""
@@ -111,6 +133,59 @@ def newey_west_variance(values: Sequence[float], lags: int) -> float:
     return max(total, 0.0)
 
 
+def mixture_rho(boundary_matches: int, alpha: float) -> float:
+    """The mixture's precision (in matches) that makes the boundary tightest near
+    ``boundary_matches`` (Howard et al. 2021, section 3.5).
+
+    >>> round(mixture_rho(2000, 0.05), 1)
+    252.0
+    """
+    log_inv = math.log(1.0 / alpha)
+    return boundary_matches / (2.0 * log_inv + math.log(1.0 + 2.0 * log_inv))
+
+
+def mixture_boundary(n: float, rho: float, alpha: float) -> float:
+    """One-sided normal-mixture boundary (Howard et al. 2021, eq. 14) for a sum of ``n``
+    standardised increments: the sum exceeds it at some ``n`` with probability at most
+    ``alpha`` when their mean is 0.
+
+    >>> round(mixture_boundary(2000, mixture_rho(2000, 0.05), 0.05) / math.sqrt(2000), 2)
+    2.78
+    """
+    v = n + rho
+    return math.sqrt(2.0 * v * math.log(math.sqrt(v / rho) / (2.0 * alpha) + 1.0))
+
+
+def mixture_p_value(standardised_sum: float, n: float, rho: float) -> float:
+    """The ``alpha`` at which ``standardised_sum`` is exactly on :func:`mixture_boundary`
+    (capped at 1): the always-valid one-sided p-value at this look.
+
+    >>> rho = mixture_rho(2000, 0.05)
+    >>> round(mixture_p_value(mixture_boundary(900, rho, 0.05), 900, rho), 4)
+    0.05
+    """
+    v = n + rho
+    if standardised_sum <= 0.0:
+        return 1.0
+    excess = math.expm1(min(standardised_sum**2 / (2.0 * v), 700.0))
+    return min(1.0, math.sqrt(v / rho) / (2.0 * excess))
+
+
+def confidence_sequence(
+    mean: float, long_run_sd: float, n: int, *, confidence: float, boundary_matches: int
+) -> tuple[float, float]:
+    """(lower, upper) bounds on the true mean difference after ``n`` matches, each one-sided at
+    ``1 - confidence`` and valid simultaneously at every ``n`` (so at every look).
+
+    >>> low, high = confidence_sequence(0.01, 0.2, 2000, confidence=0.95, boundary_matches=2000)
+    >>> round(low, 4), round(high, 4)
+    (-0.0024, 0.0224)
+    """
+    alpha = 1.0 - confidence
+    half = long_run_sd * mixture_boundary(n, mixture_rho(boundary_matches, alpha), alpha) / n
+    return mean - half, mean + half
+
+
 def calibration_error(predictions: Sequence[tuple[ProbabilityMap, Outcome]]) -> float:
     """Expected calibration error over 10 bins, averaged over the three outcome classes."""
     n = len(predictions)
@@ -126,7 +201,8 @@ def calibration_error(predictions: Sequence[tuple[ProbabilityMap, Outcome]]) -> 
 def evaluate_gate(
     challenger: str, champion: str, matches: Sequence[PairedMatch], settings: GateSettings
 ) -> GateReport:
-    """Measure the pair over ``matches`` and decide propose/hold."""
+    """Measure the pair over ``matches`` (every shared match since the challenger's latest
+    fit, in kickoff order) and decide propose/hold."""
     n = len(matches)
     reasons: list[str] = []
     if n < settings.min_matches:
@@ -138,20 +214,24 @@ def evaluate_gate(
     diffs = [m.champion_loss - m.challenger_loss for m in matches]
     mean = fmean(diffs)
     lags = int(n ** (1.0 / 3.0))
-    se = math.sqrt(newey_west_variance(diffs, lags) / n)
-    normal = NormalDist()
-    z = normal.inv_cdf(1.0 - (1.0 - settings.confidence) / 2.0)
-    if se > 0.0:
-        dm = mean / se
-        p_value = 1.0 - normal.cdf(dm)
+    sd = math.sqrt(newey_west_variance(diffs, lags))
+    low, high = confidence_sequence(
+        mean, sd, n, confidence=settings.confidence, boundary_matches=settings.boundary_matches
+    )
+    if sd > 0.0:
+        dm = mean / (sd / math.sqrt(n))
+        alpha = 1.0 - settings.confidence
+        p_value = mixture_p_value(n * mean / sd, n, mixture_rho(settings.boundary_matches, alpha))
     else:  # identical losses on every match: no evidence either way
         dm, p_value = 0.0, 1.0
-    if p_value >= 1.0 - settings.confidence:
+    if not (sd > 0.0 and low > 0.0):
         reasons.append(
             f"not better than the champion at {settings.confidence:.0%} "
-            f"(mean gain {mean:+.4f}, DM {dm:.2f}, one-sided p {p_value:.3f})"
+            f"(mean gain {mean:+.4f}, confidence sequence {low:+.4f}..{high:+.4f}, "
+            f"always-valid p {p_value:.3f})"
         )
-    market_excess = fmean(m.challenger_loss - m.market_loss for m in matches)
+    lined = [m.challenger_loss - m.market_loss for m in matches if math.isfinite(m.market_loss)]
+    market_excess = fmean(lined) if lined else math.nan
     if market_excess > settings.market_margin:
         reasons.append(
             f"worse than the opening line by {market_excess:.4f}, "
@@ -180,8 +260,8 @@ def evaluate_gate(
         champion=champion,
         matches=n,
         mean_difference=mean,
-        ci_low=mean - z * se,
-        ci_high=mean + z * se,
+        ci_low=low,
+        ci_high=high,
         dm_statistic=dm,
         p_value=p_value,
         lags=lags,

@@ -182,23 +182,6 @@ async def evaluation_history(conn: Any, model_id: str, before: datetime) -> list
     return rows
 
 
-async def paired_scores(conn: Any) -> list[dict[str, Any]]:
-    """Each challenger against the champion over the matches both have a current evaluation
-    of: ids, shared matches, and both mean log losses."""
-    rows = await conn.fetch(
-        """WITH champion AS (SELECT model_id FROM models WHERE status = 'champion')
-           SELECT c.model_id AS challenger, h.model_id AS champion, count(*) AS matches,
-                  avg(c.log_loss) AS challenger_log_loss, avg(h.log_loss) AS champion_log_loss
-           FROM evaluations h
-           JOIN champion ON h.model_id = champion.model_id
-           JOIN evaluations c ON c.match_id = h.match_id AND c.model_id <> h.model_id
-           JOIN models m ON m.model_id = c.model_id AND m.status = 'challenger'
-           WHERE h.superseded_by IS NULL AND c.superseded_by IS NULL
-           GROUP BY c.model_id, h.model_id"""
-    )
-    return [dict(row) for row in rows]
-
-
 async def bet_rows(conn: Any) -> list[Any]:
     """Per current evaluation, in kickoff order: model, match, kickoff, outcome, its
     prediction and the match's opening and closing odds (what ``models.betting.table`` reads:

@@ -128,6 +128,10 @@ _KINDS: dict[str, type[BaseModel]] = {
     )
 }
 KINDS: tuple[str, ...] = tuple(_KINDS)
+ONLINE_KINDS: tuple[str, ...] = tuple(k for k, cls in _KINDS.items() if cls.learns_online)
+"""Kinds whose versions are one learning lineage (each the previous plus what it learned since),
+not separate fits: the promotion gate judges such a model on all its versions since its last
+rollback in time, a batch model on its latest fit only."""
 
 
 def create(model_id: str, *, seed: int = 0) -> Model:

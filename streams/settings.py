@@ -111,9 +111,20 @@ class Settings:
     drift_min_reference: int = 500
     drift_resamples: int = 200
     drift_alarms_per_year: float = 1.0
-    # Champion/challenger: promote when a challenger's log loss is this much better.
-    promotion_margin: float = 0.03
-    promotion_min_matches: int = 100
+    # Champion/challenger's promotion gate (agents.gate_rules, docs/MODELS.md): a challenger is
+    # proposed (promoted with auto_promote) when, over every match its latest fit and the
+    # champion both evaluated (at least gate_min_matches), a one-sided confidence sequence for
+    # the mean per-match log-loss gain (valid however often the gate looks) is above 0 at
+    # gate_confidence, its mean log loss is at most gate_market_margin above the opening line's,
+    # its calibration error at most gate_calibration_limit, and no league with
+    # gate_league_min_matches shared matches is worse than the champion by more than
+    # gate_league_regression.
+    gate_confidence: float = 0.95
+    gate_min_matches: int = 300
+    gate_market_margin: float = 0.02
+    gate_calibration_limit: float = 0.03
+    gate_league_regression: float = 0.05
+    gate_league_min_matches: int = 50
     auto_promote: bool = False
     # Scheduled retraining (agents/trainer.py, leader only): refit these batch models on the
     # stored results every retrain_interval_seconds (0: no schedule), and on a decay alert on
@@ -303,8 +314,12 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("snapshot_seconds", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
     ("decay_window", lambda v: v >= 10, "at least 10 evaluations"),
     ("decay_threshold", lambda v: _finite(v) and 0 < v < 1, "a number with 0 < value < 1"),
-    ("promotion_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
-    ("promotion_min_matches", lambda v: v >= 1, "at least 1"),
+    ("gate_confidence", lambda v: _finite(v) and 0.5 <= v < 1, "a number in [0.5, 1)"),
+    ("gate_min_matches", lambda v: v >= 2, "at least 2"),
+    ("gate_market_margin", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("gate_calibration_limit", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("gate_league_regression", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("gate_league_min_matches", lambda v: v >= 1, "at least 1"),
     (
         "retrain_interval_seconds",
         lambda v: _finite(v) and (v == 0 or v >= 1),

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
-from agents import registry
+from agents import champion_store, registry
 from schemas.codec import encode
 from streams.cli import reports
 from streams.cli.failures import describe_failure
+from streams.cli.output import to_json
 from streams.db import connect
 from streams.kafka import client_options
 from streams.settings import Settings
@@ -46,8 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     models = subparsers.add_parser("models", help="list, inspect, promote or roll back models")
     commands = models.add_subparsers(dest="models_command", required=True)
     commands.add_parser("list", help="every model with its status and latest version")
-    show = commands.add_parser("show", help="one model's versions")
+    show = commands.add_parser(
+        "show", help="one model's versions and the promotion gate's reports on it"
+    )
     show.add_argument("model_id")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
     promote = commands.add_parser("promote", help="make a model the champion")
     promote.add_argument("model_id")
     promote.add_argument("--reason", default="manual promotion")
@@ -151,17 +155,7 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
             )
         return 0
     if command == "show":
-        versions = await _with_conn(settings, lambda c: registry.model_versions(c, args.model_id))
-        for row in versions:
-            metrics = (
-                json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
-            )
-            print(
-                f"{args.model_id} v{row['version']} (parent {row['parent_version']}) "
-                f"kind={row['kind']} learned={row['learned']} sha256={row['state_sha256'][:12]} "
-                f"created={row['created_at']:%Y-%m-%d %H:%M:%S} metrics={json.dumps(metrics)}"
-            )
-        return 0
+        return await _show(args, settings)
 
     def change(conn: Any) -> Awaitable[list[str]]:
         if command == "promote":
@@ -181,6 +175,65 @@ async def _models_async(args: argparse.Namespace, settings: Settings) -> int:
         return ANNOUNCE_FAILED_EXIT
     print(f"champion: {' -> '.join(before_after)}")
     return 0
+
+
+async def _show(args: argparse.Namespace, settings: Settings) -> int:
+    async def read(conn: Any) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        return (
+            await registry.model_versions(conn, args.model_id),
+            await champion_store.reports_of(conn, args.model_id),
+        )
+
+    versions, reports = await _with_conn(settings, read)
+    for row in versions:
+        metrics = json.loads(row["metrics"]) if isinstance(row["metrics"], str) else row["metrics"]
+        row["metrics"] = metrics
+    if args.json:
+        print(to_json({"model_id": args.model_id, "versions": versions, "gate": reports}))
+        return 0
+    for row in versions:
+        print(
+            f"{args.model_id} v{row['version']} (parent {row['parent_version']}) "
+            f"kind={row['kind']} learned={row['learned']} sha256={row['state_sha256'][:12]} "
+            f"created={row['created_at']:%Y-%m-%d %H:%M:%S} metrics={json.dumps(row['metrics'])}"
+        )
+    for found in reports["latest"]:
+        print("\n".join(gate_report_lines(found)))
+    if reports["history"]:
+        print(f"gate history of {args.model_id}:")
+        for found in reports["history"]:
+            print(
+                f"  {found['checked_at']:%Y-%m-%d %H:%M:%S} vs {found['champion']} "
+                f"v{found['challenger_version']}: {found['decision']} ({found['action']}) "
+                f"over {found['matches']} matches"
+            )
+    return 0
+
+
+def gate_report_lines(found: dict[str, Any]) -> list[str]:
+    """A stored gate report as an operator reads it: the decision, the paired test, the other
+    checks, and why it holds (docs/OPERATIONS.md, "Reading a gate report")."""
+    r = found["report"]
+
+    def f(key: str, spec: str = "+.4f") -> str:
+        value = r.get(key)
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        f"gate {found['challenger']} v{found['challenger_version']} vs champion "
+        f"{found['champion']}: {found['decision']} ({found['action']}) over "
+        f"{found['matches']} shared matches, checked "
+        f"{found['checked_at']:%Y-%m-%d %H:%M:%S}",
+        f"  gain per match {f('mean_difference')} (confidence sequence "
+        f"{f('ci_low')}..{f('ci_high')}) DM {f('dm_statistic', '.2f')} "
+        f"always-valid p {f('p_value', '.4f')} "
+        f"(Newey-West, {r.get('lags')} lags)",
+        f"  vs opening line {f('market_excess')}  calibration error "
+        f"{f('calibration_error', '.4f')}  worst league {r.get('worst_league') or '-'} "
+        f"{f('worst_league_excess')}",
+    ]
+    lines += [f"  hold: {reason}" for reason in r.get("reasons", [])]
+    return lines
 
 
 async def change_champion(

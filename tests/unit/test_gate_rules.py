@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.gate_rules import HOLD, PROPOSE, GateSettings, PairedMatch, evaluate_gate
+from agents.gate_rules import (
+    HOLD,
+    PROPOSE,
+    GateSettings,
+    PairedMatch,
+    confidence_sequence,
+    evaluate_gate,
+    mixture_boundary,
+    mixture_p_value,
+    mixture_rho,
+)
 from models.metrics import log_loss
 from schemas.events import OUTCOMES, Outcome
 
@@ -113,3 +123,63 @@ def test_deterministic_and_never_both_directions(n: int, seed: int, gain: float)
     ]
     backward = evaluate_gate("h", "c", swapped, GATE)
     assert not (forward.decision == PROPOSE and backward.decision == PROPOSE)
+
+
+def _first_crossing(
+    rng: random.Random, mean: float, steps: int, confidence: float, fixed_z: float | None = None
+) -> int | None:
+    """The first step (from the 30th) at which the lower bound on the mean of a stream of
+    normal differences is above 0, looking at every step; ``fixed_z``: the fixed-confidence
+    interval instead of the confidence sequence (the test the gate used to run)."""
+    total = squares = 0.0
+    for n in range(1, steps + 1):
+        x = rng.gauss(mean, 1.0)
+        total += x
+        squares += x * x
+        if n < 30:
+            continue
+        m = total / n
+        sd = math.sqrt(max(squares / n - m * m, 0.0))
+        if fixed_z is None:
+            low, _ = confidence_sequence(
+                m, sd, n, confidence=confidence, boundary_matches=GateSettings().boundary_matches
+            )
+        else:
+            low = m - fixed_z * sd / math.sqrt(n)
+        if low > 0.0:
+            return n
+    return None
+
+
+def test_null_streams_cross_the_boundary_at_most_alpha_of_the_time_when_looked_at_every_step() -> (
+    None
+):
+    """Zero-mean differences, checked at every one of 2,000 steps: the confidence sequence is
+    ever above 0 in at most ~5% of 400 streams (a generous 8% allowed: the bound is valid
+    asymptotically, with an estimated variance); the fixed-confidence interval, looked at as
+    often, is crossed far more often than its nominal 5%."""
+    rng = random.Random(20261202)
+    streams, steps = 400, 2000
+    crossed = sum(_first_crossing(rng, 0.0, steps, 0.95) is not None for _ in range(streams))
+    assert crossed <= 0.08 * streams
+    peeking = sum(
+        _first_crossing(rng, 0.0, steps, 0.95, fixed_z=1.645) is not None for _ in range(100)
+    )
+    assert peeking > 15
+
+
+def test_a_clear_positive_mean_is_detected() -> None:
+    """A mean of 0.2 standard deviations is found within 1,000 looks in nearly every stream."""
+    rng = random.Random(7)
+    found = [_first_crossing(rng, 0.2, 1000, 0.95) for _ in range(100)]
+    assert sum(n is not None for n in found) >= 95
+
+
+def test_mixture_p_value_inverts_the_boundary() -> None:
+    """On the boundary at alpha the always-valid p is alpha; above it, smaller; below 0, 1."""
+    rho = mixture_rho(2000, 0.05)
+    for n in (300, 2000, 8000):
+        edge = mixture_boundary(n, rho, 0.05)
+        assert math.isclose(mixture_p_value(edge, n, rho), 0.05, rel_tol=1e-9)
+        assert mixture_p_value(1.2 * edge, n, rho) < 0.05
+    assert mixture_p_value(-1.0, 300, rho) == 1.0

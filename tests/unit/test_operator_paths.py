@@ -67,9 +67,14 @@ def test_default_settings_are_valid() -> None:
         ("TIPSTREAM_SNAPSHOT_EVERY", "0", "at least 1"),
         ("TIPSTREAM_SNAPSHOT_SECONDS", "-1", "> 0"),
         ("TIPSTREAM_SNAPSHOT_SECONDS", "inf", "> 0"),
-        ("TIPSTREAM_PROMOTION_MARGIN", "-0.01", ">= 0"),
-        ("TIPSTREAM_PROMOTION_MARGIN", "nan", ">= 0"),
-        ("TIPSTREAM_PROMOTION_MIN_MATCHES", "0", "at least 1"),
+        ("TIPSTREAM_GATE_CONFIDENCE", "1", "in [0.5, 1)"),
+        ("TIPSTREAM_GATE_CONFIDENCE", "0.4", "in [0.5, 1)"),
+        ("TIPSTREAM_GATE_CONFIDENCE", "nan", "in [0.5, 1)"),
+        ("TIPSTREAM_GATE_MIN_MATCHES", "1", "at least 2"),
+        ("TIPSTREAM_GATE_MARKET_MARGIN", "-0.01", ">= 0"),
+        ("TIPSTREAM_GATE_CALIBRATION_LIMIT", "nan", ">= 0"),
+        ("TIPSTREAM_GATE_LEAGUE_REGRESSION", "inf", ">= 0"),
+        ("TIPSTREAM_GATE_LEAGUE_MIN_MATCHES", "0", "at least 1"),
         ("TIPSTREAM_WEB_PORT", "0", "1..65535"),
         ("TIPSTREAM_WEB_PORT", "65536", "1..65535"),
         ("TIPSTREAM_LOG_FORMAT", "xml", "one of json, console, auto"),
@@ -114,7 +119,7 @@ def test_accepted_forms_still_pass() -> None:
             "TIPSTREAM_LEARNING_POLICY": "errors:0.7",
             "TIPSTREAM_DRIFT_DETECTOR": "adwin",
             "TIPSTREAM_WEB_PORT": "65535",
-            "TIPSTREAM_PROMOTION_MARGIN": "0",
+            "TIPSTREAM_GATE_MARKET_MARGIN": "0",
         }
     )
     assert (settings.log_level, settings.learning_policy) == ("WARNING", "errors:0.7")
