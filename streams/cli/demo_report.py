@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from models import betting, catalog
+from streams.cli.demo import Incident
 from streams.db import connect
 from streams.settings import Settings
 
@@ -42,6 +43,13 @@ class Report:
     alerts: list[Any]
     bets: list[Any]
     """Per current evaluation: model, kickoff, outcome, its prediction and the match's odds."""
+    incident: Incident | None = None
+    incident_rows: list[Any] = field(default_factory=list)
+    """The incident model's current evaluations in kickoff order, each with the learned count
+    of the version that made its prediction (what decides whether it was broken)."""
+
+    def story(self) -> IncidentStory | None:
+        return None if self.incident is None else incident_story(self)
 
     def mean(self, model_id: str) -> float | None:
         row = next((r for r in self.per_model if r["model_id"] == model_id), None)
@@ -62,7 +70,93 @@ class Report:
         )
 
 
-async def collect(settings: Settings) -> Report:
+@dataclass(frozen=True)
+class ScopeStory:
+    """The incident in one monitor scope: the first decay alert after it broke and the first
+    recovery after that, each with how many of the scope's evaluations it took."""
+
+    scope: str
+    broken: int
+    decay: datetime | None
+    decay_after: int | None
+    """Broken evaluations of the scope up to the decay alert's last one, that one included."""
+    recovery: datetime | None
+    recovery_after: int | None
+    """Healthy evaluations of the scope after its last broken one, up to the recovery's last."""
+
+
+@dataclass(frozen=True)
+class IncidentStory:
+    """When the incident model broke and mended (kickoffs of its evaluations), per scope."""
+
+    broke: datetime | None
+    mended: datetime | None
+    broken: int
+    scopes: list[ScopeStory]
+    others: list[Any]
+    """The incident model's alerts the table does not show (drift, estimates...)."""
+
+
+def incident_story(report: Report) -> IncidentStory:
+    """Read the incident back from the evaluation log: an evaluation is broken when the version
+    that predicted it had learned a count in the incident's range (``models.incident``)."""
+    assert report.incident is not None
+    first, last = report.incident.first, report.incident.last
+    rows = report.incident_rows
+    broken = [r["learned"] is not None and first <= r["learned"] < last for r in rows]
+    hit = [i for i, b in enumerate(broken) if b]
+    mine = [a for a in report.alerts if a["model_id"] == catalog.INCIDENT_MODEL_ID]
+    shown: list[Any] = []
+    scopes = []
+    for scope in ["all", *sorted({f"league:{r['league']}" for r in rows})]:
+        inside = [
+            i for i, r in enumerate(rows) if scope == "all" or scope == f"league:{r['league']}"
+        ]
+        position = {rows[i]["evaluation_id"]: n for n, i in enumerate(inside)}
+        flags = [broken[i] for i in inside]
+        if True not in flags:
+            continue
+        b0 = flags.index(True)
+        b1 = len(flags) - 1 - flags[::-1].index(True)
+        decay = next(
+            (a for a in mine if a["scope"] == scope and a["kind"] == "decay"
+             and position.get(a["last_evaluation_id"], -1) >= b0),
+            None,
+        )  # fmt: skip
+        recovery = None
+        if decay is not None:
+            after = position[decay["last_evaluation_id"]]
+            recovery = next(
+                (a for a in mine if a["scope"] == scope and a["kind"] == "recovery"
+                 and position.get(a["last_evaluation_id"], -1) > after),
+                None,
+            )  # fmt: skip
+        shown += [a for a in (decay, recovery) if a is not None]
+        scopes.append(
+            ScopeStory(
+                scope=scope,
+                broken=sum(flags),
+                decay=None if decay is None else decay["kickoff"],
+                decay_after=None
+                if decay is None
+                else position[decay["last_evaluation_id"]] - b0 + 1,
+                recovery=None if recovery is None else recovery["kickoff"],
+                recovery_after=(
+                    None if recovery is None else position[recovery["last_evaluation_id"]] - b1
+                ),
+            )
+        )
+    mended = hit[-1] + 1 if hit and hit[-1] + 1 < len(rows) else None
+    return IncidentStory(
+        broke=rows[hit[0]]["kickoff"] if hit else None,
+        mended=None if mended is None else rows[mended]["kickoff"],
+        broken=len(hit),
+        scopes=scopes,
+        others=[a for a in mine if not any(a is b for b in shown)],
+    )
+
+
+async def collect(settings: Settings, incident: Incident | None = None) -> Report:
     """Every figure from the database the workers wrote: the line reports what the evaluation
     log holds, not what the demo expected."""
     pool = await connect(settings.database_url, max_size=1)
@@ -100,7 +194,8 @@ async def collect(settings: Settings) -> Report:
             alerts = await conn.fetch(
                 """SELECT a.kind, a.model_id, a.scope, a.metric, a.state, a.message,
                           COALESCE(e.kickoff, (SELECT max(kickoff) FROM evaluations
-                                               WHERE evaluated_at <= a.created_at)) AS kickoff
+                                               WHERE evaluated_at <= a.created_at)) AS kickoff,
+                          a.last_evaluation_id
                    FROM alerts a LEFT JOIN evaluations e
                         ON e.evaluation_id = a.last_evaluation_id
                    ORDER BY 7 NULLS LAST, a.alert_id"""
@@ -118,14 +213,33 @@ async def collect(settings: Settings) -> Report:
                    JOIN match_features f ON f.match_id = e.match_id
                    WHERE e.superseded_by IS NULL ORDER BY e.kickoff, e.match_id"""
             )
+            incident_rows = await conn.fetch(
+                """SELECT e.evaluation_id, e.league, e.kickoff, v.learned
+                   FROM evaluations e LEFT JOIN model_versions v
+                        ON v.model_id = e.model_id AND v.version = e.model_version
+                   WHERE e.model_id = $1 AND e.superseded_by IS NULL
+                   ORDER BY e.kickoff, e.match_id""",
+                catalog.INCIDENT_MODEL_ID,
+            )
     finally:
         await pool.close()
-    return Report(dict(counts), list(per_model), champion, list(series), list(alerts), list(bets))
+    return Report(
+        dict(counts),
+        list(per_model),
+        champion,
+        list(series),
+        list(alerts),
+        list(bets),
+        incident,
+        list(incident_rows) if incident is not None else [],
+    )
 
 
-async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
+async def summarise(
+    settings: Settings, out: Path, incident: Incident | None = None
+) -> tuple[str, Path]:
     """Build the report folder; return the SUMMARY line and the folder."""
-    report = await collect(settings)
+    report = await collect(settings, incident)
     write(report, out)
     return report.summary(), out
 
@@ -133,11 +247,13 @@ async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
 def write(report: Report, out: Path) -> None:
     """``rolling_logloss.png`` and ``summary.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    story = report.story()
     plot(
         report.series,
         report.alerts,
         out / "rolling_logloss.png",
         {r["model_id"]: r["status"] for r in report.per_model},
+        span=None if story is None or story.broke is None else (story.broke, story.mended),
     )
     (out / "summary.md").write_text(markdown(report))
 
@@ -180,6 +296,7 @@ def markdown(report: Report) -> str:
         f"{s.kelly_growth:.4f} | {s.clv:.4f} |"
         for model_id, s in betting_table(report.bets)
     ]
+    lines += incident_markdown(report)
     lines += ["", f"## Alerts ({len(report.alerts)})", ""]
     lines += [
         f"- {a['kickoff']:%Y-%m-%d} {a['kind']} ({a['state']}): {a['message']}"
@@ -189,6 +306,50 @@ def markdown(report: Report) -> str:
     ]
     lines += ["", "![rolling log loss](rolling_logloss.png)", ""]
     return "\n".join(lines)
+
+
+def _day(value: datetime | None) -> str:
+    return "none" if value is None else f"{value:%Y-%m-%d}"
+
+
+def incident_markdown(report: Report) -> list[str]:
+    """The "Incident" section: when it broke, when each scope's decay fired and after how many
+    evaluations, when the recovery came; nothing when the demo ran with ``--no-incident``."""
+    story = report.story()
+    if story is None or report.incident is None:
+        return []
+    lines = [
+        "",
+        "## Incident",
+        "",
+        f"Scripted (`--incident {report.incident.start}:{report.incident.end}`; "
+        f"`--no-incident` leaves it out): {report.incident.describe()}. "
+        f"Read back from the evaluation log: {story.broken} broken evaluations, kickoffs from "
+        f"{_day(story.broke)}; healthy again from {_day(story.mended)} (a prediction is made by "
+        "the version the scorer holds, a few learned examples behind the learner). It learns "
+        "every result from the right inputs; only its predictions read them the wrong way round, "
+        "so outside the incident it is the champion's model.",
+        "",
+        "The monitor's alerts on it, per scope (the paired test against the opening line fires "
+        "within a few broken evaluations; a recovery needs a full window of healthy ones):",
+        "",
+        "| scope | broken evaluations | decay fired | after broken evaluations | recovery | "
+        "after healthy evaluations |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s.scope} | {s.broken} | {_day(s.decay)} | {_count(s.decay_after)} | "
+        f"{_day(s.recovery)} | {_count(s.recovery_after)} |"
+        for s in story.scopes
+    ]
+    if story.others:
+        lines += ["", f"Its other alerts ({len(story.others)}):", ""]
+        lines += [f"- {_day(a['kickoff'])} {a['kind']}: {a['message']}" for a in story.others]
+    return lines
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def betting_table(rows: list[Any]) -> list[tuple[str, betting.BettingSummary]]:
@@ -266,9 +427,15 @@ def _style(model_id: str) -> dict[str, Any]:
 
 
 def plot(
-    series: list[Any], alerts: list[Any], path: Path, status: dict[str, str] | None = None
+    series: list[Any],
+    alerts: list[Any],
+    path: Path,
+    status: dict[str, str] | None = None,
+    *,
+    span: tuple[datetime, datetime | None] | None = None,
 ) -> None:
-    """Rolling log loss per model and its gap to the opening line; alerts on the same axis."""
+    """Rolling log loss per model and its gap to the opening line; alerts on the same axis;
+    ``span`` (broke, mended) shaded on every panel: the scripted incident."""
     status = status or {}
     fig, (top, middle, bottom) = plt.subplots(
         3, 1, figsize=(12, 10), sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 1.3]}
@@ -326,6 +493,18 @@ def plot(
     bottom.set_xlabel("kickoff")
     for axis in (top, middle, bottom):
         axis.grid(alpha=0.3)
+        if span is not None:
+            axis.axvspan(
+                span[0],
+                span[1] or times[-1],
+                color="tab:red",
+                alpha=0.12,
+                label=f"incident: {catalog.INCIDENT_MODEL_ID}'s inputs mirrored"
+                if axis is top
+                else None,
+            )
+    if span is not None:
+        top.legend(loc="upper left", fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
