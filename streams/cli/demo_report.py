@@ -25,11 +25,14 @@ models, so a shorter window draws mostly noise."""
 SEASON_BREAK = timedelta(days=30)
 """A gap in kickoffs longer than this (the summer) breaks the lines instead of bridging it."""
 ALERT_KINDS = {
-    "decay": "tab:red",
-    "recovery": "tab:green",
-    "drift": "tab:orange",
-    "promotion": "tab:purple",
+    "decay": ("tab:red", "o"),
+    "recovery": ("tab:green", "o"),
+    "drift": ("tab:orange", "s"),
+    "promotion": ("tab:purple", "^"),
+    "estimate": ("tab:brown", "D"),
 }
+"""Colour and marker of each alert kind (estimates small, so a decay or a recovery on the same
+day stays visible)."""
 
 
 @dataclass
@@ -464,7 +467,8 @@ def plot(
         fontsize=11,
     )
     top.set_ylabel("log loss")
-    top.legend(loc="upper left", fontsize=8, ncol=3)
+    low, high = top.get_ylim()
+    top.set_ylim(low, high + 0.3 * (high - low))  # room for the legend above the lines
     middle.axhline(0.0, color="0.5", linewidth=0.8)
     middle.set_title(
         "The same, minus the opening line's log loss on the same matches "
@@ -473,7 +477,7 @@ def plot(
     )
     middle.set_ylabel("log loss - opening line")
     rows_of = {model_id: index for index, model_id in enumerate(models)}
-    for kind, colour in ALERT_KINDS.items():
+    for kind, (colour, marker) in ALERT_KINDS.items():
         hits = [
             a for a in alerts if a["kind"] == kind and a["kickoff"] and a["model_id"] in rows_of
         ]
@@ -481,7 +485,9 @@ def plot(
             [a["kickoff"] for a in hits],
             [rows_of[a["model_id"]] for a in hits],
             color=colour,
-            s=24,
+            marker=marker,
+            s=12 if kind == "estimate" else 28,
+            zorder=3 if kind == "estimate" else 2,
             label=f"{kind} ({len(hits)})",
         )
     bottom.set_yticks(range(len(models)), models, fontsize=8)
@@ -489,7 +495,7 @@ def plot(
     bottom.set_title(
         "Alerts per model, at the replay's event time when they were raised", fontsize=10
     )
-    bottom.legend(loc="upper left", fontsize=8, ncol=4, bbox_to_anchor=(0, -0.28))
+    bottom.legend(loc="upper left", fontsize=8, ncol=len(ALERT_KINDS), bbox_to_anchor=(0, -0.28))
     bottom.set_xlabel("kickoff")
     for axis in (top, middle, bottom):
         axis.grid(alpha=0.3)
@@ -503,8 +509,7 @@ def plot(
                 if axis is top
                 else None,
             )
-    if span is not None:
-        top.legend(loc="upper left", fontsize=8, ncol=3)
+    top.legend(loc="upper left", fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
