@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from agents import registry
 from models import catalog
 from models.timeline import Filters
-from schemas.football_csv import default_data_files, read_rows
+from schemas.football_csv import RowError, default_data_files, read_rows
 from streams.cli.main import guarded
 from streams.cli.replay import at_least, league_list, positive_number
 from streams.db import connect, create_database, migrate_url
@@ -189,9 +189,11 @@ def plan_incident(data: list[Path], window: Filters, dates: tuple[date, date]) -
     """The incident's range in learned examples: the model learns the window's results in
     kickoff order, so the matches of the window before a date are the examples learned by
     then (the replay publishes the rows ``window`` keeps)."""
-    kickoffs = [
-        row.kickoff.date() for row in read_rows(data).rows if window.keep(row.league, row.kickoff)
-    ]
+    try:
+        rows = read_rows(data).rows
+    except (OSError, RowError) as error:
+        raise SystemExit(f"demo: cannot plan the incident: {error}") from error
+    kickoffs = [row.kickoff.date() for row in rows if window.keep(row.league, row.kickoff)]
     first = sum(day < dates[0] for day in kickoffs)
     last = sum(day < dates[1] for day in kickoffs)
     if last - first == 0:
@@ -357,16 +359,16 @@ def run(args: argparse.Namespace, base: Settings) -> int:
     """The demo itself, once its arguments and database name are accepted."""
     settings = demo_settings(base, args.database, args.prefix)
     started = time.monotonic()
+    incident = (  # planned first: a window without matches in it stops before any change
+        None
+        if args.incident is None
+        else plan_incident(args.data, Filters(args.leagues, args.start, args.end), args.incident)
+    )
     asyncio.run(fresh_database(base, settings, args.database))
     asyncio.run(delete_old_topics(settings, args.prefix))
     data = [str(p) for p in args.data]
     window = ["--from", args.start.isoformat(), "--to", args.end.isoformat()]
     leagues = ["--leagues", ",".join(sorted(args.leagues))] if args.leagues else []
-    incident = (
-        None
-        if args.incident is None
-        else plan_incident(args.data, Filters(args.leagues, args.start, args.end), args.incident)
-    )
     print(f"demo: training the batch model on matches before {args.start}", flush=True)
     tipstream(settings, "train", "--data", *data, "--until", args.start.isoformat())
     if incident is not None:
