@@ -115,7 +115,10 @@ def incident_story(report: Report) -> IncidentStory:
         inside = [
             i for i, r in enumerate(rows) if scope == "all" or scope == f"league:{r['league']}"
         ]
-        position = {rows[i]["evaluation_id"]: n for n, i in enumerate(inside)}
+        # By match: an alert's last evaluation may have been superseded since (a re-issued
+        # fixture's prediction replaced the one the monitor was fed, which is never fed
+        # again), and the model has one current evaluation per match.
+        position = {rows[i]["match_id"]: n for n, i in enumerate(inside)}
         flags = [broken[i] for i in inside]
         if True not in flags:
             continue
@@ -123,15 +126,15 @@ def incident_story(report: Report) -> IncidentStory:
         b1 = len(flags) - 1 - flags[::-1].index(True)
         decay = next(
             (a for a in mine if a["scope"] == scope and a["kind"] == "decay"
-             and position.get(a["last_evaluation_id"], -1) >= b0),
+             and position.get(a["match_id"], -1) >= b0),
             None,
         )  # fmt: skip
         recovery = None
         if decay is not None:
-            after = position[decay["last_evaluation_id"]]
+            after = position[decay["match_id"]]
             recovery = next(
                 (a for a in mine if a["scope"] == scope and a["kind"] == "recovery"
-                 and position.get(a["last_evaluation_id"], -1) > after),
+                 and position.get(a["match_id"], -1) > after),
                 None,
             )  # fmt: skip
         shown += [a for a in (decay, recovery) if a is not None]
@@ -140,13 +143,9 @@ def incident_story(report: Report) -> IncidentStory:
                 scope=scope,
                 broken=sum(flags),
                 decay=None if decay is None else decay["kickoff"],
-                decay_after=None
-                if decay is None
-                else position[decay["last_evaluation_id"]] - b0 + 1,
+                decay_after=None if decay is None else position[decay["match_id"]] - b0 + 1,
                 recovery=None if recovery is None else recovery["kickoff"],
-                recovery_after=(
-                    None if recovery is None else position[recovery["last_evaluation_id"]] - b1
-                ),
+                recovery_after=(None if recovery is None else position[recovery["match_id"]] - b1),
             )
         )
     mended = hit[-1] + 1 if hit and hit[-1] + 1 < len(rows) else None
@@ -198,7 +197,7 @@ async def collect(settings: Settings, incident: Incident | None = None) -> Repor
                 """SELECT a.kind, a.model_id, a.scope, a.metric, a.state, a.message,
                           COALESCE(e.kickoff, (SELECT max(kickoff) FROM evaluations
                                                WHERE evaluated_at <= a.created_at)) AS kickoff,
-                          a.last_evaluation_id
+                          a.last_evaluation_id, e.match_id
                    FROM alerts a LEFT JOIN evaluations e
                         ON e.evaluation_id = a.last_evaluation_id
                    ORDER BY 7 NULLS LAST, a.alert_id"""
@@ -217,7 +216,7 @@ async def collect(settings: Settings, incident: Incident | None = None) -> Repor
                    WHERE e.superseded_by IS NULL ORDER BY e.kickoff, e.match_id"""
             )
             incident_rows = await conn.fetch(
-                """SELECT e.evaluation_id, e.league, e.kickoff, v.learned
+                """SELECT e.evaluation_id, e.match_id, e.league, e.kickoff, v.learned
                    FROM evaluations e LEFT JOIN model_versions v
                         ON v.model_id = e.model_id AND v.version = e.model_version
                    WHERE e.model_id = $1 AND e.superseded_by IS NULL
