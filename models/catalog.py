@@ -26,6 +26,7 @@ from models.base import BaseModel, Model
 from models.batch import BatchModel
 from models.ensemble import Ensemble
 from models.features import FEATURE_NAMES
+from models.incident import IncidentModel
 from models.market import MarketModel
 from models.online import AdaptiveForest, OrderedLogit, RiverSoftmax, SoftmaxRegression
 
@@ -88,6 +89,9 @@ _FACTORIES: dict[str, Callable[[int], Model]] = {
     ),
     "market-open": lambda seed: MarketModel.opening(),
     "market-close": lambda seed: MarketModel.closing(),
+    # Not a model to deploy: `make demo`'s scripted incident (models.incident), the champion's
+    # model with its inputs mirrored over a stretch of the stream.
+    "demo-incident": lambda seed: incident(*DEMO_INCIDENT, seed=seed),
 }
 
 ENSEMBLE_MEMBERS: tuple[str, ...] = (
@@ -99,6 +103,15 @@ ENSEMBLE_MEMBERS: tuple[str, ...] = (
 )
 """What ``online-ensemble`` mixes: every online model that reads the opening line, and the
 best without it (its errors are the least correlated with the line's)."""
+
+DEMO_INCIDENT: tuple[int, int] = (2175, 2341)
+"""The examples learned before 2022-10-01 and 2022-10-22 in `make demo`'s default window (the
+demo computes the range of its own window and registers that): three weeks of broken inputs."""
+INCIDENT_WRAPS = "online-logreg"
+"""The model the demo's incident breaks: the champion's, so the two predict alike outside it."""
+INCIDENT_MODEL_ID = "demo-incident"
+DEMO_MODEL_IDS: tuple[str, ...] = (INCIDENT_MODEL_ID,)
+"""Ids that exist for the demo only: not candidates for ``evaluate --models all``."""
 
 ONLINE_MODEL_IDS: tuple[str, ...] = tuple(i for i in _FACTORIES if i.startswith("online-"))
 BATCH_MODEL_IDS: tuple[str, ...] = tuple(i for i in _FACTORIES if i.startswith("batch-"))
@@ -125,6 +138,7 @@ _KINDS: dict[str, type[BaseModel]] = {
         BatchModel,
         MarketModel,
         Ensemble,
+        IncidentModel,
     )
 }
 KINDS: tuple[str, ...] = tuple(_KINDS)
@@ -140,6 +154,13 @@ def create(model_id: str, *, seed: int = 0) -> Model:
     if factory is None:
         raise ValueError(f"unknown model id {model_id!r}; known: {', '.join(MODEL_IDS)}")
     return factory(seed)
+
+
+def incident(start: int, end: int, *, seed: int = 0) -> IncidentModel:
+    """``demo-incident``: :data:`INCIDENT_WRAPS` with its inputs mirrored while it has learned
+    ``start`` to ``end - 1`` examples."""
+    inner = create(INCIDENT_WRAPS, seed=seed)
+    return IncidentModel(INCIDENT_MODEL_ID, inner, start=start, end=end)
 
 
 def restore(kind: str, data: bytes) -> Model:

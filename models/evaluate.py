@@ -334,10 +334,15 @@ def _learn(entrant: Entrant, x: dict[str, float], p: ProbabilityMap, outcome: Ou
 def parse_model_specs(text: str) -> list[tuple[str, LearningPolicy]]:
     """``id[:policy],...`` as (model id, policy); the policy defaults to the catalog's.
 
-    The item ``all`` stands for every catalog model, the service's default one last.
+    The item ``all`` stands for every catalog model but the demo's (``catalog.DEMO_MODEL_IDS``),
+    the service's default one last.
     """
     specs: list[tuple[str, LearningPolicy]] = []
-    every = [i for i in catalog.MODEL_IDS if i != catalog.DEFAULT_MODEL_ID]
+    every = [
+        i
+        for i in catalog.MODEL_IDS
+        if i != catalog.DEFAULT_MODEL_ID and i not in catalog.DEMO_MODEL_IDS
+    ]
     items = text.split(",")
     if EVERY_MODEL in (item.strip() for item in items):
         index = [item.strip() for item in items].index(EVERY_MODEL)

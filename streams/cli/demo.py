@@ -7,6 +7,11 @@ result is reconciled, then prints the ``SUMMARY`` line and writes a report folde
 loss per model against the market, alerts on the same time axis, a Markdown table). The demo
 uses its own database and a fresh topic prefix, so it can run again from scratch, and leaves
 the services running to explore.
+
+A scripted incident shows the monitor at work: ``demo-incident`` (``models.incident``), a
+challenger that is the champion's model with its inputs mirrored over a stretch of the window
+(``--incident FROM:TO``; ``--no-incident`` leaves it out). Its decay alerts fire as it breaks and
+its recoveries follow once it is healthy; the report says when.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.football_csv import default_data_files
+from agents import registry
+from models import catalog
+from models.timeline import Filters
+from schemas.football_csv import RowError, default_data_files, read_rows
 from streams.cli.main import guarded
 from streams.cli.replay import at_least, league_list, positive_number
 from streams.db import connect, create_database, migrate_url
@@ -43,6 +52,28 @@ COMMIT_INTERVAL_S = 0.1
 """The demo workers' offset commit interval. ``replay --sync`` waits for committed offsets
 about 180 times per season of the five leagues, three hops each: at the default 1 s that is
 ~9 minutes a season, at 0.1 s well under one."""
+DEFAULT_INCIDENT = (date(2022, 10, 1), date(2022, 10, 22))
+"""Three weeks early in the default window: every scope's baseline (300 evaluations of a
+league) is complete by then, and a recovery needs a full window of healthy evaluations after
+the incident, which the smallest league (Bundesliga, 306 matches a season) has by late 2023."""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """The scripted incident: ``demo-incident`` is broken while it has learned ``first`` to
+    ``last - 1`` examples, the window's matches that kick off on ``start`` .. ``end - 1``."""
+
+    start: date
+    end: date
+    first: int
+    last: int
+
+    def describe(self) -> str:
+        return (
+            f"{catalog.INCIDENT_MODEL_ID} (a challenger: {catalog.INCIDENT_WRAPS} with its inputs "
+            f"mirrored) is broken for the matches of {self.start} .. {self.end} (exclusive), "
+            f"its learned examples {self.first} .. {self.last - 1}"
+        )
 
 
 def demo_database_problem(name: str, base: Settings) -> str | None:
@@ -93,6 +124,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--leagues", type=league_list, default=frozenset(), help="comma-separated league ids"
     )
+    parser.add_argument(
+        "--incident",
+        type=date_range,
+        default=DEFAULT_INCIDENT,
+        metavar="FROM:TO",
+        help="kickoff dates (TO exclusive) over which demo-incident reads mirrored inputs "
+        f"(default {DEFAULT_INCIDENT[0]}:{DEFAULT_INCIDENT[1]}); inside the replay window",
+    )
+    parser.add_argument(
+        "--no-incident",
+        dest="incident",
+        action="store_const",
+        const=None,
+        help="no scripted incident: the demo's models only",
+    )
     parser.add_argument("--workers", type=at_least(1), default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "demo")
     parser.add_argument(
@@ -117,7 +163,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.start > args.end:
         parser.error(f"--from {args.start} is after --to {args.end}")
+    if args.incident is not None and not args.start <= args.incident[0] <= args.end:
+        parser.error(
+            f"--incident starts on {args.incident[0]}, outside the window --from {args.start} "
+            f"--to {args.end}: give --incident FROM:TO inside the window, or --no-incident"
+        )
     return args
+
+
+def date_range(text: str) -> tuple[date, date]:
+    """``FROM:TO`` as two dates, FROM before TO."""
+    first, sep, last = text.partition(":")
+    try:
+        start, end = date.fromisoformat(first), date.fromisoformat(last)
+    except ValueError:
+        sep = ""
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected FROM:TO (ISO dates), got {text!r}")
+    if start >= end:
+        raise argparse.ArgumentTypeError(f"{start} is not before {end}")
+    return start, end
+
+
+def plan_incident(data: list[Path], window: Filters, dates: tuple[date, date]) -> Incident:
+    """The incident's range in learned examples: the model learns the window's results in
+    kickoff order, so the matches of the window before a date are the examples learned by
+    then (the replay publishes the rows ``window`` keeps)."""
+    try:
+        rows = read_rows(data).rows
+    except (OSError, RowError) as error:
+        raise SystemExit(f"demo: cannot plan the incident: {error}") from error
+    kickoffs = [row.kickoff.date() for row in rows if window.keep(row.league, row.kickoff)]
+    first = sum(day < dates[0] for day in kickoffs)
+    last = sum(day < dates[1] for day in kickoffs)
+    if last - first == 0:
+        raise SystemExit(
+            f"demo: no match of the window kicks off in {dates[0]} .. {dates[1]}: give "
+            "--incident FROM:TO around some, or --no-incident"
+        )
+    return Incident(dates[0], dates[1], first, last)
+
+
+async def register_incident(settings: Settings, incident: Incident) -> None:
+    """Register ``demo-incident`` as a challenger (the champion stays the seeded one), broken
+    over the incident's examples; its state is signed like any model's."""
+    model = catalog.incident(incident.first, incident.last)
+    pool = await connect(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await registry.register(
+                conn,
+                model,
+                status="challenger",
+                keys=settings.registry_keys(),
+                policy=settings.learning_policy,
+            )
+    finally:
+        await pool.close()
 
 
 def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
@@ -128,6 +230,9 @@ def demo_settings(base: Settings, database: str, prefix: str) -> Settings:
         app_id="",  # derived from the prefix: its own consumer group and changelogs
         commit_interval=COMMIT_INTERVAL_S,
         log_format="json",
+        # Every version kept: the report reads which predictions the incident broke from the
+        # learned count of the version that made each (the learner prunes by count otherwise).
+        keep_versions=0,
     )
 
 
@@ -254,6 +359,11 @@ def run(args: argparse.Namespace, base: Settings) -> int:
     """The demo itself, once its arguments and database name are accepted."""
     settings = demo_settings(base, args.database, args.prefix)
     started = time.monotonic()
+    incident = (  # planned first: a window without matches in it stops before any change
+        None
+        if args.incident is None
+        else plan_incident(args.data, Filters(args.leagues, args.start, args.end), args.incident)
+    )
     asyncio.run(fresh_database(base, settings, args.database))
     asyncio.run(delete_old_topics(settings, args.prefix))
     data = [str(p) for p in args.data]
@@ -261,6 +371,9 @@ def run(args: argparse.Namespace, base: Settings) -> int:
     leagues = ["--leagues", ",".join(sorted(args.leagues))] if args.leagues else []
     print(f"demo: training the batch model on matches before {args.start}", flush=True)
     tipstream(settings, "train", "--data", *data, "--until", args.start.isoformat())
+    if incident is not None:
+        asyncio.run(register_incident(settings, incident))
+        print(f"demo: scripted incident: {incident.describe()}", flush=True)
     tipstream(settings, "topics", "create")
     logs = args.out / "logs"
     workers = start_workers(settings, args.workers, logs)
@@ -285,7 +398,7 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         stop_workers(workers)
     from streams.cli.demo_report import summarise  # matplotlib: imported only when needed
 
-    summary, folder = asyncio.run(summarise(settings, args.out))
+    summary, folder = asyncio.run(summarise(settings, args.out, incident))
     elapsed = time.monotonic() - started
     print(f"demo: finished in {elapsed:.0f} s; report in {folder}")
     print(

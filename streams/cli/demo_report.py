@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import numpy as np
 
 from agents import reconciler_store
 from models import betting, catalog
+from streams.cli.demo import Incident
 from streams.db import connect
 from streams.settings import Settings
 
@@ -25,11 +26,14 @@ models, so a shorter window draws mostly noise."""
 SEASON_BREAK = timedelta(days=30)
 """A gap in kickoffs longer than this (the summer) breaks the lines instead of bridging it."""
 ALERT_KINDS = {
-    "decay": "tab:red",
-    "recovery": "tab:green",
-    "drift": "tab:orange",
-    "promotion": "tab:purple",
+    "decay": ("tab:red", "o"),
+    "recovery": ("tab:green", "o"),
+    "drift": ("tab:orange", "s"),
+    "promotion": ("tab:purple", "^"),
+    "estimate": ("tab:brown", "D"),
 }
+"""Colour and marker of each alert kind (estimates small, so a decay or a recovery on the same
+day stays visible)."""
 
 
 @dataclass
@@ -43,6 +47,13 @@ class Report:
     alerts: list[Any]
     bets: list[Any]
     """Per current evaluation: model, kickoff, outcome, its prediction and the match's odds."""
+    incident: Incident | None = None
+    incident_rows: list[Any] = field(default_factory=list)
+    """The incident model's current evaluations in kickoff order, each with the learned count
+    of the version that made its prediction (what decides whether it was broken)."""
+
+    def story(self) -> IncidentStory | None:
+        return None if self.incident is None else incident_story(self)
 
     def mean(self, model_id: str) -> float | None:
         row = next((r for r in self.per_model if r["model_id"] == model_id), None)
@@ -63,7 +74,92 @@ class Report:
         )
 
 
-async def collect(settings: Settings) -> Report:
+@dataclass(frozen=True)
+class ScopeStory:
+    """The incident in one monitor scope: the first decay alert after it broke and the first
+    recovery after that, each with how many of the scope's evaluations it took."""
+
+    scope: str
+    broken: int
+    decay: datetime | None
+    decay_after: int | None
+    """Broken evaluations of the scope up to the decay alert's last one, that one included."""
+    recovery: datetime | None
+    recovery_after: int | None
+    """Healthy evaluations of the scope after its last broken one, up to the recovery's last."""
+
+
+@dataclass(frozen=True)
+class IncidentStory:
+    """When the incident model broke and mended (kickoffs of its evaluations), per scope."""
+
+    broke: datetime | None
+    mended: datetime | None
+    broken: int
+    scopes: list[ScopeStory]
+    others: list[Any]
+    """The incident model's alerts the table does not show (drift, estimates...)."""
+
+
+def incident_story(report: Report) -> IncidentStory:
+    """Read the incident back from the evaluation log: an evaluation is broken when the version
+    that predicted it had learned a count in the incident's range (``models.incident``)."""
+    assert report.incident is not None
+    first, last = report.incident.first, report.incident.last
+    rows = report.incident_rows
+    broken = [r["learned"] is not None and first <= r["learned"] < last for r in rows]
+    hit = [i for i, b in enumerate(broken) if b]
+    mine = [a for a in report.alerts if a["model_id"] == catalog.INCIDENT_MODEL_ID]
+    shown: list[Any] = []
+    scopes = []
+    for scope in ["all", *sorted({f"league:{r['league']}" for r in rows})]:
+        inside = [
+            i for i, r in enumerate(rows) if scope == "all" or scope == f"league:{r['league']}"
+        ]
+        # By match: an alert's last evaluation may have been superseded since (a re-issued
+        # fixture's prediction replaced the one the monitor was fed, which is never fed
+        # again), and the model has one current evaluation per match.
+        position = {rows[i]["match_id"]: n for n, i in enumerate(inside)}
+        flags = [broken[i] for i in inside]
+        if True not in flags:
+            continue
+        b0 = flags.index(True)
+        b1 = len(flags) - 1 - flags[::-1].index(True)
+        decay = next(
+            (a for a in mine if a["scope"] == scope and a["kind"] == "decay"
+             and position.get(a["match_id"], -1) >= b0),
+            None,
+        )  # fmt: skip
+        recovery = None
+        if decay is not None:
+            after = position[decay["match_id"]]
+            recovery = next(
+                (a for a in mine if a["scope"] == scope and a["kind"] == "recovery"
+                 and position.get(a["match_id"], -1) > after),
+                None,
+            )  # fmt: skip
+        shown += [a for a in (decay, recovery) if a is not None]
+        scopes.append(
+            ScopeStory(
+                scope=scope,
+                broken=sum(flags),
+                decay=None if decay is None else decay["kickoff"],
+                decay_after=None if decay is None else position[decay["match_id"]] - b0 + 1,
+                recovery=None if recovery is None else recovery["kickoff"],
+                recovery_after=(None if recovery is None else position[recovery["match_id"]] - b1),
+            )
+        )
+    mended = hit[-1] + 1 if hit and hit[-1] + 1 < len(rows) else None
+    return IncidentStory(
+        broke=rows[hit[0]]["kickoff"] if hit else None,
+        mended=None if mended is None else rows[mended]["kickoff"],
+        broken=len(hit),
+        scopes=scopes,
+        others=[a for a in mine if not any(a is b for b in shown)],
+    )
+
+
+async def collect(settings: Settings, incident: Incident | None = None) -> Report:
     """Every figure from the database the workers wrote: the line reports what the evaluation
     log holds, not what the demo expected."""
     pool = await connect(settings.database_url, max_size=1)
@@ -101,20 +197,40 @@ async def collect(settings: Settings) -> Report:
             alerts = await conn.fetch(
                 """SELECT a.kind, a.model_id, a.scope, a.metric, a.state, a.message,
                           COALESCE(e.kickoff, (SELECT max(kickoff) FROM evaluations
-                                               WHERE evaluated_at <= a.created_at)) AS kickoff
+                                               WHERE evaluated_at <= a.created_at)) AS kickoff,
+                          a.last_evaluation_id, e.match_id
                    FROM alerts a LEFT JOIN evaluations e
                         ON e.evaluation_id = a.last_evaluation_id
                    ORDER BY 7 NULLS LAST, a.alert_id"""
             )
             bets = await reconciler_store.bet_rows(conn)
+            incident_rows = await conn.fetch(
+                """SELECT e.evaluation_id, e.match_id, e.league, e.kickoff, v.learned
+                   FROM evaluations e LEFT JOIN model_versions v
+                        ON v.model_id = e.model_id AND v.version = e.model_version
+                   WHERE e.model_id = $1 AND e.superseded_by IS NULL
+                   ORDER BY e.kickoff, e.match_id""",
+                catalog.INCIDENT_MODEL_ID,
+            )
     finally:
         await pool.close()
-    return Report(dict(counts), list(per_model), champion, list(series), list(alerts), list(bets))
+    return Report(
+        dict(counts),
+        list(per_model),
+        champion,
+        list(series),
+        list(alerts),
+        list(bets),
+        incident,
+        list(incident_rows) if incident is not None else [],
+    )
 
 
-async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
+async def summarise(
+    settings: Settings, out: Path, incident: Incident | None = None
+) -> tuple[str, Path]:
     """Build the report folder; return the SUMMARY line and the folder."""
-    report = await collect(settings)
+    report = await collect(settings, incident)
     write(report, out)
     return report.summary(), out
 
@@ -122,11 +238,13 @@ async def summarise(settings: Settings, out: Path) -> tuple[str, Path]:
 def write(report: Report, out: Path) -> None:
     """``rolling_logloss.png`` and ``summary.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    story = report.story()
     plot(
         report.series,
         report.alerts,
         out / "rolling_logloss.png",
         {r["model_id"]: r["status"] for r in report.per_model},
+        span=None if story is None or story.broke is None else (story.broke, story.mended),
     )
     (out / "summary.md").write_text(markdown(report))
 
@@ -169,6 +287,7 @@ def markdown(report: Report) -> str:
         f"{s.kelly_growth:.4f} | {s.clv:.4f} |"
         for model_id, s in betting.table(betting.BetLog.from_rows(report.bets))
     ]
+    lines += incident_markdown(report)
     lines += ["", f"## Alerts ({len(report.alerts)})", ""]
     lines += [
         f"- {a['kickoff']:%Y-%m-%d} {a['kind']} ({a['state']}): {a['message']}"
@@ -178,6 +297,50 @@ def markdown(report: Report) -> str:
     ]
     lines += ["", "![rolling log loss](rolling_logloss.png)", ""]
     return "\n".join(lines)
+
+
+def _day(value: datetime | None) -> str:
+    return "none" if value is None else f"{value:%Y-%m-%d}"
+
+
+def incident_markdown(report: Report) -> list[str]:
+    """The "Incident" section: when it broke, when each scope's decay fired and after how many
+    evaluations, when the recovery came; nothing when the demo ran with ``--no-incident``."""
+    story = report.story()
+    if story is None or report.incident is None:
+        return []
+    lines = [
+        "",
+        "## Incident",
+        "",
+        f"Scripted (`--incident {report.incident.start}:{report.incident.end}`; "
+        f"`--no-incident` leaves it out): {report.incident.describe()}. "
+        f"Read back from the evaluation log: {story.broken} broken evaluations, kickoffs from "
+        f"{_day(story.broke)}; healthy again from {_day(story.mended)} (a prediction is made by "
+        "the version the scorer holds, a few learned examples behind the learner). It learns "
+        "every result from the right inputs; only its predictions read them the wrong way round, "
+        "so outside the incident it is the champion's model.",
+        "",
+        "The monitor's alerts on it, per scope (the paired test against the opening line fires "
+        "within a few broken evaluations; a recovery needs a full window of healthy ones):",
+        "",
+        "| scope | broken evaluations | decay fired | after broken evaluations | recovery | "
+        "after healthy evaluations |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s.scope} | {s.broken} | {_day(s.decay)} | {_count(s.decay_after)} | "
+        f"{_day(s.recovery)} | {_count(s.recovery_after)} |"
+        for s in story.scopes
+    ]
+    if story.others:
+        lines += ["", f"Its other alerts ({len(story.others)}):", ""]
+        lines += [f"- {_day(a['kickoff'])} {a['kind']}: {a['message']}" for a in story.others]
+    return lines
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def rolling(values: np.ndarray, window: int) -> np.ndarray:
@@ -221,9 +384,15 @@ def _style(model_id: str) -> dict[str, Any]:
 
 
 def plot(
-    series: list[Any], alerts: list[Any], path: Path, status: dict[str, str] | None = None
+    series: list[Any],
+    alerts: list[Any],
+    path: Path,
+    status: dict[str, str] | None = None,
+    *,
+    span: tuple[datetime, datetime | None] | None = None,
 ) -> None:
-    """Rolling log loss per model and its gap to the opening line; alerts on the same axis."""
+    """Rolling log loss per model and its gap to the opening line; alerts on the same axis;
+    ``span`` (broke, mended) shaded on every panel: the scripted incident."""
     status = status or {}
     fig, (top, middle, bottom) = plt.subplots(
         3, 1, figsize=(12, 10), sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 1.3]}
@@ -252,7 +421,8 @@ def plot(
         fontsize=11,
     )
     top.set_ylabel("log loss")
-    top.legend(loc="upper left", fontsize=8, ncol=3)
+    low, high = top.get_ylim()
+    top.set_ylim(low, high + 0.3 * (high - low))  # room for the legend above the lines
     middle.axhline(0.0, color="0.5", linewidth=0.8)
     middle.set_title(
         "The same, minus the opening line's log loss on the same matches "
@@ -261,7 +431,7 @@ def plot(
     )
     middle.set_ylabel("log loss - opening line")
     rows_of = {model_id: index for index, model_id in enumerate(models)}
-    for kind, colour in ALERT_KINDS.items():
+    for kind, (colour, marker) in ALERT_KINDS.items():
         hits = [
             a for a in alerts if a["kind"] == kind and a["kickoff"] and a["model_id"] in rows_of
         ]
@@ -269,7 +439,9 @@ def plot(
             [a["kickoff"] for a in hits],
             [rows_of[a["model_id"]] for a in hits],
             color=colour,
-            s=24,
+            marker=marker,
+            s=12 if kind == "estimate" else 28,
+            zorder=3 if kind == "estimate" else 2,
             label=f"{kind} ({len(hits)})",
         )
     bottom.set_yticks(range(len(models)), models, fontsize=8)
@@ -277,10 +449,21 @@ def plot(
     bottom.set_title(
         "Alerts per model, at the replay's event time when they were raised", fontsize=10
     )
-    bottom.legend(loc="upper left", fontsize=8, ncol=4, bbox_to_anchor=(0, -0.28))
+    bottom.legend(loc="upper left", fontsize=8, ncol=len(ALERT_KINDS), bbox_to_anchor=(0, -0.28))
     bottom.set_xlabel("kickoff")
     for axis in (top, middle, bottom):
         axis.grid(alpha=0.3)
+        if span is not None:
+            axis.axvspan(
+                span[0],
+                span[1] or times[-1],
+                color="tab:red",
+                alpha=0.12,
+                label=f"incident: {catalog.INCIDENT_MODEL_ID}'s inputs mirrored"
+                if axis is top
+                else None,
+            )
+    top.legend(loc="upper left", fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

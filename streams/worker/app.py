@@ -34,6 +34,7 @@ from streams.settings import Settings, use_event_loop
 from streams.topics import TopicMismatchError, ensure_topics
 from streams.worker import web
 from streams.worker.runtime import Runtime
+from streams.worker.tables import KeyRoutedTable
 
 log = get_logger(__name__)
 
@@ -76,6 +77,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         **store,
         key_serializer="raw",
         value_serializer="raw",
+        # Key-routed changelogs partitioned without the producer's metadata cache, which may
+        # not know a changelog Faust created after the producer started (streams/worker/tables.py).
+        Table=KeyRoutedTable,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_credentials=faust_credentials(settings),

@@ -55,14 +55,15 @@ def test_catalog_ids_and_attributes(model_id: str) -> None:
     assert model.kind in catalog.KINDS
     assert model.inputs
     assert len(set(model.inputs)) == len(model.inputs)
-    assert model.learns_online == (model_id in catalog.ONLINE_MODEL_IDS)
+    learners = (*catalog.ONLINE_MODEL_IDS, *catalog.DEMO_MODEL_IDS)
+    assert model.learns_online == (model_id in learners)
 
 
 def test_catalog_lists_are_consistent() -> None:
     """Default model and policy are real; references never learn; online ids all learn."""
     assert catalog.DEFAULT_MODEL_ID in catalog.ONLINE_MODEL_IDS
     assert set(catalog.REFERENCE_MODEL_IDS) <= set(catalog.MODEL_IDS)
-    assert set(ONLINE) == set(catalog.ONLINE_MODEL_IDS)
+    assert set(ONLINE) == {*catalog.ONLINE_MODEL_IDS, *catalog.DEMO_MODEL_IDS}
     assert not any(catalog.create(i).learns_online for i in catalog.REFERENCE_MODEL_IDS)
     assert str(policy.parse(catalog.DEFAULT_POLICY)) == catalog.DEFAULT_POLICY
 
