@@ -10,7 +10,9 @@ scope and metric stored no later than itself: ``resolved_by = 'recovery'``,
 ``resolved_by_alert`` = the recovery's id. A feature drift alert that says a feature (or the
 roll-up) stopped drifting resolves that feature's firing drift alerts the same way
 (``resolved_by = 'drift-cleared'``); ``tipstream drift reset`` resolves every open one
-(:func:`resolve_open_drift`).
+(:func:`resolve_open_drift`). The scorers' pre-result ``estimate`` alerts go through
+:func:`admit_estimates`: one open firing alert per model however many workers and restarts
+raise it, and a ``resolved`` one resolves it (``resolved_by = 'estimate-recovered'``).
 """
 
 from __future__ import annotations
@@ -26,51 +28,93 @@ STATUSES = ("open", "acknowledged", "resolved")
 Action = Literal["acknowledge", "resolve"]
 RESOLVED_BY_RECOVERY = "recovery"
 RESOLVED_BY_DRIFT_CLEARED = "drift-cleared"
-
-
-async def write(conn: Any, alerts: Sequence[Alert]) -> None:
-    """Insert alerts; an alert already stored (a replay) is left as it is. Recoveries among
-    them resolve the decay alerts they end."""
-    await conn.executemany(
-        """INSERT INTO alerts (alert_id, kind, state, model_id, source, scope, metric, detector,
+RESOLVED_BY_ESTIMATE = "estimate-recovered"
+ESTIMATE_LOCK = "tipstream:estimate-alerts"
+"""Advisory lock name: scorers on several workers admit estimate alerts one at a time."""
+_INSERT = """INSERT INTO alerts (alert_id, kind, state, model_id, source, scope, metric, detector,
                window_size, baseline, current_value, threshold, first_evaluation_id,
                last_evaluation_id, message, created_at, model_version, first_match_id,
                last_match_id, status, resolved_at, resolved_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                    $18, $19, $20, $21, $22)
-           ON CONFLICT (alert_id) DO NOTHING""",
-        [
-            (
-                a.alert_id,
-                a.kind,
-                a.state,
-                a.model_id,
-                a.source,
-                a.scope,
-                a.metric,
-                a.detector,
-                a.window,
-                a.baseline,
-                a.current,
-                a.threshold,
-                a.first_evaluation_id,
-                a.last_evaluation_id,
-                a.message,
-                a.created_at,
-                a.model_version,
-                a.first_match_id,
-                a.last_match_id,
-                *initial_status(a),
-            )
-            for a in alerts
-        ],
-    )
+           ON CONFLICT (alert_id) DO NOTHING"""
+
+
+async def write(conn: Any, alerts: Sequence[Alert]) -> None:
+    """Insert alerts; an alert already stored (a replay) is left as it is. Recoveries among
+    them resolve the decay alerts they end."""
+    await conn.executemany(_INSERT, [_row(a) for a in alerts])
     recoveries = [a.alert_id for a in alerts if a.kind == "recovery"]
     if recoveries:
         await resolve_by_recovery(conn, recoveries)
     cleared = [a.alert_id for a in alerts if a.kind == "drift" and a.state == "resolved"]
     if cleared:
         await resolve_cleared_drift(conn, cleared)
+
+
+def _row(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.alert_id,
+        a.kind,
+        a.state,
+        a.model_id,
+        a.source,
+        a.scope,
+        a.metric,
+        a.detector,
+        a.window,
+        a.baseline,
+        a.current,
+        a.threshold,
+        a.first_evaluation_id,
+        a.last_evaluation_id,
+        a.message,
+        a.created_at,
+        a.model_version,
+        a.first_match_id,
+        a.last_match_id,
+        *initial_status(a),
+    )
+
+
+async def admit_estimates(conn: Any, alerts: Sequence[Alert]) -> list[Alert]:
+    """Store the estimate alarm transitions that change what the log says; the ones stored.
+
+    Each scorer's alarm lives in memory over the matches of its own partitions, so a restart,
+    a replay or a second worker raises "firing" again for a model already firing in the log.
+    A firing alert is admitted only when the model has no unresolved firing estimate alert, a
+    resolved one only when it has (it then resolves it); an id already stored (a replay of the
+    same window) is never admitted twice. Under an advisory lock, so two workers' scorers do
+    not both admit a first firing."""
+    admitted: list[Alert] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", ESTIMATE_LOCK)
+        for alert in alerts:
+            firing_id = await conn.fetchval(
+                """SELECT alert_id FROM alerts
+                   WHERE kind = 'estimate' AND state = 'firing' AND status <> 'resolved'
+                     AND model_id IS NOT DISTINCT FROM $1
+                   ORDER BY created_at DESC LIMIT 1""",
+                alert.model_id,
+            )
+            if (alert.state == "firing") == (firing_id is not None):
+                continue
+            stored = await conn.fetchval(_INSERT + " RETURNING alert_id", *_row(alert))
+            if stored is None:
+                continue
+            if alert.state == "resolved":
+                await conn.execute(
+                    """UPDATE alerts SET status = 'resolved', resolved_at = $2, resolved_by = $3,
+                           resolved_by_alert = $4
+                       WHERE kind = 'estimate' AND state = 'firing' AND status <> 'resolved'
+                         AND model_id IS NOT DISTINCT FROM $1""",
+                    alert.model_id,
+                    alert.created_at,
+                    RESOLVED_BY_ESTIMATE,
+                    alert.alert_id,
+                )
+            admitted.append(alert)
+    return admitted
 
 
 def initial_status(alert: Alert) -> tuple[str, datetime | None, str | None]:

@@ -10,8 +10,10 @@ model's rolling expected log loss, cross-entropy against the closing line and ex
 against the opening line, kept per process. The features topic is keyed by match, so a worker
 sees its partitions' share of every model's matches: its windows are a sample of the model's,
 which is what an estimate needs (the realised-log-loss monitor, which needs all of a model's
-evaluations, reads the model-keyed feed instead). A window whose edge turns negative raises one
-``estimate`` alert, per worker; state is in memory and starts empty after a restart.
+evaluations, reads the model-keyed feed instead). A window whose edge turns negative raises an
+``estimate`` alert; the windows are in memory and start empty after a restart, so the alert log
+decides (``alert_store.admit_estimates``): one open firing alert per model across workers,
+restarts and replays, resolved by the ``resolved`` alert of the window that is back.
 """
 
 from __future__ import annotations
@@ -121,18 +123,19 @@ async def record_estimates(
     predictions: Sequence[Prediction],
     now: datetime,
 ) -> None:
-    """Update the rolling estimates; store and publish the edge alerts they raise."""
+    """Update the rolling estimates; store and publish the edge alerts they raise that the
+    alert log admits (one firing alert per model across workers, restarts and replays)."""
     transitions = observe_estimates(estimates, features, predictions)
     if not transitions:
         return
     versions = {p.model_id: p.model_version for p in predictions}
     alerts = [estimate_alert(m, versions.get(m), t, now) for m, t in transitions]
 
-    async def store() -> None:
+    async def store() -> list[Alert]:
         async with runtime.connection() as conn:
-            await alert_store.write(conn, alerts)
+            return await alert_store.admit_estimates(conn, alerts)
 
-    await runtime.retry_transient("alert log", store)
+    alerts = await runtime.retry_transient("alert log", store)
     await runtime.publish_all((runtime.topics.alerts, a.model_id, a) for a in alerts)
     runtime.counters["alerts"] += len(alerts)
 

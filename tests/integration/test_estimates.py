@@ -22,6 +22,7 @@ from tests.integration.conftest import Worker, publish_facts, read_topic, wait_f
 from tests.integration.test_features_agent import month_rows
 from tests.integration.test_metrics import answered, value
 from tests.integration.test_pipeline import SEEDED_MODELS, epl_rows
+from tests.integration.test_reliability import drained
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,7 @@ async def test_a_negative_expected_edge_raises_one_estimate_alert_per_model(
     topics = Topics.from_settings(settings)
     rows = [r for r in sorted(epl_rows(), key=lambda r: r.kickoff) if r.odds_close]
     fixtures = [fixture_of(r) for r in rows[:ESTIMATE_WINDOW]]
-    start_worker()
+    worker = start_worker()
     await wait_for(lambda: answered(settings), timeout=120, what="/metrics/ answers")
     await publish_facts(producer, topics.fixtures, fixtures)
 
@@ -117,7 +118,7 @@ async def test_a_negative_expected_edge_raises_one_estimate_alert_per_model(
 
     async def stored() -> list[Any]:
         rows = await db.fetch(
-            "SELECT model_id, state, current_value FROM alerts WHERE kind = 'estimate'"
+            "SELECT alert_id, model_id, state, current_value FROM alerts WHERE kind = 'estimate'"
         )
         return rows if len(rows) >= len(negative) else []
 
@@ -130,3 +131,22 @@ async def test_a_negative_expected_edge_raises_one_estimate_alert_per_model(
         )
     published = [decode(m.value, Alert) for m in await read_topic(topics.alerts)]
     assert sorted(a.model_id or "" for a in published if a.kind == "estimate") == negative
+
+    # A restart empties the scorer's windows; a replay of the same features then fills them
+    # again and the alarms fire again in memory: the alert log admits none of it.
+    worker.stop()
+    features = await read_topic(topics.features, expect=ESTIMATE_WINDOW)
+    worker.start()
+    await wait_for(lambda: answered(settings), timeout=120, what="/metrics/ after the restart")
+    for message in features:
+        await producer.send_and_wait(
+            topics.features, message.value, key=message.key, headers=list(message.headers)
+        )
+    await wait_for(full, timeout=300, what="a full window again after the replay")
+    await drained(settings)  # committed: every replayed batch's alerts went to the log
+    after = await db.fetch("SELECT alert_id, status FROM alerts WHERE kind = 'estimate'")
+    assert sorted(r["alert_id"] for r in after) == sorted(r["alert_id"] for r in alerts)
+    assert all(r["status"] == "open" for r in after)
+    republished = [decode(m.value, Alert) for m in await read_topic(topics.alerts)]
+    assert sorted(a.model_id or "" for a in republished if a.kind == "estimate") == negative
+    assert "Traceback" not in worker.log_text()
