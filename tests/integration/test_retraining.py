@@ -99,12 +99,14 @@ async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the
     producer: Any,
     db: asyncpg.Pool,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip(
         "mlflow", reason="mlflow is not installed: pip install '.[mlflow]' (make setup does)"
     )
     from mlflow import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this test's own client
     stored = await store_history(db, "2009-08-01", "2011-06-30")
     assert stored > 500
     uri = (tmp_path / "mlruns").as_uri()

@@ -19,6 +19,7 @@ from models.serialization import sha256_hex
 from streams import mlflow_log
 from streams.cli import train
 from streams.settings import Settings
+from streams.worker.app import run_worker
 from streams.worker.runtime import Runtime
 
 NEEDS_MLFLOW = "mlflow is not installed: pip install '.[mlflow]' (make setup installs it)"
@@ -122,3 +123,16 @@ async def test_the_worker_logs_a_refit_and_a_refusal_never_raises(
     [run] = client.search_runs([experiment.experiment_id])
     assert run.data.tags["tipstream.version"] == "3"
     assert run.data.params["run"] == "1"
+
+
+def test_the_worker_refuses_to_start_with_a_tracking_uri_and_no_mlflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One line at start, before it touches Kafka or PostgreSQL (none is reachable here)."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setenv(mlflow_log.TRACKING_ENV, "file:///tmp/nowhere")
+    settings = Settings(dev_mode=True, database_url="postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(
+        SystemExit, match=r"^tipstream: MLFLOW_TRACKING_URI is set .* not installed"
+    ):
+        run_worker(settings)
