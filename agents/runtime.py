@@ -9,10 +9,11 @@ wires the agents, the agents never reach up into ``streams``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
+from models.base import Model
 from models.serialization import Keyring
 from schemas.events import DeadLetter, Record
 
@@ -173,4 +174,17 @@ class AgentRuntime(Protocol):
 
     def follow(self, topic: str) -> AbstractAsyncContextManager[Notices]:
         """Every message of ``topic`` from now on, without a consumer group."""
+        ...
+
+    async def record_fit(
+        self,
+        model: Model,
+        *,
+        version: int,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+    ) -> None:
+        """Record a fit already registered as ``version`` with the experiment tracker (MLflow
+        where configured, else nothing). Never raises: the registry is the source of truth, a
+        tracker that fails leaves the version registered and is logged."""
         ...

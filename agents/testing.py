@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from agents.dead_letters import dead_letter_owners, decode_or_letter, owned
 from agents.loop import Handler, handle_batch
 from agents.runtime import AgentSettings, Output, TopicNames
+from models.base import Model
 from models.serialization import Keyring
 from schemas.codec import encode
 from schemas.events import DeadLetter, Record
@@ -187,6 +188,16 @@ class Event:
     message: Message
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedFit:
+    """One :meth:`InMemoryRuntime.record_fit` call."""
+
+    model: Model
+    version: int
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
 class _Notices:
     def __init__(self, runtime: InMemoryRuntime, topic: str) -> None:
         self._runtime, self._topic = runtime, topic
@@ -213,6 +224,7 @@ class InMemoryRuntime:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
     observations: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    fits: list[RecordedFit] = field(default_factory=list)
     _offsets: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def connection(self) -> Any:
@@ -255,6 +267,17 @@ class InMemoryRuntime:
     @asynccontextmanager
     async def follow(self, topic: str) -> AsyncIterator[_Notices]:
         yield _Notices(self, topic)
+
+    async def record_fit(
+        self,
+        model: Model,
+        *,
+        version: int,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+    ) -> None:
+        """Kept in ``fits``, in order (the worker logs them to MLflow where configured)."""
+        self.fits.append(RecordedFit(model, version, dict(params), dict(metrics)))
 
     def on(self, topic: str) -> list[Record]:
         """The records published to ``topic``, in order."""

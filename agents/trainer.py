@@ -15,7 +15,8 @@ Two parts, both off unless configured (``TIPSTREAM_RETRAIN_INTERVAL_SECONDS``,
   (:mod:`agents.trainer_rules`). Each fit is registered as a challenger (a new version of the
   model, or ``<base>-refit`` when the base is the champion) with its CV figures in the version's
   metrics, and announced on ``model-snapshots``: every scorer scores it from its next batch, and
-  the promotion gate judges it like any challenger. Nothing here promotes.
+  the promotion gate judges it like any challenger. Nothing here promotes. A registered fit is
+  then recorded through ``runtime.record_fit`` (MLflow, where ``MLFLOW_TRACKING_URI`` is set).
 
 Too few results, a fit that raises, a broken process pool: logged with the reason and recorded
 in the run's row; the worker keeps scoring.
@@ -198,7 +199,7 @@ async def execute(runtime: AgentRuntime, pool: FitPool, run: Any) -> dict[str, A
             log.error("refit failed", run=run["run_id"], error=reason)
             detail += [{"base": f.base_id, "outcome": "failed", "reason": reason} for f in fits]
     for model in outcome.models:
-        detail.append(await _settle(runtime, run["run_id"], model))
+        detail.append(await _settle(runtime, run["run_id"], model, trigger=run["trigger"]))
     state = _run_state(detail)
     seconds = asyncio.get_running_loop().time() - started
 
@@ -227,8 +228,11 @@ def _run_state(detail: Sequence[dict[str, Any]]) -> str:
     return "failed" if "failed" in outcomes else "skipped"
 
 
-async def _settle(runtime: AgentRuntime, run_id: int, model: ModelOutcome) -> dict[str, Any]:
-    """Register a fitted model (or log why not); the detail entry of the run's row."""
+async def _settle(
+    runtime: AgentRuntime, run_id: int, model: ModelOutcome, *, trigger: str
+) -> dict[str, Any]:
+    """Register a fitted model (or log why not), then record the registered fit with the
+    experiment tracker (MLflow, where configured); the detail entry of the run's row."""
     request = model.request
     entry: dict[str, Any] = {"base": request.base_id, "model_id": request.model_id}
     if model.skipped is not None:
@@ -274,6 +278,18 @@ async def _settle(runtime: AgentRuntime, run_id: int, model: ModelOutcome) -> di
             cv_log_loss=round(result.metrics["cv_log_loss"], 4),
             cv_market_log_loss=result.metrics.get("cv_market_log_loss"),
             rows=int(result.metrics["rows"]),
+        )
+        params = {
+            "run": run_id,
+            "trigger": trigger,
+            "base": request.base_id,
+            "model_id": request.model_id,
+            "folds": request.folds,
+            "embargo_s": request.embargo_s,
+            "min_matches": runtime.settings.retrain_min_matches,
+        }
+        await runtime.record_fit(
+            fitted, version=settled["version"], params=params, metrics=result.metrics
         )
     else:
         log.warning("refit skipped", run=run_id, base=request.base_id, reason=settled["reason"])

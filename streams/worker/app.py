@@ -27,6 +27,7 @@ from agents import (
     trainer,
 )
 from models import catalog
+from streams import mlflow_log
 from streams.db import bundled_migrations, connect
 from streams.kafka import faust_credentials
 from streams.log import get_logger
@@ -174,6 +175,10 @@ async def seed_registry(conn: Any, settings: Settings) -> list[str]:
 def run_worker(settings: Settings) -> int:
     """Run one worker until it is stopped."""
     settings.check_isolation()
+    try:
+        mlflow_log.require()  # refits log to MLflow: a URI without mlflow fails here, not later
+    except mlflow_log.MlflowUnavailable as error:
+        raise SystemExit(f"tipstream: {error}") from error
     use_event_loop(settings)
     try:
         asyncio.run(prepare(settings))

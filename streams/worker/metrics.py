@@ -77,6 +77,11 @@ COUNTERS: dict[str, CounterSpec] = {
     "refit_requests": CounterSpec(
         "tipstream_refit_requests", None, "Refits requested by a decay alert on the champion."
     ),
+    "mlflow_failures": CounterSpec(
+        "tipstream_mlflow_failures",
+        None,
+        "Registered fits MLflow failed to log (the versions stay registered).",
+    ),
     "versions_pruned": CounterSpec(
         "tipstream_model_versions_pruned", None, "Old model versions deleted by the learner."
     ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -18,8 +18,10 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.dead_letters import dead_letter_owners, decode_or_letter, original_key, owned
 from agents.runtime import Output
+from models.base import Model
 from schemas.codec import encode
 from schemas.events import DeadLetter, Fixture, Prediction, Record
+from streams import mlflow_log
 from streams.kafka import client_options
 from streams.log import get_logger
 from streams.settings import Settings
@@ -225,6 +227,35 @@ class Runtime:
             yield Notices(consumer)
         finally:
             await consumer.stop()
+
+    async def record_fit(
+        self,
+        model: Model,
+        *,
+        version: int,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+    ) -> None:
+        """Log a registered fit to MLflow where ``MLFLOW_TRACKING_URI`` is set, in a thread
+        (MLflow's client blocks on files or HTTP). A failure is one warning and a count
+        (``mlflow_failures``), never an error: the version stays registered, the registry is
+        the source of truth. mlflow's presence was checked at start (``run_worker``)."""
+        if mlflow_log.tracking_uri() is None:
+            return
+        try:
+            run_id = await asyncio.to_thread(
+                mlflow_log.log_fit, model, version=version, params=params, metrics=metrics
+            )
+        except (mlflow_log.MlflowFailed, mlflow_log.MlflowUnavailable) as error:
+            self.counters["mlflow_failures"] += 1
+            log.warning(
+                "fit not logged to MLflow",
+                model=model.model_id,
+                version=version,
+                error=str(error),
+            )
+            return
+        log.info("fit logged to MLflow", model=model.model_id, version=version, run=run_id)
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` until it succeeds, backing off on transient failures.

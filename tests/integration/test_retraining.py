@@ -1,13 +1,15 @@
 """Scheduled retraining on the real broker and database: the leader's trainer refits the batch
 model from the stored results, registers each fit as a challenger with its cross-validated
-figures, and the scorers score it; a decay alert on the champion triggers one refit; too few
-results and a failing fit are recorded with the reason while the worker keeps scoring."""
+figures (and logs it to MLflow), and the scorers score it; a decay alert on the champion
+triggers one refit; too few results and a failing fit are recorded with the reason while the
+worker keeps scoring."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -92,12 +94,27 @@ async def scored_by(
 
 
 async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the_fit(
-    settings: Settings, start_worker: Callable[..., Worker], producer: Any, db: asyncpg.Pool
+    settings: Settings,
+    start_worker: Callable[..., Worker],
+    producer: Any,
+    db: asyncpg.Pool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pytest.importorskip(
+        "mlflow", reason="mlflow is not installed: pip install '.[mlflow]' (make setup does)"
+    )
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this test's own client
     stored = await store_history(db, "2009-08-01", "2011-06-30")
     assert stored > 500
+    uri = (tmp_path / "mlruns").as_uri()
     worker = start_worker(
-        TIPSTREAM_RETRAIN_INTERVAL_SECONDS="15", TIPSTREAM_RETRAIN_MODELS="batch-logreg"
+        TIPSTREAM_RETRAIN_INTERVAL_SECONDS="15",
+        TIPSTREAM_RETRAIN_MODELS="batch-logreg",
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_ALLOW_FILE_STORE="true",  # MLflow 3's opt-in for file stores
     )
     # Two scheduled runs, 15 s apart: versions 0 and 1 of the challenger.
     await wait_for(
@@ -114,7 +131,7 @@ async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the
     assert champion == "online-logreg"  # a refit never replaces the champion
     versions = await fetch(
         db,
-        "SELECT version, metrics::text AS metrics FROM model_versions "
+        "SELECT version, state_sha256, metrics::text AS metrics FROM model_versions "
         "WHERE model_id = 'batch-logreg' ORDER BY version LIMIT 2",
     )
     assert [row["version"] for row in versions] == [0, 1]
@@ -123,12 +140,41 @@ async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the
         assert set(metrics) >= CV_METRICS
         assert metrics["rows"] == stored
         assert metrics["cv_folds"] == settings.retrain_folds
+    # Each registered refit is logged to MLflow (after its registration: wait for the runs).
+    client = MlflowClient(tracking_uri=uri)
+
+    async def logged() -> dict[int, Any]:
+        found = client.get_experiment_by_name("tipstream")
+        if found is None:
+            return {}
+        return {
+            int(r.data.tags["tipstream.version"]): r
+            for r in client.search_runs([found.experiment_id])
+            if r.data.tags.get("tipstream.model_id") == "batch-logreg"
+        }
+
+    await wait_for(
+        lambda: _has_versions(logged, {0, 1}), timeout=60, what="MLflow runs of v0 and v1"
+    )
+    by_version = await logged()
+    for row in versions:
+        metrics = json.loads(row["metrics"])
+        run = by_version[row["version"]]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["tipstream.state_sha256"] == row["state_sha256"]
+        assert run.data.params["trigger"] == "schedule"
+        for name in CV_METRICS:
+            assert run.data.metrics[name] == pytest.approx(metrics[name])
     scheduled = [r for r in await runs(db) if r["trigger"] == "schedule" and r["finished_at"]]
     assert len(scheduled) >= 2
     assert all(r["outcome"] == "registered" for r in scheduled)
     # The scorers swap the fit in and score new matches with it.
     assert await scored_by(db, producer, settings, "batch-logreg", ("2011-08-01", "2011-08-31"))
     assert "refit registered" in worker.log_text()
+
+
+async def _has_versions(logged: Callable[[], Any], versions: set[int]) -> bool:
+    return versions <= set(await logged())
 
 
 async def test_a_decay_alert_on_the_champion_triggers_one_refit(

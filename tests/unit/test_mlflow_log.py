@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,8 @@ from models.serialization import sha256_hex
 from streams import mlflow_log
 from streams.cli import train
 from streams.settings import Settings
+from streams.worker.app import run_worker
+from streams.worker.runtime import Runtime
 
 NEEDS_MLFLOW = "mlflow is not installed: pip install '.[mlflow]' (make setup installs it)"
 
@@ -92,3 +97,42 @@ def test_mlflow_refusing_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
         mlflow_log.log_fit(model, version=0, params={}, metrics={}, env=env)
     assert "\n" not in str(refused.value)
     assert str(refused.value).startswith("MLflow at file://")
+
+
+async def test_the_worker_logs_a_refit_and_a_refusal_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Runtime.record_fit``: a registered refit goes to MLflow; MLflow refusing is a warning
+    and a count (the version stays registered), not an error in the trainer."""
+    pytest.importorskip("mlflow", reason=NEEDS_MLFLOW)
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv(mlflow_log.TRACKING_ENV, uri)
+    worker: Any = SimpleNamespace(counters=Counter())
+    model = catalog.create("market-open")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses file:
+    await Runtime.record_fit(worker, model, version=3, params={}, metrics={"rows": 1.0})
+    assert worker.counters["mlflow_failures"] == 1
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    await Runtime.record_fit(worker, model, version=3, params={"run": 1}, metrics={"rows": 1.0})
+    assert worker.counters["mlflow_failures"] == 1
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(mlflow_log.EXPERIMENT)
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["tipstream.version"] == "3"
+    assert run.data.params["run"] == "1"
+
+
+def test_the_worker_refuses_to_start_with_a_tracking_uri_and_no_mlflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One line at start, before it touches Kafka or PostgreSQL (none is reachable here)."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setenv(mlflow_log.TRACKING_ENV, "file:///tmp/nowhere")
+    settings = Settings(dev_mode=True, database_url="postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(
+        SystemExit, match=r"^tipstream: MLFLOW_TRACKING_URI is set .* not installed"
+    ):
+        run_worker(settings)

@@ -1,4 +1,5 @@
-"""The trainer's wiring: off unless configured, and its settings validated at start."""
+"""The trainer's wiring: off unless configured, its settings validated at start, and a
+registered refit (only a registered one) recorded with the experiment tracker."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import pytest
 
 from agents import trainer
 from agents.testing import InMemoryRuntime
+from agents.trainer_rules import (
+    FitRequest,
+    ModelOutcome,
+    RefitPlan,
+    RunOutcome,
+    fit_candidate,
+    training_set,
+)
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.unit.test_trainer_rules import stored
 
 
 class RecordingApp:
@@ -71,3 +81,66 @@ def test_decay_triggering_adds_the_alert_listener() -> None:
 def test_settings_refuse_what_cannot_work(name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"TIPSTREAM_{name.upper()}"):
         Settings(dev_mode=True, **{name: value})
+
+
+class ScriptedPool(trainer.FitPool):
+    """A fit pool that returns a prepared outcome instead of fitting in a process."""
+
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+    async def run(self, plan: RefitPlan) -> RunOutcome:
+        return self.outcome
+
+
+def refit_runtime() -> InMemoryRuntime:
+    settings = Settings(dev_mode=True).replace(
+        retrain_interval_seconds=3600.0, retrain_models="batch-logreg"
+    )
+    rt = InMemoryRuntime(settings, Topics.from_settings(settings))
+    rt.db.answer("FROM match_features f JOIN results r", [("[]",)])
+    rt.db.answer(
+        "FROM models m JOIN model_versions v",
+        [
+            {
+                "status": "challenger",
+                "version": 0,
+                "parent_version": None,
+                "kind": "batch-logreg",
+                "learned": 0,
+                "last_evaluation_id": None,
+                "state_sha256": "0" * 64,
+            }
+        ],
+    )
+    return rt
+
+
+async def test_a_registered_refit_is_recorded_with_its_version_and_cv_metrics() -> None:
+    request = FitRequest("batch-logreg", "batch-logreg", 3)
+    result = fit_candidate(request, training_set(stored(300)).examples)
+    rt = refit_runtime()
+    pool = ScriptedPool(RunOutcome(300, {}, (ModelOutcome(request, result=result),)))
+    done = await trainer.execute(rt, pool, {"run_id": 7, "trigger": "schedule"})
+    assert done["outcome"] == "registered"
+    [fit] = rt.fits
+    assert fit.model.model_id == "batch-logreg"
+    assert fit.version == done["detail"][0]["version"] == fit.model.version
+    assert fit.metrics == result.metrics
+    assert fit.params["run"] == 7
+    assert fit.params["trigger"] == "schedule"
+    assert fit.params["folds"] == 3
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [{"skipped": "too few results"}, {"error": "ValueError: one class only"}],
+)
+async def test_a_skipped_or_failed_refit_is_not_recorded(outcome: dict[str, str]) -> None:
+    request = FitRequest("batch-logreg", "batch-logreg", 3)
+    rt = refit_runtime()
+    pool = ScriptedPool(RunOutcome(0, {}, (ModelOutcome(request, **outcome),)))
+    done = await trainer.execute(rt, pool, {"run_id": 8, "trigger": "decay"})
+    assert done["outcome"] in {"skipped", "failed"}
+    assert rt.fits == []
