@@ -23,7 +23,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -263,24 +265,84 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return dict(os.environ) | settings.as_env() | extra
 
 
-def tipstream(settings: Settings, *args: str, capture: bool = False) -> str:
-    """Run a tipstream command against the demo deployment; fail loudly."""
-    done = subprocess.run(  # noqa: S603 - our own console script
+def tipstream(
+    settings: Settings,
+    *args: str,
+    capture: bool = False,
+    workers: Sequence[subprocess.Popen[bytes]] = (),
+    logs: Path | None = None,
+) -> str:
+    """Run a tipstream command against the demo deployment; fail loudly, and at once when one
+    of ``workers`` exits meanwhile (a replay with ``--sync`` would otherwise wait out its
+    timeout for a worker that is gone)."""
+    command = subprocess.Popen(  # noqa: S603 - our own console script
         [sys.executable, "-m", "streams.cli", *args],
         cwd=REPO,
         # Readable logs (and the replay's progress bar) when the demo runs on a terminal.
         env=env_for(settings, TIPSTREAM_LOG_FORMAT="auto"),
         text=True,
-        check=False,
         stdout=subprocess.PIPE if capture else None,
     )
-    if done.returncode != 0:
-        raise SystemExit(f"tipstream {' '.join(args)} failed with exit code {done.returncode}")
-    return done.stdout or ""
+    reader = _Collector(command) if capture else None
+    while command.poll() is None:
+        problem = dead_worker(workers, logs)
+        if problem is not None:
+            command.terminate()
+            command.wait()
+            raise SystemExit(f"demo: {problem}; tipstream {args[0]} stopped")
+        time.sleep(0.2)
+    output = reader.text() if reader is not None else ""
+    if command.returncode != 0:
+        raise SystemExit(f"tipstream {' '.join(args)} failed with exit code {command.returncode}")
+    return output
 
 
-async def wait_reconciled(settings: Settings, matches: int, timeout: float) -> dict[str, int]:
-    """Wait until every result is reconciled: evaluations = predictions = matches x models."""
+class _Collector:
+    """Reads a child's stdout in a thread, so a full pipe never blocks it while we poll."""
+
+    def __init__(self, command: subprocess.Popen[str]) -> None:
+        assert command.stdout is not None
+        self._stream = command.stdout
+        self._chunks: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self._chunks.append(line)
+
+    def text(self) -> str:
+        self._thread.join()
+        return "".join(self._chunks)
+
+
+def dead_worker(workers: Sequence[subprocess.Popen[bytes]], logs: Path | None) -> str | None:
+    """Why the demo cannot go on, when one of its workers has exited: which, its exit code and
+    the last lines of its log; None while they all run."""
+    for index, worker in enumerate(workers):
+        code = worker.poll()
+        if code is None:
+            continue
+        where = ""
+        if logs is not None:
+            path = logs / f"worker-{index}.log"
+            tail = (
+                path.read_text(errors="replace").strip().splitlines()[-3:] if path.exists() else []
+            )
+            where = f" (log {path}" + (": " + " | ".join(tail) if tail else "") + ")"
+        return f"worker {index} exited with code {code}{where}"
+    return None
+
+
+async def wait_reconciled(
+    settings: Settings,
+    matches: int,
+    timeout: float,
+    workers: Sequence[subprocess.Popen[bytes]] = (),
+    logs: Path | None = None,
+) -> dict[str, int]:
+    """Wait until every result is reconciled: evaluations = predictions = matches x models;
+    stop at once when a worker exits meanwhile."""
     pool = await connect(settings.database_url, max_size=1)
     deadline = time.monotonic() + timeout
     last: dict[str, int] = {}
@@ -303,6 +365,9 @@ async def wait_reconciled(settings: Settings, matches: int, timeout: float) -> d
                 and last["evaluations"] == expected
             ):
                 return last
+            problem = dead_worker(workers, logs)
+            if problem is not None:
+                raise SystemExit(f"demo: {problem}; not reconciled: {last} for {matches} matches")
             await asyncio.sleep(1.0)
     finally:
         await pool.close()
@@ -385,14 +450,23 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         )
         replay_line = (
             tipstream(
-                settings, "replay", "--data", *data, *window, *leagues, "--sync", capture=True
+                settings,
+                "replay",
+                "--data",
+                *data,
+                *window,
+                *leagues,
+                "--sync",
+                capture=True,
+                workers=workers,
+                logs=logs,
             )
             .strip()
             .splitlines()[-1]
         )
         print(replay_line, flush=True)
         matches = matches_published(replay_line)
-        asyncio.run(wait_reconciled(settings, matches, args.timeout))
+        asyncio.run(wait_reconciled(settings, matches, args.timeout, workers, logs))
     finally:
         # Stopped before the summary is read, so nothing changes the database under it.
         stop_workers(workers)

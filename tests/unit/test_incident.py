@@ -4,7 +4,10 @@ it and the report's reading of it (``streams.cli.demo``, ``streams.cli.demo_repo
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -203,3 +206,21 @@ def test_an_alert_on_a_since_superseded_evaluation_is_placed_by_its_match() -> N
     by_scope = {s.scope: s for s in story.scopes}
     assert (by_scope["all"].decay_after, by_scope["all"].recovery_after) == (2, 3)
     assert story.others == []
+
+
+def test_a_worker_that_exits_stops_the_demo_with_its_code_and_log(tmp_path: Path) -> None:
+    """The demo watches its workers while the replay and the reconciliation wait on them: one
+    that has exited is named with its exit code and the last lines of its log."""
+    (tmp_path / "worker-1.log").write_text("starting\nsettings refused: bad port\n")
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        exited.wait(timeout=30)
+        assert demo.dead_worker([running], tmp_path) is None
+        problem = demo.dead_worker([running, exited], tmp_path)
+        assert problem is not None
+        assert problem.startswith("worker 1 exited with code 3")
+        assert "settings refused: bad port" in problem
+    finally:
+        running.kill()
+        running.wait()
