@@ -376,6 +376,10 @@ def by_match(series: list[Any]) -> tuple[list[datetime], dict[str, np.ndarray]]:
     )
 
 
+FEATURES_ROW = "input features"
+"""The alerts row of the feature drift monitor, whose alerts are about no model."""
+
+
 def _style(model_id: str) -> dict[str, Any]:
     market = {"market-open": "0.5", "market-close": "black"}
     if model_id in market:
@@ -430,7 +434,11 @@ def plot(
         fontsize=10,
     )
     middle.set_ylabel("log loss - opening line")
-    rows_of = {model_id: index for index, model_id in enumerate(models)}
+    # Alerts about no model (the feature drift monitor's) get a row of their own.
+    labels = [*models, FEATURES_ROW] if any(a["model_id"] is None for a in alerts) else models
+    rows_of: dict[str | None, int] = {model_id: index for index, model_id in enumerate(models)}
+    if len(labels) > len(models):
+        rows_of[None] = len(models)
     for kind, (colour, marker) in ALERT_KINDS.items():
         hits = [
             a for a in alerts if a["kind"] == kind and a["kickoff"] and a["model_id"] in rows_of
@@ -444,10 +452,12 @@ def plot(
             zorder=3 if kind == "estimate" else 2,
             label=f"{kind} ({len(hits)})",
         )
-    bottom.set_yticks(range(len(models)), models, fontsize=8)
-    bottom.set_ylim(-0.7, len(models) - 0.3)
+    bottom.set_yticks(range(len(labels)), labels, fontsize=8)
+    bottom.set_ylim(-0.7, len(labels) - 0.3)
     bottom.set_title(
-        "Alerts per model, at the replay's event time when they were raised", fontsize=10
+        "Alerts per model (and the feature drift monitor's), at the replay's event time when "
+        "they were raised",
+        fontsize=10,
     )
     bottom.legend(loc="upper left", fontsize=8, ncol=len(ALERT_KINDS), bbox_to_anchor=(0, -0.28))
     bottom.set_xlabel("kickoff")
