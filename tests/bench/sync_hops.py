@@ -161,9 +161,7 @@ def swaps(log: Path) -> list[float]:
 
 def reload_lags(snapshots: Sequence[Record], swapped: Sequence[float]) -> list[float | None]:
     """Per snapshot record, the time until the scorer's next swap (the registry reload)."""
-    return [
-        _ms(next((t for t in swapped if t >= s.at), None), s.at) for s in snapshots
-    ]
+    return [_ms(next((t for t in swapped if t >= s.at), None), s.at) for s in snapshots]
 
 
 def line(name: str, values: Sequence[float | None]) -> str:
