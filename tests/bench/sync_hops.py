@@ -15,10 +15,15 @@ known at its kickoff (final whistle at or before it) that the model had learned 
 
     TIPSTREAM_TOPIC_PREFIX=demo-<run> TIPSTREAM_DATABASE_URL=.../tipstream_demo \\
         .venv/bin/python -m tests.bench.sync_hops [reports/demo/logs/worker-0.log]
+
+With ``--barriers CSV...`` (and ``--leagues``, ``--from``, ``--to`` as the replay takes them)
+it reads no topic and prints how often ``--sync`` waits on that window against its exact
+barriers, one ``BARRIERS`` line.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -26,13 +31,17 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.backfill_rules import barriers
 from models.features import RESULT_DELAY
+from models.timeline import Filters, fact_timeline
+from streams.cli.replay import ReplayCounts, league_list, read_csv, sync_points
 from streams.db import connect
 from streams.kafka import client_options
 from streams.settings import Settings
@@ -238,7 +247,42 @@ async def staleness(settings: Settings) -> list[str]:
     ]
 
 
-async def main() -> int:
+def barrier_counts(data: Sequence[Path], filters: Filters) -> str:
+    """How many times ``--sync`` waits on a window (once per match day) against its exact
+    barriers (every first fixture after a result: :func:`agents.backfill_rules.barriers`)."""
+    rows = read_csv(data, "skip", ReplayCounts())
+    events = [e for e in fact_timeline(rows, filters) if e.kind in ("fixture", "result")]
+    timeline: list[tuple[Literal["fixture", "result"], datetime]] = [
+        ("result" if e.kind == "result" else "fixture", e.at) for e in events
+    ]
+    kickoffs = {e.at for e in events if e.kind == "fixture"}
+    return (
+        f"BARRIERS facts={len(events)} sync_waits={len(sync_points(events))} "
+        f"exact={len(barriers(timeline))} kickoff_times={len(kickoffs)}"
+    )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("worker_log", nargs="?", type=Path, help="a worker's JSON log")
+    parser.add_argument(
+        "--barriers",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="count a window's sync waits and exact barriers instead (reads no topic)",
+    )
+    parser.add_argument("--leagues", type=league_list, default=frozenset())
+    parser.add_argument("--from", dest="start", type=date.fromisoformat)
+    parser.add_argument("--to", dest="end", type=date.fromisoformat)
+    return parser.parse_args(argv)
+
+
+async def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    if args.barriers:
+        print(barrier_counts(args.barriers, Filters(args.leagues, args.start, args.end)))
+        return 0
     settings = Settings.from_env()
     topics = Topics.from_settings(settings)
     names = [
@@ -260,8 +304,8 @@ async def main() -> int:
     print(f"snapshots: {len(records[topics.snapshots])}")
     for text in summarise(sync_hops(topics, records)):
         print(text)
-    if len(sys.argv) > 1:  # a worker's log: how long the scorer took to swap each snapshot in
-        lags = reload_lags(records[topics.snapshots], swaps(Path(sys.argv[1])))
+    if args.worker_log:  # how long the scorer took to swap each snapshot in
+        lags = reload_lags(records[topics.snapshots], swaps(args.worker_log))
         print(line("snapshot -> scorer swapped in (reload)", lags))
     for text in await staleness(settings):
         print(text)
@@ -269,4 +313,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main(sys.argv[1:])))
