@@ -1,0 +1,160 @@
+"""Event-time ordering for as-of-correct backfills (prototype; docs/BACKFILL.md).
+
+A backfill is exact when every match is scored by a model version that has learned exactly the
+results known at its kickoff: those whose final whistle is at or before it, the rule of
+:func:`models.features.prequential_steps` and of ``tipstream evaluate``. Instead of the replay
+waiting for consumer-group commits (``tipstream replay --sync``), each stage announces how far
+in event time it is complete, and the scorer chooses (or waits for) the version that covers a
+fixture. Three pure pieces, no I/O:
+
+- :class:`Watermarks`: how far in event time a stage has everything, the minimum over the
+  source partitions it reads, advanced by records and by explicit ticks (an idle partition
+  otherwise holds it back for ever);
+- :class:`Coverage` and :func:`choose_version`: what a version has learned in event time, and
+  which version a fixture is scored with, or whether it waits;
+- :func:`barriers`: the points of a replay's time line where a result becomes known before a
+  later kickoff, the only points where the order between learning and scoring matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+
+def known_at(final_whistle: datetime, kickoff: datetime) -> bool:
+    """Whether a result is known at a kickoff: its final whistle is at or before it."""
+    return final_whistle <= kickoff
+
+
+class Watermarks:
+    """The event time through which a stage has every record of its sources.
+
+    Each source (a partition the stage reads, ``"match-results:3"``) has the latest event time
+    it delivered, or announced by a tick; the stage's watermark is the minimum over all the
+    expected sources, and None until each has said something. Records of one source arrive in
+    event-time order (one producer per partition publishing in order, as the replay does); one
+    that goes back in time does not lower its source's mark.
+
+    >>> marks = Watermarks(["r:0", "r:1"])
+    >>> marks.observe("r:0", datetime(2024, 1, 1)) is None
+    True
+    >>> marks.observe("r:1", datetime(2024, 1, 2))
+    datetime.datetime(2024, 1, 1, 0, 0)
+    """
+
+    def __init__(self, sources: Iterable[str]) -> None:
+        self.sources = frozenset(sources)
+        if not self.sources:
+            raise ValueError("a watermark needs at least one source")
+        self.marks: dict[str, datetime] = {}
+
+    def observe(self, source: str, moment: datetime) -> datetime | None:
+        """A record or tick of ``source`` at ``moment``; the stage's watermark after it."""
+        if source not in self.sources:
+            raise ValueError(f"unknown source {source!r}; expected one of {sorted(self.sources)}")
+        held = self.marks.get(source)
+        if held is None or moment > held:
+            self.marks[source] = moment
+        return self.through()
+
+    def through(self) -> datetime | None:
+        """The stage's watermark: every source has delivered everything up to it."""
+        if len(self.marks) < len(self.sources):
+            return None
+        return min(self.marks.values())
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What one model version has taken in event time, as its snapshot would announce it.
+
+    The learner takes results (learns them, or sees and skips them by its policy) in
+    final-whistle order, and only once its watermark has passed them. ``learned_from`` and
+    ``learned_until`` are the first and latest final whistle it took into this version since
+    the previous one (None for a version that took none, such as v0); ``complete_through`` is
+    its watermark when it announced the version (again, as the watermark moves on). Under
+    those two rules a version holds every result before the next version's ``learned_from``,
+    and none after its own ``learned_until``.
+    """
+
+    version: int
+    learned_from: datetime | None
+    learned_until: datetime | None
+    complete_through: datetime | None
+
+    def clean_at(self, kickoff: datetime) -> bool:
+        """Whether the version has taken no result unknown at ``kickoff``."""
+        return self.learned_until is None or known_at(self.learned_until, kickoff)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How a fixture is scored by one learning model: with ``version`` now (``ready``), not yet
+    (``wait``: park it until a snapshot covers its kickoff), or never exactly (``missed``: the
+    learner took a result known at the kickoff and one unknown at it into the same version;
+    ``version`` is the latest that has taken nothing unknown, to score with and count)."""
+
+    outcome: Literal["ready", "wait", "missed"]
+    version: int | None = None
+
+
+def choose_version(versions: Sequence[Coverage], kickoff: datetime) -> Choice:
+    """The version that scores a fixture kicking off at ``kickoff``.
+
+    ``versions`` are one model's versions in version order, each with its coverage (the
+    whistles only grow with the version). The candidate is the latest version that has taken
+    no result unknown at kickoff. It is exact if the next version's first result is after the
+    kickoff (nothing known at it is missing), or, being the latest version, if the learner
+    has announced it complete through the kickoff; if it is the latest and not yet complete,
+    the fixture waits. The learner makes every kickoff exact by storing a version at each
+    barrier (:func:`barriers`) that the replay announces to it.
+
+    >>> from datetime import datetime as at
+    >>> v = [Coverage(0, None, None, at(2024, 1, 1)),
+    ...      Coverage(1, at(2024, 1, 2), at(2024, 1, 3), at(2024, 1, 4))]
+    >>> choose_version(v, at(2024, 1, 1)), choose_version(v, at(2024, 1, 4))
+    (Choice(outcome='ready', version=0), Choice(outcome='ready', version=1))
+    >>> choose_version(v, at(2024, 1, 5))
+    Choice(outcome='wait', version=None)
+    """
+    clean = 0
+    while clean < len(versions) and versions[clean].clean_at(kickoff):
+        clean += 1
+    if clean == 0:
+        return Choice("missed")
+    candidate = versions[clean - 1]
+    if clean < len(versions):
+        following = versions[clean].learned_from
+        if following is not None and not known_at(following, kickoff):
+            return Choice("ready", candidate.version)
+        return Choice("missed", candidate.version)
+    if candidate.complete_through is not None and candidate.complete_through >= kickoff:
+        return Choice("ready", candidate.version)
+    return Choice("wait")
+
+
+def barriers(timeline: Sequence[tuple[Literal["fixture", "result"], datetime]]) -> list[int]:
+    """Positions of a replay's time line (fixtures and results in event order, each with its
+    event time: a result's is its final whistle) before which a result became known: the
+    first fixture after one or more results. Between two barriers the order of learning and
+    scoring does not matter; at each, the fixture must wait for the models to have learned
+    the results before it. ``tipstream replay --sync`` waits once per match day instead, so
+    a result known before a later kickoff of the same day is not learned in time.
+
+    >>> from datetime import datetime as at
+    >>> barriers([("fixture", at(2024, 1, 1, 12)), ("result", at(2024, 1, 1, 14)),
+    ...           ("fixture", at(2024, 1, 1, 17)), ("fixture", at(2024, 1, 1, 17))])
+    [2]
+    """
+    points: list[int] = []
+    pending = False
+    for position, (kind, _) in enumerate(timeline):
+        if kind == "result":
+            pending = True
+        elif pending:
+            points.append(position)
+            pending = False
+    return points
