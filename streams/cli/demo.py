@@ -23,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -283,37 +282,19 @@ def tipstream(
         text=True,
         stdout=subprocess.PIPE if capture else None,
     )
-    reader = _Collector(command) if capture else None
-    while command.poll() is None:
-        problem = dead_worker(workers, logs)
-        if problem is not None:
-            command.terminate()
-            command.wait()
-            raise SystemExit(f"demo: {problem}; tipstream {args[0]} stopped")
-        time.sleep(0.2)
-    output = reader.text() if reader is not None else ""
+    while True:
+        try:  # communicate() may be called again after a timeout, nothing read is lost
+            output, _ = command.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            problem = dead_worker(workers, logs)
+            if problem is not None:
+                command.terminate()
+                command.wait()
+                raise SystemExit(f"demo: {problem}; tipstream {args[0]} stopped") from None
     if command.returncode != 0:
         raise SystemExit(f"tipstream {' '.join(args)} failed with exit code {command.returncode}")
-    return output
-
-
-class _Collector:
-    """Reads a child's stdout in a thread, so a full pipe never blocks it while we poll."""
-
-    def __init__(self, command: subprocess.Popen[str]) -> None:
-        assert command.stdout is not None
-        self._stream = command.stdout
-        self._chunks: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self._stream:
-            self._chunks.append(line)
-
-    def text(self) -> str:
-        self._thread.join()
-        return "".join(self._chunks)
+    return output or ""
 
 
 def dead_worker(workers: Sequence[subprocess.Popen[bytes]], logs: Path | None) -> str | None:
