@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -103,6 +104,7 @@ def log_fit(
         **(tags or {}),
     }
     now = int(time.time() * 1000)
+    run_id: str | None = None
     try:
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
@@ -112,7 +114,7 @@ def log_fit(
         run = client.create_run(
             experiment_id, tags=run_tags, run_name=f"{model.model_id} v{version}"
         )
-        run_id: str = run.info.run_id
+        run_id = run.info.run_id
         client.log_batch(
             run_id,
             metrics=[
@@ -129,5 +131,8 @@ def log_fit(
         client.set_terminated(run_id)
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if run_id is not None:  # a half-logged run is ended as FAILED, never left RUNNING
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status="FAILED")
         raise MlflowFailed(f"MLflow at {uri}: {first}") from error
     return run_id

@@ -154,7 +154,9 @@ async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the
         }
 
     await wait_for(
-        lambda: _has_versions(logged, {0, 1}), timeout=60, what="MLflow runs of v0 and v1"
+        lambda: _has_versions(logged, {0, 1}),
+        timeout=60,
+        what="finished MLflow runs of v0 and v1",
     )
     by_version = await logged()
     for row in versions:
@@ -174,7 +176,10 @@ async def test_the_schedule_refits_from_stored_results_and_the_scorers_score_the
 
 
 async def _has_versions(logged: Callable[[], Any], versions: set[int]) -> bool:
-    return versions <= set(await logged())
+    """Whether every version has an ended run: a run is listed from its creation, before
+    its metrics, artifact and end are logged."""
+    found = await logged()
+    return all(v in found and found[v].info.status != "RUNNING" for v in versions)
 
 
 async def test_a_decay_alert_on_the_champion_triggers_one_refit(

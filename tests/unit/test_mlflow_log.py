@@ -99,6 +99,27 @@ def test_mlflow_refusing_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert str(refused.value).startswith("MLflow at file://")
 
 
+def test_a_run_that_fails_half_way_is_ended_as_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run is created before its metrics are logged: when MLflow refuses one (a metric name
+    it does not accept), the run is ended FAILED, never left RUNNING for a reader to wait on."""
+    pytest.importorskip("mlflow", reason=NEEDS_MLFLOW)
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    env = {mlflow_log.TRACKING_ENV: uri}
+    model = catalog.create("market-open")
+    with pytest.raises(mlflow_log.MlflowFailed):
+        mlflow_log.log_fit(model, version=0, params={}, metrics={"bad*name": 1.0}, env=env)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(mlflow_log.EXPERIMENT)
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+
+
 async def test_the_worker_logs_a_refit_and_a_refusal_never_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
