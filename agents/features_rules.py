@@ -58,9 +58,11 @@ features.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import msgspec
 
@@ -114,8 +116,11 @@ class SettledScore(msgspec.Struct, array_like=True):
     away_goals: int
 
 
-class LeagueBook(msgspec.Struct, kw_only=True):
-    """What the features agent keeps of one league (the value of its table, as JSON)."""
+class LeagueBook(msgspec.Struct, kw_only=True, dict=True):
+    """What the features agent keeps of one league (the value of its table, as JSON).
+
+    ``dict=True`` lets a book carry in-memory state that is never encoded (see
+    :class:`PlayedState`)."""
 
     league: str
     checkpoint: LeagueState
@@ -142,6 +147,79 @@ class LeagueBook(msgspec.Struct, kw_only=True):
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(LeagueBook)
+_PLAYED = "_played"
+PLAYED_STATES = 4
+"""How many played states a book keeps in memory (see :class:`PlayedState`): one per stream
+of fixtures in kickoff order the router may interleave (a partition read weeks behind
+another in a backfill), and one for re-issues."""
+
+
+@dataclass(slots=True)
+class PlayedState:
+    """In memory only, on the book: a copy of the checkpoint that learned every open whole
+    match whose final whistle is at or before ``through``, in ``result_key`` order.
+
+    Fixtures mostly come in kickoff order (a replay's always), so a fixture's features learn
+    the results since the previous fixture's kickoff instead of every open one (~40) from a
+    fresh copy of the checkpoint. Dropped when a whole match at or before ``through`` changes
+    or settling passes it: the features are the same bit for bit (the property test)."""
+
+    through: datetime
+    state: LeagueState
+
+
+def played_states(book: LeagueBook) -> list[PlayedState]:
+    """The book's played states, least recently used first (none after decoding)."""
+    return cast(list[PlayedState], book.__dict__.setdefault(_PLAYED, []))
+
+
+def _changed_at(book: LeagueBook, whistle: datetime) -> None:
+    """An open match with this final whistle changed: the states that learned it are stale."""
+    states = played_states(book)
+    states[:] = [played for played in states if played.through < whistle]
+
+
+def _played_through(
+    book: LeagueBook,
+    until: datetime,
+    played: Sequence[tuple[ResultKey, Fixture, MatchResult]] | None = None,
+) -> LeagueState:
+    """A state that learned exactly the open whole matches whose final whistle is at or
+    before ``until``: the latest played state not past it, moved on, or a fresh copy of the
+    checkpoint (kept, the least recently used dropped). ``played``: the open whole matches in
+    order, when the caller has them (else found here)."""
+    states = played_states(book)
+    usable = [p for p in states if p.through <= until]
+    current = max(usable, key=lambda p: p.through) if usable else None
+    since = current.through if current is not None else None
+    if played is None:
+        due = sorted(_whole_matches(book, since, until))
+    else:
+        low = 0 if since is None else bisect_right(played, since, key=lambda m: m[0][0])
+        high = bisect_right(played, until, key=lambda m: m[0][0])
+        due = list(played[low:high])
+    if current is None:
+        current = PlayedState(through=until, state=book.checkpoint.copy())
+    else:
+        states.remove(current)
+    for _, fixture, result in due:
+        current.state.apply_result(fixture, result)
+    current.through = until
+    states.append(current)
+    del states[:-PLAYED_STATES]
+    return current.state
+
+
+def _whole_matches(
+    book: LeagueBook, since: datetime | None, until: datetime
+) -> Iterator[tuple[ResultKey, Fixture, MatchResult]]:
+    """The open whole matches whose final whistle is after ``since`` and at most ``until``."""
+    for entry in book.open.values():
+        if entry.fixture is None or entry.result is None:
+            continue
+        key = entry.key()
+        if key[0] <= until and (since is None or key[0] > since):
+            yield key, entry.fixture, entry.result
 
 
 def encode_book(book: LeagueBook) -> bytes:
@@ -284,6 +362,8 @@ def add_fixture(
         entry = book.open[fixture.match_id] = OpenMatch()
     kind = "issued" if entry.fixture is None else "updated"
     entry.fixture = fixture
+    if entry.result is not None:
+        _changed_at(book, entry.key()[0])
     if warm_up:
         entry.warm_up = True
         return Outcome(changed=True, kind="warm_up")
@@ -351,6 +431,7 @@ def add_result(
         return Outcome(kind="duplicate")
     kind = "result" if entry.result is None else "corrected"
     entry.result = result
+    _changed_at(book, whistle)
     if book.clock is None or whistle > book.clock:
         book.clock = whistle
     reissued = reissue_affected(book, whistle, at) if entry.fixture is not None else ()
@@ -369,8 +450,8 @@ def reissue_affected(
     late partition's result after the matches it changes). Their new predictions count only
     if made before kickoff in event time, which decides the reconciler.
 
-    One copy of the checkpoint learns the open results in order while the fixtures are read
-    in kickoff order, so re-issuing n fixtures costs one pass, not n."""
+    One played state learns the open results in order while the fixtures are read in kickoff
+    order, so re-issuing n fixtures costs one pass, not n."""
     pending = sorted(
         (entry.fixture.kickoff, entry.fixture.match_id, entry)
         for entry in book.open.values()
@@ -378,15 +459,11 @@ def reissue_affected(
     )
     if not pending:
         return ()
-    state = book.checkpoint.copy()
-    played = iter(_played(book))
-    upcoming = next(played, None)
+    played = _played(book)
     out = []
     for kickoff, _, entry in pending:
-        while upcoming is not None and upcoming[0][0] <= kickoff:
-            state.apply_result(upcoming[1], upcoming[2])
-            upcoming = next(played, None)
         assert entry.fixture is not None
+        state = _played_through(book, kickoff, played)
         out.append(_issue(entry, state.features_for(entry.fixture), at))
     return tuple(out)
 
@@ -453,22 +530,30 @@ def settle(
     if book.clock is None or low is None:
         return
     horizon = min(book.clock, low) - HISTORY
+    if book.settled_until is not None and horizon <= book.settled_until:
+        return  # never back: a source that was idle may deliver again from behind
     due = sorted(
-        ((entry.key(), match_id) for match_id, entry in book.open.items()),
+        (key, match_id)
+        for match_id, entry in book.open.items()
+        if (key := entry.key())[0] <= horizon
     )
-    for (whistle, _), match_id in due:
-        if whistle > horizon:
-            break
+    seasons = (book.checkpoint.season, book.checkpoint.previous_season)
+    stale = False
+    for _, match_id in due:
         entry = book.open.pop(match_id)
         if entry.fixture is not None and entry.result is not None:
             book.checkpoint.apply_result(entry.fixture, entry.result)
             book.settled[match_id] = SettledScore(
                 entry.fixture.season, entry.result.home_goals, entry.result.away_goals
             )
+            stale = stale or entry.fixture.season not in seasons
     book.settled_until = horizon
-    seasons = (book.checkpoint.season, book.checkpoint.previous_season)
-    if any(score.season not in seasons for score in book.settled.values()):
-        book.settled = {k: s for k, s in book.settled.items() if s.season in seasons}
+    states = played_states(book)  # the checkpoint learned matches these have not:
+    states[:] = [played for played in states if played.through >= horizon]
+    # Keep the scores of two seasons: prune once a season starts (or an older one settles).
+    now_seasons = (book.checkpoint.season, book.checkpoint.previous_season)
+    if stale or now_seasons != seasons:
+        book.settled = {k: s for k, s in book.settled.items() if s.season in now_seasons}
 
 
 def _played_by(book: LeagueBook, until: datetime | None) -> LeagueState:
@@ -492,8 +577,9 @@ def _played(book: LeagueBook) -> list[tuple[ResultKey, Fixture, MatchResult]]:
 
 
 def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:
-    """The fixture's features from the results whose final whistle is at or before its kickoff."""
-    return _played_by(book, fixture.kickoff).features_for(fixture)
+    """The fixture's features from the results whose final whistle is at or before its
+    kickoff."""
+    return _played_through(book, fixture.kickoff).features_for(fixture)
 
 
 def current_state(book: LeagueBook) -> LeagueState:

@@ -12,6 +12,8 @@ from functools import cache
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents import features as features_agent
 from agents.features_rules import (
@@ -31,6 +33,7 @@ from agents.features_rules import (
     is_idle,
     league_input,
     low_watermark,
+    played_states,
     router_sources,
     source_of,
 )
@@ -377,6 +380,43 @@ async def test_features_agent_publishes_the_offline_features_and_survives_a_rest
     assert stored.keys() == {EPL.encode()}
 
 
+async def test_kept_books_give_the_same_features_and_yield_to_another_workers_record() -> None:
+    """A worker that keeps its decoded books between batches publishes what one decoding
+    every batch does and stores the same records; when another worker wrote the league's
+    record meanwhile (a rebalance), the record wins over the kept book."""
+    topics = _runtime().topics
+    facts = in_event_time(_between("2012-09-01", "2012-10-01"))
+    chunks = [facts[i : i + 10] for i in range(0, len(facts), 10)]
+
+    async def run(
+        batches: Sequence[Sequence[Fact]], table: MemoryTable, kept: features_agent.KeptBooks | None
+    ) -> InMemoryRuntime:
+        rt = _runtime()
+        for batch in batches:
+            events = rt.events(*[(topics.league_inputs, routed(f)) for f in batch])
+            await rt.drive(
+                features_agent.AGENT,
+                lambda evs: features_agent.features_batch(rt, table, evs, now=NOW, kept=kept),
+                events,
+            )
+        return rt
+
+    decoding, keeping = MemoryTable(), MemoryTable()
+    plain = await run(chunks, decoding, None)
+    kept = await run(chunks, keeping, features_agent.KeptBooks())
+    assert kept.on(topics.features) == plain.on(topics.features)
+    assert keeping == decoding
+
+    table, books = MemoryTable(), features_agent.KeptBooks()
+    half = len(chunks) // 2
+    first = await run(chunks[:half], table, books)
+    other = await run(chunks[half : half + 1], table, None)  # another worker's batch
+    rest = await run(chunks[half + 1 :], table, books)
+    issued = {f.match_id: f for rt in (first, other, rest) for f in rt.on(topics.features)}
+    assert_equal_features(issued, offline(_between("2012-09-01", "2012-10-01")))  # type: ignore[arg-type]
+    assert table == decoding
+
+
 async def test_features_agent_dead_letters_a_late_fixture_with_the_reason() -> None:
     """A fixture older than its league's kept history is on the dead-letter topic with the
     rule, its bytes kept; no features are published for it."""
@@ -652,3 +692,51 @@ def test_a_silent_source_goes_idle_and_counts_again_once_it_delivers() -> None:
     assert not is_idle(book, silent, restarted)
     deliver(first, 1, 62)
     assert not is_idle(book, silent, Idleness(after=after))
+
+
+@settings(max_examples=25, deadline=None)
+@given(order=st.permutations(range(2 * 24)), corrected=st.sets(st.integers(0, 23), max_size=4))
+def test_played_states_give_the_features_of_a_fresh_book(
+    order: list[int], corrected: set[int]
+) -> None:
+    """Whatever order facts and corrections arrive in, every features issued on a book that
+    keeps its played states equal, bit for bit, those the same book gives once restored from
+    its table record (none: learned afresh from the checkpoint)."""
+    rows = _between("2012-09-01", "2012-10-06")[:24]
+    facts = in_event_time(rows)
+    arrivals = [facts[i] for i in order]
+    arrivals += [
+        _corrected(facts[i]) for i in sorted(corrected) if isinstance(facts[i], MatchResult)
+    ]
+    book = LeagueBook.new(EPL)
+    for fact in arrivals:
+        outcome = apply_input(book, routed(fact), now=NOW, sources=SOURCES)
+        fresh = decode_book(encode_book(book))
+        assert played_states(fresh) == []
+        for features in outcome.features:
+            fixture = book.open[features.match_id].fixture
+            assert fixture is not None
+            assert unstamped(features) == unstamped(features_as_of(fresh, fixture))
+
+
+def test_settling_never_goes_back_when_an_idle_source_delivers_again() -> None:
+    """A source left out as idle that delivers again with an early event time (a fixture
+    published weeks ahead) lowers the league's low watermark, but what is settled stays
+    settled: facts behind it are refused as late, never learned out of order."""
+    rows = _between("2015-08-01", "2015-11-01")
+    idle = Idleness(after=timedelta(seconds=60))
+    sources = router_sources(2)
+    book = LeagueBook.new(EPL)
+    last = rows[-1]
+    facts = [f for f in in_event_time(rows) if f.match_id != last.match_id]
+    for step, fact in enumerate(facts):
+        item = league_input(fact, at(fact), source_of(isinstance(fact, Fixture), 0))
+        apply_input(book, item, now=NOW + timedelta(seconds=step), sources=sources, idle=idle)
+    settled = book.settled_until
+    assert settled is not None
+    later = NOW + timedelta(seconds=len(facts))
+    early = league_input(fixture_of(last), settled - timedelta(days=7), source_of(True, 1))
+    assert apply_input(book, early, now=later, sources=sources, idle=idle).kind == "issued"
+    result = league_input(result_event(last), at(result_event(last)), source_of(False, 0))
+    assert apply_input(book, result, now=later, sources=sources, idle=idle).kind == "result"
+    assert book.settled_until == settled
