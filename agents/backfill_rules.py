@@ -11,7 +11,9 @@ fixture. Three pure pieces, no I/O:
   source partitions it reads, advanced by records and by explicit ticks (an idle partition
   otherwise holds it back for ever);
 - :class:`Coverage` and :func:`choose_version`: what a version has learned in event time, and
-  which version a fixture is scored with, or whether it waits;
+  which version a fixture is scored with, or whether it waits; :func:`rebuild_coverages`, a
+  model's coverages as the registry holds them (some versions pruned, some stored by live
+  learning), made safe for :func:`choose_version`;
 - :func:`barriers`: the points of a replay's time line where a result becomes known before a
   later kickoff, the only points where the order between learning and scoring matters.
 """
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
+
+from schemas.events import check_coverage
 
 
 def known_at(final_whistle: datetime, kickoff: datetime) -> bool:
@@ -85,6 +89,9 @@ class Coverage:
     learned_until: datetime | None
     complete_through: datetime | None
 
+    def __post_init__(self) -> None:
+        check_coverage(self.learned_from, self.learned_until, self.complete_through)
+
     def clean_at(self, kickoff: datetime) -> bool:
         """Whether the version has taken no result unknown at ``kickoff``."""
         return self.learned_until is None or known_at(self.learned_until, kickoff)
@@ -134,6 +141,94 @@ def choose_version(versions: Sequence[Coverage], kickoff: datetime) -> Choice:
     if candidate.complete_through is not None and candidate.complete_through >= kickoff:
         return Choice("ready", candidate.version)
     return Choice("wait")
+
+
+UNKNOWN_FROM = datetime.min.replace(tzinfo=UTC)
+UNKNOWN_UNTIL = datetime.max.replace(tzinfo=UTC)
+
+
+def unknown(version: int) -> Coverage:
+    """A version whose coverage nothing vouches for: it may hold any result. It is clean at no
+    kickoff, and as the version after a candidate it makes that candidate ``missed``; every
+    version after it is out of :func:`choose_version`'s reach (it scans a clean prefix)."""
+    return Coverage(version, UNKNOWN_FROM, UNKNOWN_UNTIL, None)
+
+
+def rebuild_coverages(stored: Iterable[Coverage]) -> list[Coverage]:
+    """One model's coverages as :func:`choose_version` may trust them, from its stored versions
+    in version order (the registry's ``model_versions`` rows: a scorer restarting mid-backfill
+    rebuilds its lists from them).
+
+    Versions without coverage before the first one with coverage are the bases a backfill's
+    time line starts from (a trained v0, a retrained v1): taken as having taken nothing, so
+    the latest of them scores the kickoffs before the first result the learner took. From the
+    first version with coverage on, the time line, what the registry can hold that would make
+    a ``ready`` choice inexact is made :func:`unknown` (``missed``, never a wrong ``ready``,
+    for every later kickoff: the scorer counts them):
+
+    - **a version with no coverage** (live learning, a rollback in time, a refit): it may hold
+      any result;
+    - **pruned versions** (a gap in the numbers): what they took is gone, and so is whether
+      one of them was such a version;
+    - **a time line that goes back** (a version's first whistle or watermark before a whistle an
+      earlier version took: another backfill over the same model);
+
+    and every version after an unknown one is unknown too. Only the stored versions say where
+    the time line begins: with all of its covered versions before one without coverage pruned,
+    that one would pass for a base. Retention must therefore keep a running backfill's
+    versions (today's does, short of ``tipstream models prune --older-than-days`` below the
+    backfill's age: it keeps versions younger than ``TIPSTREAM_LEDGER_RETENTION_DAYS``).
+    Versions pruned between the bases and the time line may have been bases or its first
+    versions, so the first covered version after such a gap is widened back to the earliest
+    time: the base before it then scores no kickoff as ``ready``.
+
+    >>> from datetime import datetime as at, UTC
+    >>> day = lambda d: at(2024, 1, d, tzinfo=UTC)
+    >>> stored = [Coverage(0, None, None, None), Coverage(1, day(2), day(3), day(4)),
+    ...           Coverage(3, day(6), day(7), day(8))]
+    >>> choose_version(stored, day(5))  # as if v2, pruned, had taken nothing
+    Choice(outcome='ready', version=1)
+    >>> choose_version(rebuild_coverages(stored), day(5))  # v2 may have taken days 4 and 5
+    Choice(outcome='missed', version=1)
+    """
+    rebuilt: list[Coverage] = []
+    latest: datetime | None = None  # the latest final whistle an earlier version took
+    started = False  # a version with coverage was seen: the time line has begun
+    for row in stored:
+        previous = rebuilt[-1].version if rebuilt else None
+        if previous is not None and row.version <= previous:
+            raise ValueError(f"versions out of order: v{row.version} after v{previous}")
+        bare = row.learned_until is None and row.complete_through is None
+        if bare and not started:
+            coverage = row
+        else:
+            coverage = _vouched(row, previous, latest, started)
+            started = True
+        if coverage.learned_until is not None:
+            latest = coverage.learned_until
+        rebuilt.append(coverage)
+    return rebuilt
+
+
+def _vouched(
+    row: Coverage, previous: int | None, latest: datetime | None, started: bool
+) -> Coverage:
+    """``row`` as the time line can vouch for it: after version ``previous`` (None: the first
+    stored), whose versions took whistles up to ``latest``; ``started``: a covered version
+    came before."""
+    if row.learned_until is None and row.complete_through is None:
+        return unknown(row.version)
+    if latest is not None:
+        for moment in (row.learned_from, row.complete_through):
+            if moment is not None and moment < latest:
+                return unknown(row.version)
+    if previous is None or row.version == previous + 1:
+        return row
+    if started:
+        return unknown(row.version)
+    ceiling = row.learned_until if row.learned_until is not None else row.complete_through
+    assert ceiling is not None  # both None returned above
+    return Coverage(row.version, UNKNOWN_FROM, ceiling, row.complete_through)
 
 
 def barriers(timeline: Sequence[tuple[Literal["fixture", "result"], datetime]]) -> list[int]:

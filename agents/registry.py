@@ -7,7 +7,8 @@ version: ``models.serialization``) before they are stored, and verified before t
 restored, so the registry never unpickles bytes it did not write for that row. A row that fails
 is skipped and reported (:class:`ActiveSet`), never raised out of a scorer's load.
 Status lives in ``models`` (one row per model, at most one champion); every version in
-``model_versions``; every change of champion in ``champion_history`` for rollback.
+``model_versions``, with its coverage in event time when a backfill stored it
+(:func:`coverages`); every change of champion in ``champion_history`` for rollback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents.backfill_rules import Coverage, rebuild_coverages
 from models import catalog
 from models.base import Model
 from models.serialization import (
@@ -106,15 +108,22 @@ async def save_version(
     learned: int = 0,
     last_evaluation_id: str | None = None,
     positions: dict[str, int] | None = None,
+    coverage: Coverage | None = None,
 ) -> int:
     """Store the model's current state as its version ``model.version`` (idempotent on it),
-    signed for that model, kind and version."""
+    signed for that model, kind and version; ``coverage``, what a backfill version took in
+    event time (docs/BACKFILL.md), is stored with it (live versions have none)."""
+    if coverage is not None and coverage.version != model.version:
+        raise RegistryError(
+            f"coverage of v{coverage.version} given for {model.model_id!r} v{model.version}"
+        )
     state = model.snapshot()
     context = version_context(model.model_id, model.kind, model.version)
     await conn.execute(
         """INSERT INTO model_versions (model_id, version, parent_version, kind, metrics, learned,
-                                       last_evaluation_id, positions, state, state_sha256)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10)
+                                       last_evaluation_id, positions, state, state_sha256,
+                                       learned_from, learned_until, complete_through)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)
            ON CONFLICT (model_id, version) DO NOTHING""",
         model.model_id,
         model.version,
@@ -126,6 +135,9 @@ async def save_version(
         json.dumps(positions or {}),
         sign(state, keys, context),
         sha256_hex(state),
+        None if coverage is None else coverage.learned_from,
+        None if coverage is None else coverage.learned_until,
+        None if coverage is None else coverage.complete_through,
     )
     return model.version
 
@@ -274,13 +286,30 @@ async def model_versions(conn: Any, model_id: str) -> list[dict[str, Any]]:
     """Every stored version of one model, newest first."""
     rows = await conn.fetch(
         """SELECT version, parent_version, kind, learned, last_evaluation_id, metrics,
-                  state_sha256, created_at
+                  state_sha256, created_at, learned_from, learned_until, complete_through
            FROM model_versions WHERE model_id = $1 ORDER BY version DESC""",
         model_id,
     )
     if not rows:
         raise RegistryError(f"no model {model_id!r} in the registry")
     return [dict(row) for row in rows]
+
+
+async def coverages(conn: Any, model_id: str) -> list[Coverage]:
+    """The model's versions' coverages in version order, as a scorer restarting mid-backfill
+    rebuilds them for :func:`agents.backfill_rules.choose_version`: pruned versions and
+    versions without coverage are made conservative (:func:`rebuild_coverages`)."""
+    rows = await conn.fetch(
+        """SELECT version, learned_from, learned_until, complete_through
+           FROM model_versions WHERE model_id = $1 ORDER BY version""",
+        model_id,
+    )
+    if not rows:
+        raise RegistryError(f"no model {model_id!r} in the registry")
+    return rebuild_coverages(
+        Coverage(row["version"], row["learned_from"], row["learned_until"], row["complete_through"])
+        for row in rows
+    )
 
 
 async def promote(conn: Any, model_id: str, *, reason: str) -> None:
@@ -403,6 +432,8 @@ async def rollback_to(
             + 1
         )
         state_sha256 = sha256_hex(payload)
+        # No coverage: the restored state goes back in event time, off any backfill's time line
+        # (inside one, rebuild_coverages makes this version and every later one unknown).
         await conn.execute(
             """INSERT INTO model_versions (model_id, version, parent_version, kind, metrics,
                                            learned, last_evaluation_id, positions, state,
@@ -459,7 +490,8 @@ async def status_snapshot(conn: Any, model_id: str) -> ModelSnapshot:
     """A snapshot event announcing a model's current version and status (after promote/rollback)."""
     row = await conn.fetchrow(
         """SELECT m.status, v.version, v.parent_version, v.kind, v.learned,
-                  v.last_evaluation_id, v.state_sha256
+                  v.last_evaluation_id, v.state_sha256,
+                  v.learned_from, v.learned_until, v.complete_through
            FROM models m JOIN model_versions v USING (model_id)
            WHERE m.model_id = $1 ORDER BY v.version DESC LIMIT 1""",
         model_id,
@@ -474,6 +506,9 @@ async def status_snapshot(conn: Any, model_id: str) -> ModelSnapshot:
         last_evaluation_id=row["last_evaluation_id"],
         state_sha256=row["state_sha256"],
         created_at=datetime.now(UTC),
+        learned_from=row["learned_from"],
+        learned_until=row["learned_until"],
+        complete_through=row["complete_through"],
     )
 
 

@@ -484,7 +484,15 @@ class Evaluation(Record, frozen=True, kw_only=True):
 
 
 class ModelSnapshot(Record, frozen=True, kw_only=True):
-    """A model's new version, for hot-swapping scorers (topic: model snapshots, compacted)."""
+    """A model's new version, for hot-swapping scorers (topic: model snapshots, compacted).
+
+    ``parent_version`` is less than ``version``. A version stored by an as-of-correct backfill
+    announces its coverage in event time (docs/BACKFILL.md): ``learned_from`` and
+    ``learned_until``, the first and latest final whistle it took since the previous version
+    (both given, the first not after the latest, or both absent: it took none), and
+    ``complete_through``, the learner's watermark when it stored the version, not before
+    ``learned_until``. Live versions carry none of the three.
+    """
 
     model_id: Identifier
     version: Version
@@ -496,12 +504,63 @@ class ModelSnapshot(Record, frozen=True, kw_only=True):
     last_evaluation_id: Identifier | None = None
     state_sha256: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
     created_at: AwareDatetime
+    # Coverage in event time (agents.backfill_rules.Coverage): only backfill versions set it.
+    learned_from: AwareDatetime | None = None
+    learned_until: AwareDatetime | None = None
+    complete_through: AwareDatetime | None = None
 
     def __post_init__(self) -> None:
         if self.parent_version is not None and self.parent_version >= self.version:
             raise ValueError(
                 f"`parent_version` {self.parent_version} must be less than version {self.version}"
             )
+        for field, moment in (
+            ("learned_from", self.learned_from),
+            ("learned_until", self.learned_until),
+            ("complete_through", self.complete_through),
+        ):
+            # Decoding refuses a naive time already; this is for snapshots built in Python.
+            if moment is not None and moment.utcoffset() is None:
+                raise ValueError(f"`{field}` {moment.isoformat()} must have a time zone")
+        check_coverage(self.learned_from, self.learned_until, self.complete_through)
+
+
+def check_coverage(
+    learned_from: datetime | None, learned_until: datetime | None, complete_through: datetime | None
+) -> None:
+    """Raise ``ValueError`` naming the field unless the three form a coverage: the whistles both
+    given (the first not after the latest) or both absent, and the watermark, when given, not
+    before the latest whistle (the learner takes a result only once its watermark has passed
+    it). A watermark with no whistles is a version that took nothing, such as v0; whistles with
+    no watermark, one the learner stored without announcing how far it was complete.
+
+    Shared by :class:`ModelSnapshot` and ``agents.backfill_rules.Coverage``, so a coverage read
+    back from the registry obeys the rule a snapshot on the topic does.
+    """
+    if (learned_from is None) != (learned_until is None):
+        given, absent = (
+            ("learned_from", "learned_until")
+            if learned_until is None
+            else ("learned_until", "learned_from")
+        )
+        raise ValueError(
+            f"`{absent}` must be given with `{given}` (both or neither: a version that took no "
+            "result has neither)"
+        )
+    if learned_from is not None and learned_until is not None and learned_from > learned_until:
+        raise ValueError(
+            f"`learned_from` {learned_from.isoformat()} is after `learned_until` "
+            f"{learned_until.isoformat()}"
+        )
+    if (
+        complete_through is not None
+        and learned_until is not None
+        and complete_through < learned_until
+    ):
+        raise ValueError(
+            f"`complete_through` {complete_through.isoformat()} is before `learned_until` "
+            f"{learned_until.isoformat()}: a version takes only results its watermark has passed"
+        )
 
 
 class ModelFeedItem(Record, frozen=True, kw_only=True):

@@ -196,6 +196,7 @@ async def _show(args: argparse.Namespace, settings: Settings) -> int:
             f"{args.model_id} v{row['version']} (parent {row['parent_version']}) "
             f"kind={row['kind']} learned={row['learned']} sha256={row['state_sha256'][:12]} "
             f"created={row['created_at']:%Y-%m-%d %H:%M:%S} metrics={json.dumps(row['metrics'])}"
+            + coverage_text(row)
         )
     for found in reports["latest"]:
         print("\n".join(gate_report_lines(found)))
@@ -208,6 +209,17 @@ async def _show(args: argparse.Namespace, settings: Settings) -> int:
                 f"over {found['matches']} matches"
             )
     return 0
+
+
+def coverage_text(row: dict[str, Any]) -> str:
+    """A backfill version's coverage in event time (docs/BACKFILL.md); nothing for others."""
+    moments = [row["learned_from"], row["learned_until"], row["complete_through"]]
+    if all(moment is None for moment in moments):
+        return ""
+    learned_from, learned_until, complete = (
+        "-" if moment is None else f"{moment:%Y-%m-%dT%H:%M}" for moment in moments
+    )
+    return f" coverage={learned_from}..{learned_until} complete_through={complete}"
 
 
 def gate_report_lines(found: dict[str, Any]) -> list[str]:

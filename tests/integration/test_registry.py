@@ -6,13 +6,14 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
 from agents import registry
+from agents.backfill_rules import Coverage, unknown
 from agents.testing import TEST_REGISTRY_KEYS
 from models import catalog
 from models.serialization import LEGACY_MAGIC, Keyring, sign, signed_key_id
@@ -60,6 +61,65 @@ async def test_versions_round_trip_and_latest_wins(db: asyncpg.Pool) -> None:
     assert loaded.version == 1
     assert loaded.learned == 30
     assert loaded.model.predict_proba_one(x) == model.predict_proba_one(x)
+
+
+async def test_coverages_round_trip_and_rebuild_a_backfill_time_line(db: asyncpg.Pool) -> None:
+    """A backfill's versions store their coverage in event time and read it back (the model's
+    coverage list, ``models versions`` rows, the status snapshot); live versions store none;
+    a version without coverage inside the time line makes the rest unknown; the database
+    refuses an inconsistent coverage written around the registry."""
+    start = datetime(2012, 8, 18, 16, 55, tzinfo=UTC)
+    covered = [
+        Coverage(1, start, start + timedelta(hours=2), start + timedelta(days=1)),
+        Coverage(2, None, None, start + timedelta(days=2)),  # took nothing, the mark moved on
+        Coverage(3, start + timedelta(days=7), start + timedelta(days=8), None),
+    ]
+    async with db.acquire() as conn:
+        await seed(conn)  # online-logreg v0: the base, no coverage
+        model = catalog.create("online-logreg")
+        for coverage in covered:
+            model.version = coverage.version
+            await registry.save_version(conn, model, keys=KEY, coverage=coverage)
+        model.version = 4
+        with pytest.raises(registry.RegistryError, match="coverage of v3 given for"):
+            await registry.save_version(conn, model, keys=KEY, coverage=covered[2])
+        assert await registry.coverages(conn, "online-logreg") == [
+            Coverage(0, None, None, None),
+            *covered,
+        ]
+        listed = await registry.model_versions(conn, "online-logreg")
+        assert [(r["learned_from"], r["complete_through"]) for r in listed[:2]] == [
+            (covered[2].learned_from, None),
+            (None, covered[1].complete_through),
+        ]
+        announced = await registry.status_snapshot(conn, "online-logreg")
+        assert (announced.version, announced.learned_from, announced.learned_until) == (
+            3,
+            covered[2].learned_from,
+            covered[2].learned_until,
+        )
+        assert announced.complete_through is None
+        # A live version on top (no coverage): it and everything after it are unknown.
+        await registry.save_version(conn, model, keys=KEY)
+        model.version = 5
+        later = Coverage(5, start + timedelta(days=9), start + timedelta(days=9), None)
+        await registry.save_version(conn, model, keys=KEY, coverage=later)
+        rebuilt = await registry.coverages(conn, "online-logreg")
+        assert rebuilt[4:] == [unknown(4), unknown(5)]
+        live = await registry.status_snapshot(conn, "online-rating")
+        assert (live.learned_from, live.learned_until, live.complete_through) == (None, None, None)
+        with pytest.raises(asyncpg.CheckViolationError, match="complete_after_whistles"):
+            await conn.execute(
+                "UPDATE model_versions SET complete_through = learned_until - interval '1 second'"
+                " WHERE model_id = 'online-logreg' AND version = 1"
+            )
+        with pytest.raises(asyncpg.CheckViolationError, match="whistles_together"):
+            await conn.execute(
+                "UPDATE model_versions SET learned_from = NULL"
+                " WHERE model_id = 'online-logreg' AND version = 1"
+            )
+        with pytest.raises(registry.RegistryError, match="no model 'nope'"):
+            await registry.coverages(conn, "nope")
 
 
 async def test_tampered_or_foreign_state_is_refused(db: asyncpg.Pool) -> None:

@@ -110,6 +110,10 @@ async def test_a_commit_that_fails_once_leaves_the_version_lineage_gap_free() ->
     assert len(snapshots) == 1
     assert isinstance(snapshots[0], ModelSnapshot)
     assert (snapshots[0].version, snapshots[0].parent_version) == (4, 3)
+    # A live version announces no coverage in event time, and stores none (docs/BACKFILL.md).
+    coverage = (snapshots[0].learned_from, snapshots[0].learned_until)
+    assert (*coverage, snapshots[0].complete_through) == (None, None, None)
+    assert [row[-3:] for row in stored] == [(None, None, None)]
     assert (state.entry.version, state.entry.model.version, state.learned_since_version) == (
         4,
         4,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agents.gate_rules import GateSettings, evaluate_gate
-from streams.cli.operator import gate_report_lines
+from streams.cli.operator import coverage_text, gate_report_lines
 
 
 def test_a_held_report_names_its_figures_and_every_reason() -> None:
@@ -28,3 +28,14 @@ def test_a_held_report_names_its_figures_and_every_reason() -> None:
     )
     assert "gain per match - (confidence sequence -..-)" in lines[1]
     assert lines[3:] == ["  hold: 0 shared matches, fewer than the 300 required"]
+
+
+def test_a_backfill_version_line_shows_its_coverage_and_a_live_one_nothing() -> None:
+    """A version with coverage in event time prints it (`-` for a part it lacks); a live
+    version's line is unchanged."""
+    moment = datetime(2012, 8, 18, 16, 55, tzinfo=UTC)
+    backfill = {"learned_from": moment, "learned_until": moment, "complete_through": None}
+    assert coverage_text(backfill) == (
+        " coverage=2012-08-18T16:55..2012-08-18T16:55 complete_through=-"
+    )
+    assert coverage_text(dict.fromkeys(backfill)) == ""

@@ -56,6 +56,20 @@ FIXTURE = Fixture(
     odds_open=Odds(home=1.6, draw=4.2, away=5.5),
     odds_close=Odds(home=1.57, draw=4.33, away=5.75),
 )
+# A version stored by an as-of-correct backfill: what it took in event time, and its watermark.
+BACKFILL_SNAPSHOT = ModelSnapshot(
+    model_id="online-logreg",
+    version=12,
+    parent_version=11,
+    kind="online-logreg",
+    status="challenger",
+    learned=40,
+    state_sha256="cd" * 32,
+    created_at=LATER,
+    learned_from=datetime(2012, 8, 18, 16, 55, tzinfo=UTC),
+    learned_until=datetime(2012, 8, 19, 17, 55, tzinfo=timezone(timedelta(hours=1))),
+    complete_through=datetime(2012, 8, 25, 12, 45, tzinfo=UTC),
+)
 EXAMPLES: dict[str, list[Record]] = {
     "fixture": [FIXTURE, msgspec.structs.replace(FIXTURE, odds_close=None)],
     "league_input": [LeagueInput(fixture=FIXTURE), LeagueInput(result=RESULT)],
@@ -102,6 +116,7 @@ EXAMPLES: dict[str, list[Record]] = {
             state_sha256="ab" * 32,
             created_at=LATER,
         ),
+        BACKFILL_SNAPSHOT,
     ],
     "alert": [
         Alert(
@@ -378,6 +393,24 @@ MALFORMED = [
         variant(EXAMPLES["model_feed_item"][0], {"evaluation.schema_version": 2}),
         "$.evaluation.schema_version", "unsupported schema_version 2; supported: 1",
         id="nested-schema-version-2",
+    ),
+    # a backfill version's coverage in event time
+    pytest.param(
+        ModelSnapshot, variant(BACKFILL_SNAPSHOT, {"learned_until": None}),
+        "$.learned_until", "must be given with `learned_from`", id="coverage-whistle-alone",
+    ),
+    pytest.param(
+        ModelSnapshot, variant(BACKFILL_SNAPSHOT, {"learned_from": "2012-08-20T00:00:00Z"}),
+        "$.learned_from", "is after `learned_until`", id="coverage-whistles-out-of-order",
+    ),
+    pytest.param(
+        ModelSnapshot, variant(BACKFILL_SNAPSHOT, {"complete_through": "2012-08-19T00:00:00Z"}),
+        "$.complete_through", "is before `learned_until`", id="coverage-watermark-behind",
+    ),
+    pytest.param(
+        ModelSnapshot, variant(BACKFILL_SNAPSHOT, {"complete_through": "2012-08-25T12:45:00"}),
+        "$.complete_through", "Expected `datetime` with a timezone component",
+        id="coverage-naive-watermark",
     ),
     # not JSON at all
     pytest.param(MatchResult, b"hello", "$", "not valid JSON", id="not-json"),

@@ -111,6 +111,9 @@ def refit_runtime() -> InMemoryRuntime:
                 "learned": 0,
                 "last_evaluation_id": None,
                 "state_sha256": "0" * 64,
+                "learned_from": None,
+                "learned_until": None,
+                "complete_through": None,
             }
         ],
     )
