@@ -11,13 +11,6 @@ means waiting for the broker and the database, the next one fills up with what F
 meanwhile. A busy agent therefore gets full batches, and an idle one handles an event as soon
 as it arrives instead of waiting for a fixed timer, as with Faust's ``take(max, within)``
 (which held every event up to ``within``, 10 ms: half the scorer's median latency).
-
-Whole fetches: when the worker enables it (:data:`FETCH_SINKS`, set by
-``streams.worker.whole_fetch``), an agent's batcher is registered as the sink of its Faust
-channel, and the worker's fetch loop hands it each partition's fetched messages as one list
-(:meth:`Batcher.put_many`), instead of one Faust event at a time through the conductor, the
-channel's queue and the stream (three quarters of a relay's Faust overhead, per message). The
-agent gets :class:`Delivered` messages and acks them the same way, after handling the batch.
 """
 
 from __future__ import annotations
@@ -48,56 +41,6 @@ FILL_AT_MOST_S = 0.05
 """Longest a batch keeps filling while Faust reports more events queued. A bound, not a
 target: Faust clears its queues when a rebalance ends, and a batch must not wait for an event
 that will never come. 500 events take ~35 ms to arrive from a backlog."""
-
-
-class Delivered:
-    """A message handed over in a whole fetch: what an agent reads of a Faust event."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: Any) -> None:
-        self.message = message
-
-
-class FetchSinks:
-    """The batchers Faust's fetch loop may hand whole fetches to, by the channel they read.
-
-    Off until the worker enables it (``streams.worker.whole_fetch.install``): without the
-    patched fetch loop nothing would feed a registered batcher. Only channels of raw bytes
-    qualify (every agent's topic): a whole fetch is handed over undecoded.
-    """
-
-    def __init__(self) -> None:
-        self.enabled = False
-        self._sinks: dict[Any, Batcher] = {}
-
-    def eligible(self, channel: Any) -> bool:
-        return (
-            self.enabled
-            and getattr(channel, "key_serializer", None) == "raw"
-            and getattr(channel, "value_serializer", None) == "raw"
-            and getattr(channel, "key_type", None) is None
-            and getattr(channel, "value_type", None) is None
-        )
-
-    def register(self, channel: Any, batcher: Batcher) -> None:
-        self._sinks[channel] = batcher
-
-    def unregister(self, channel: Any) -> None:
-        self._sinks.pop(channel, None)
-
-    def sinks_for(self, channels: Any) -> list[Batcher] | None:
-        """The batchers of every channel, or None unless each has one (Faust's own path)."""
-        if not channels:
-            return None
-        sinks = [self._sinks.get(channel) for channel in channels]
-        if any(sink is None for sink in sinks):
-            return None
-        return sinks  # type: ignore[return-value]
-
-
-FETCH_SINKS = FetchSinks()
-"""The one registry of a worker process (its fetch loop is one per process)."""
 
 
 class Batcher:
@@ -145,24 +88,6 @@ class Batcher:
         if not more_queued or self._full.is_set():
             self._due.set()
 
-    async def put_many(self, events: Sequence[Any], *, more_queued: bool = False) -> None:
-        """Add events in order, as ``put`` each would; waits for room whenever full."""
-        start = 0
-        while start < len(events):
-            while len(self._events) >= self.max_size:
-                await self._room.wait()
-            if not self._events:
-                self._first_at = time.monotonic()
-                self._ready.set()
-            end = start + self.max_size - len(self._events)
-            self._events.extend(events[start:end])
-            start = end
-            if len(self._events) >= self.max_size:
-                self._full.set()
-                self._room.clear()
-        if self._events and (not more_queued or self._full.is_set()):
-            self._due.set()
-
     async def take(self) -> list[Any]:
         """The next batch, in arrival order: never empty."""
         await self._ready.wait()
@@ -186,13 +111,8 @@ async def batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
 
     The same machinery as Faust's ``noack_take``: a stream processor hands every event to the
     batcher, and Faust drains the stream in the background (``_enable_passive``) while the
-    agent handles the previous batch. With whole fetches (:data:`FETCH_SINKS`) the batcher is
-    fed by the fetch loop instead, and the stream only tells when to stop.
+    agent handles the previous batch.
     """
-    if FETCH_SINKS.eligible(stream.channel):
-        async for batch in _fetched_batches(stream, batcher):
-            yield batch
-        return
 
     async def add_to_batch(value: Any) -> Any:
         event = stream.current_event
@@ -216,32 +136,6 @@ async def batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
         stream._processors.remove(add_to_batch)
 
 
-async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
-    """Batches of :class:`Delivered` messages, the batcher being fed whole fetches."""
-    channel = stream.channel
-    await stream.maybe_start()  # as iterating it would (its stop is what ends the loop)
-    FETCH_SINKS.register(channel, batcher)
-    try:
-        while not stream.should_stop:
-            if not batcher.ready.is_set() and await stream.wait_for_stopped(batcher.ready):
-                break
-            yield await batcher.take()
-    finally:
-        FETCH_SINKS.unregister(channel)
-
-
-async def ack_all(stream: Any, events: Sequence[Any]) -> None:
-    """Ack a handled batch: Faust events through their stream, delivered messages directly
-    (``Message.ack``, what ``Stream.ack`` does less its sensors: the offset is committed once
-    every agent reading the message acked it)."""
-    consumer = stream.app.consumer
-    for event in events:
-        if type(event) is Delivered:
-            event.message.ack(consumer)
-        else:
-            await stream.ack(event)
-
-
 async def run_batches(
     stream: Any,
     runtime: AgentRuntime,
@@ -263,7 +157,8 @@ async def run_batches(
         runtime.observe("batch_events", len(events), agent)
         runtime.observe("batch_seconds", time.perf_counter() - started, agent)
         if ack:
-            await ack_all(stream, events)
+            for event in events:
+                await stream.ack(event)
 
 
 async def handle_batch(
