@@ -18,7 +18,7 @@ reconciler already take the same features twice as one).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -26,6 +26,7 @@ import structlog
 
 from agents.dead_letters import dead_letter
 from agents.features_rules import (
+    Idleness,
     LeagueBook,
     apply_input,
     decode_book,
@@ -69,8 +70,15 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
 
     @app.agent(inputs, name=AGENT)
     async def features(stream: Any) -> None:
+        idle = Idleness(
+            after=timedelta(seconds=runtime.settings.features_idle_seconds),
+            since=datetime.now(UTC),
+        )
         await run_batches(
-            stream, runtime, AGENT, lambda events: features_batch(runtime, books, events)
+            stream,
+            runtime,
+            AGENT,
+            lambda events: features_batch(runtime, books, events, idle=idle),
         )
 
 
@@ -109,13 +117,21 @@ async def route_batch(
 
 
 async def features_batch(
-    runtime: AgentRuntime, books: Any, events: Sequence[Any], *, now: datetime | None = None
+    runtime: AgentRuntime,
+    books: Any,
+    events: Sequence[Any],
+    *,
+    now: datetime | None = None,
+    idle: Idleness | None = None,
 ) -> None:
     """Apply a batch of routed facts to their leagues' books; publish the features, then store
-    the changed books."""
+    the changed books. ``idle``: when a silent router partition stops holding a league back
+    (default: the settings' idle time, silence counted from the first fact)."""
     now = now or datetime.now(UTC)
     topics = runtime.topics
     sources = router_sources(runtime.settings.partitions)
+    if idle is None:
+        idle = Idleness(after=timedelta(seconds=runtime.settings.features_idle_seconds))
     loaded: dict[str, LeagueBook] = {}
     changed: set[str] = set()
     outputs: list[Output] = []
@@ -132,7 +148,7 @@ async def features_batch(
             book = loaded[league] = (
                 decode_book(stored) if stored is not None else LeagueBook.new(league)
             )
-        outcome = apply_input(book, item, now=now, sources=sources)
+        outcome = apply_input(book, item, now=now, sources=sources, idle=idle)
         runtime.counters[f"features:{outcome.kind}"] += 1
         runtime.counters["features:published"] += len(outcome.features)
         if outcome.issue is not None:

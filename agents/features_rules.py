@@ -38,6 +38,14 @@ latest final whistle, which bounds the book (and the table record). What that me
   facts of the slowest can then never be behind the horizon, and no fixture is refused as
   late because of the way the broker was read. Until every source has been seen, nothing
   settles (warm-up history counts for every source: it precedes them all).
+- **An idle source is left out**: one that delivered no fact of the league (or never one)
+  while others delivered for ``idle`` of wall-clock time (:data:`IDLE`,
+  ``TIPSTREAM_FEATURES_IDLE_SECONDS``). A producer that keys by league, or a small league on
+  many partitions, leaves some partitions without any of its facts: without this rule the
+  book would never settle and would grow until its table record is refused. Silence counts
+  from the worker's start at the earliest (:class:`Idleness`), so a restarted worker does not
+  find every source but the first to deliver idle; once an idle source delivers again it
+  counts again (a fact of it now behind the kept history is refused as late, as any).
 
 **Fresh features for fixtures published early.** Every issue of a fixture's features carries
 its event time (``issued_at``: the fact's event time, see :class:`schemas.events.LeagueInput`)
@@ -63,6 +71,12 @@ HISTORY = timedelta(days=28)
 """How far behind the league's latest final whistle raw facts are kept: late fixtures and
 corrections within it are exact. Corrections and late fixtures come within days; four weeks
 keep a book at ~100 matches (a fixture's features fold at most ~40 open results, <1 ms)."""
+IDLE = timedelta(minutes=5)
+"""How long a source may deliver nothing of a league while others deliver before settling
+stops waiting for it (see the module docstring). A backfill reads every partition within
+seconds of the others; a live league's facts come hours apart, and arrive in order."""
+WARM_UP = "warm-up"
+"""The key of warm-up history in :attr:`LeagueBook.seen_at` (it stands in for every source)."""
 CLOCK_SLACK = timedelta(minutes=5)
 """A result may claim a final whistle at most this far after the wall clock (clock skew)."""
 DIRECT = "direct"
@@ -114,6 +128,10 @@ class LeagueBook(msgspec.Struct, kw_only=True):
     # the slowest), and of warm-up history (which precedes every source).
     watermarks: dict[str, datetime] = {}
     warm_up_clock: datetime | None = None
+    # Wall-clock time of the book's first fact and of each source's latest (warm-up history
+    # under WARM_UP): a source silent for ``idle`` while others deliver is left out.
+    opened_at: datetime | None = None
+    seen_at: dict[str, datetime] = {}
     # Facts with a final whistle at or before this are in the checkpoint (or dropped).
     settled_until: datetime | None = None
 
@@ -149,6 +167,17 @@ class Outcome:
 
 
 UNCHANGED = Outcome()
+
+
+@dataclass(frozen=True, slots=True)
+class Idleness:
+    """When a silent source stops holding a league's settling back: once the book has had
+    facts from others for ``after`` of wall-clock time without one from it, silence counted
+    from ``since`` at the earliest (the worker's start: a restart gives every source a fresh
+    grace instead of finding all but the first to deliver idle)."""
+
+    after: timedelta = IDLE
+    since: datetime | None = None
 
 
 def _refuse(field: str, value: object, rule: str) -> Outcome:
@@ -198,16 +227,17 @@ def apply_input(
     *,
     now: datetime,
     sources: frozenset[str] = frozenset({DIRECT}),
+    idle: Idleness = Idleness(),
 ) -> Outcome:
     """Apply one routed fact to its league's book; ``now`` is the wall clock, and the fact's
     event time when the router gave it none; ``sources`` the router's input partitions (see
-    :func:`router_sources`)."""
+    :func:`router_sources`), left out of settling once ``idle``."""
     at = item.event_time or now
-    _observe(book, item, at)
+    _observe(book, item, at, now)
     if item.fixture is not None:
         return add_fixture(book, item.fixture, at=at, warm_up=item.warm_up)
     assert item.result is not None
-    return add_result(book, item.result, now=now, at=at, sources=sources)
+    return add_result(book, item.result, now=now, at=at, sources=sources, idle=idle)
 
 
 def router_sources(partitions: int) -> frozenset[str]:
@@ -280,6 +310,7 @@ def add_result(
     now: datetime,
     at: datetime,
     sources: frozenset[str] = frozenset({DIRECT}),
+    idle: Idleness = Idleness(),
 ) -> Outcome:
     """Record a result (a correction replaces the open score), re-issue the features of the
     open fixtures it changes, then settle what is old."""
@@ -323,7 +354,7 @@ def add_result(
     if book.clock is None or whistle > book.clock:
         book.clock = whistle
     reissued = reissue_affected(book, whistle, at) if entry.fixture is not None else ()
-    settle(book, sources)
+    settle(book, sources, idle)
     return Outcome(features=reissued, changed=True, kind=kind)
 
 
@@ -360,11 +391,16 @@ def reissue_affected(
     return tuple(out)
 
 
-def low_watermark(book: LeagueBook, sources: frozenset[str]) -> datetime | None:
-    """The least latest event time over ``sources`` (None until each has been seen, warm-up
-    history standing in for every source)."""
+def low_watermark(
+    book: LeagueBook, sources: frozenset[str], idle: Idleness = Idleness()
+) -> datetime | None:
+    """The least latest event time over the sources that are not idle (None until each has
+    been seen or gone idle, warm-up history standing in for every source; the league's clock
+    once all are idle)."""
     low: datetime | None = None
     for source in sources:
+        if is_idle(book, source, idle):
+            continue
         seen = book.watermarks.get(source)
         if book.warm_up_clock is not None and (seen is None or book.warm_up_clock > seen):
             seen = book.warm_up_clock
@@ -372,25 +408,48 @@ def low_watermark(book: LeagueBook, sources: frozenset[str]) -> datetime | None:
             return None
         if low is None or seen < low:
             low = seen
-    return low
+    return book.clock if low is None else low
 
 
-def _observe(book: LeagueBook, item: LeagueInput, at: datetime) -> None:
-    """Move the watermark of the fact's source to its event time."""
+def is_idle(book: LeagueBook, source: str, idle: Idleness = Idleness()) -> bool:
+    """Whether ``source`` delivered nothing of the league (since the book's first fact, if
+    never; since ``idle.since``, if later) while the book went on receiving facts for more
+    than ``idle.after`` of wall-clock time."""
+    last = book.seen_at.get(source, book.opened_at)
+    latest = max(book.seen_at.values(), default=None)
+    if last is None or latest is None:
+        return False
+    if idle.since is not None and idle.since > last:
+        last = idle.since
+    return latest - last > idle.after
+
+
+def _observe(book: LeagueBook, item: LeagueInput, at: datetime, now: datetime) -> None:
+    """Move the watermark of the fact's source to its event time, and note when (wall clock)
+    the source delivered."""
+    if book.opened_at is None:
+        book.opened_at = now
+    source = WARM_UP if item.warm_up else item.source or DIRECT
+    delivered = book.seen_at.get(source)
+    if delivered is None or now > delivered:
+        book.seen_at[source] = now
     if item.warm_up:
         if book.warm_up_clock is None or at > book.warm_up_clock:
             book.warm_up_clock = at
         return
-    source = item.source or DIRECT
     seen = book.watermarks.get(source)
     if seen is None or at > seen:
         book.watermarks[source] = at
 
 
-def settle(book: LeagueBook, sources: frozenset[str] = frozenset({DIRECT})) -> None:
+def settle(
+    book: LeagueBook,
+    sources: frozenset[str] = frozenset({DIRECT}),
+    idle: Idleness = Idleness(),
+) -> None:
     """Fold the open matches :data:`HISTORY` behind the clock into the checkpoint, in
     ``result_key`` order; drop the facts that never became a whole match."""
-    low = low_watermark(book, sources)
+    low = low_watermark(book, sources, idle)
     if book.clock is None or low is None:
         return
     horizon = min(book.clock, low) - HISTORY

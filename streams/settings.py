@@ -135,6 +135,9 @@ class Settings:
     retrain_min_matches: int = 500
     retrain_folds: int = 5
     retrain_decay_cooldown_seconds: float = 21600.0
+    # Features agent: a router partition that delivers nothing of a league while others do
+    # for this many seconds stops holding the league's settling back (agents/features_rules.py).
+    features_idle_seconds: float = 300.0
     # Reconciler: a reconciled match's ledger leaves the table once a result this many days
     # of kickoffs newer has arrived on its partition (event time); see docs/RELIABILITY.md.
     ledger_retention_days: int = 30
@@ -336,6 +339,11 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
         "retrain_decay_cooldown_seconds",
         lambda v: _finite(v) and v >= 0,
         "a finite number of seconds >= 0",
+    ),
+    (
+        "features_idle_seconds",
+        lambda v: _finite(v) and v >= 1,
+        "a finite number of seconds >= 1",
     ),
     ("ledger_retention_days", lambda v: 0 <= v <= 36_500, "a number of days in 0..36500"),
     ("ledger_segment_seconds", lambda v: v >= 1, "at least 1 second"),

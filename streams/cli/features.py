@@ -114,7 +114,13 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     state = current_state(book)
     if args.json:
-        summary = {"league": args.league, "season": state.season, "results": state.applied}
+        settled = book.settled_until.isoformat() if book.settled_until else None
+        summary = {
+            "league": args.league,
+            "season": state.season,
+            "results": state.applied,
+            "settled_until": settled,
+        }
         print(json.dumps(summary | {"teams": rows}, indent=2))
         return 0
     print(

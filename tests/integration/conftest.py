@@ -169,11 +169,13 @@ async def publish_facts(
     facts: Sequence[Fixture | MatchResult],
     *,
     at: datetime | None = None,
+    partition: int | None = None,
 ) -> None:
     """Publish fixtures or results keyed by match id, each with the event-time header a
     backfill sets (``tipstream replay``: a fixture just before kickoff, a result at its final
     whistle), or ``at`` for all; historical facts without it would happen now, after their
-    kickoff, and no prediction of theirs would count."""
+    kickoff, and no prediction of theirs would count. ``partition``: all to that one (a
+    producer that keys by league), instead of by the key's hash."""
     futures = []
     for fact in facts:
         when = at or (
@@ -186,6 +188,7 @@ async def publish_facts(
                 topic,
                 encode(fact),
                 key=fact.match_id.encode(),
+                partition=partition,
                 headers=[(EVENT_TIME_HEADER, when.isoformat().encode())],
             )
         )

@@ -31,6 +31,7 @@ EPL = "england-premier-league"
 SATURDAY = datetime(2015, 9, 12, tzinfo=UTC)
 WEEK = timedelta(days=7)
 NEXT_SATURDAY = SATURDAY + WEEK
+SEPTEMBER = datetime(2015, 9, 1, tzinfo=UTC)
 
 
 def month_rows() -> list[FootballRow]:
@@ -237,3 +238,33 @@ async def test_fixtures_published_before_the_last_round_get_predictions_with_its
         want = offline[row.match_id].features
         for name, value in want.items():
             assert features.features[name] == pytest.approx(value, abs=1e-9), name
+
+
+async def test_a_league_published_to_one_partition_settles_once_the_others_are_idle(
+    settings: Settings, start_worker: Callable[..., Worker], producer: Any
+) -> None:
+    """A producer that sends a league's facts to one partition of each topic (keyed by league)
+    leaves the router's other partitions silent: after the idle time they no longer hold the
+    league back, so its book settles (bounded) and every fixture still gets its features."""
+    topics = Topics.from_settings(settings)
+    assert settings.partitions > 1
+    rows = read_rows([league_file(EPL)]).rows
+    august = [r for r in rows if datetime(2015, 8, 1, tzinfo=UTC) <= r.kickoff < SEPTEMBER]
+    september = [r for r in rows if SEPTEMBER <= r.kickoff < datetime(2015, 10, 1, tzinfo=UTC)]
+    start_worker(TIPSTREAM_FEATURES_IDLE_SECONDS="2")
+    routed_so_far = 0
+    for chunk in (august, september):
+        await publish_facts(producer, topics.fixtures, [fixture_of(r) for r in chunk], partition=0)
+        await publish_facts(producer, topics.results, [result_event(r) for r in chunk], partition=0)
+        routed_so_far += 2 * len(chunk)
+        await wait_for(
+            lambda n=routed_so_far: _at_least(topics.league_inputs, n),  # type: ignore[misc]
+            timeout=120,
+            what=f"{routed_so_far} routed facts",
+        )
+        await asyncio.sleep(3.0)  # longer than the idle time: the other partitions go idle
+    await read_topic(topics.features, expect=len(august) + len(september), timeout=120)
+    shown = json.loads(cli(settings, "features", "show", "--league", EPL, "--json"))
+    assert shown["results"] == len(august) + len(september)
+    assert shown["settled_until"] is not None
+    assert datetime.fromisoformat(shown["settled_until"]) >= datetime(2015, 8, 1, tzinfo=UTC)

@@ -17,6 +17,7 @@ from agents import features as features_agent
 from agents.features_rules import (
     EVENT_TIME_HEADER,
     HISTORY,
+    Idleness,
     LeagueBook,
     OpenMatch,
     add_fixture,
@@ -27,6 +28,7 @@ from agents.features_rules import (
     encode_book,
     event_time,
     features_as_of,
+    is_idle,
     league_input,
     low_watermark,
     router_sources,
@@ -592,3 +594,61 @@ def test_a_partition_running_behind_never_makes_its_fixtures_late() -> None:
             issued[features.match_id] = features
     assert_equal_features(issued, offline(rows))
     assert book.settled_until is not None  # it did settle, once the slow source caught up
+
+
+def _on_partition_zero(
+    rows: Sequence[FootballRow], sources: frozenset[str], idle: Idleness
+) -> tuple[LeagueBook, dict[str, MatchFeatures]]:
+    """Every fact of ``rows`` through partition 0 only (a producer keying by league), one
+    second of wall clock apart."""
+    book = LeagueBook.new(EPL)
+    issued: dict[str, MatchFeatures] = {}
+    for step, fact in enumerate(in_event_time(rows)):
+        item = league_input(fact, at(fact), source_of(isinstance(fact, Fixture), 0))
+        now = NOW + timedelta(seconds=step)
+        outcome = apply_input(book, item, now=now, sources=sources, idle=idle)
+        assert outcome.issue is None, outcome.issue
+        for features in outcome.features:
+            issued[features.match_id] = features
+    return book, issued
+
+
+def test_a_league_on_one_partition_of_many_settles_once_the_others_are_idle() -> None:
+    """With every fact on one of four partitions, the silent partitions are left out after the
+    idle time: the book settles and stays bounded, and the features are still the offline
+    builder's. Without the idle rule (an idle time longer than the feed) it never settles."""
+    rows = [row for row in _epl() if row.season in ("2010-2011", "2011-2012", "2012-2013")]
+    sources = router_sources(4)
+    book, issued = _on_partition_zero(rows, sources, Idleness(after=timedelta(seconds=60)))
+    assert_equal_features(issued, offline(rows))
+    assert book.settled_until is not None
+    assert len(encode_book(book)) < 200_000
+    waiting, _ = _on_partition_zero(rows, sources, Idleness(after=timedelta(days=1)))
+    assert waiting.settled_until is None
+    assert len(encode_book(waiting)) > len(encode_book(book))
+
+
+def test_a_silent_source_goes_idle_and_counts_again_once_it_delivers() -> None:
+    """Silence counts from the book's first fact for a source never seen, from ``since`` when
+    that is later (a restarted worker), and ends with the source's next fact."""
+    first, second, third = in_event_time(_between("2015-08-08", "2015-08-09"))[:3]
+    assert isinstance(first, Fixture)
+    after = timedelta(seconds=60)
+    silent = source_of(True, 1)
+    book = LeagueBook.new(EPL)
+
+    def deliver(fact: Fact, partition: int, seconds: int) -> None:
+        item = league_input(fact, at(fact), source_of(isinstance(fact, Fixture), partition))
+        now = NOW + timedelta(seconds=seconds)
+        apply_input(book, item, now=now, sources=router_sources(2), idle=Idleness(after=after))
+
+    deliver(first, 0, 0)
+    deliver(second, 0, 30)
+    assert not is_idle(book, silent, Idleness(after=after))
+    deliver(third, 0, 61)
+    assert is_idle(book, silent, Idleness(after=after))
+    assert not is_idle(book, source_of(True, 0), Idleness(after=after))
+    restarted = Idleness(after=after, since=NOW + timedelta(seconds=50))
+    assert not is_idle(book, silent, restarted)
+    deliver(first, 1, 62)
+    assert not is_idle(book, silent, Idleness(after=after))
