@@ -6,17 +6,23 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schemas.events import MatchFeatures
 from streams.log import configure_logging
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.bench import inprocess, passthrough, phases, relay
 from tests.bench.deployment import Deployment, Process, running
-from tests.bench.kafka_io import load
-from tests.bench.report import BenchRun, plot_sweep, reconciliation_details
+from tests.bench.kafka_io import Offsets, load
+from tests.bench.measure import Latency, Throughput
+from tests.bench.report import BenchRun, StreamRun, plot_sweep, reconciliation_details
+from tests.bench.restart_cost import start_profiler
 from tests.bench.workload import (
     DEFAULT_DATA,
     Matches,
@@ -70,9 +76,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["reconciliation"],
-        help="run this phase alone and print its figures (a RECONCILE line, not the BENCH "
-        "line): for before/after comparisons of one part",
+        choices=["reconciliation", "relay", "scorer"],
+        help="run this phase alone and print its figures instead of the BENCH line, for "
+        "before/after comparisons of one part: reconciliation (a RECONCILE line); relay or "
+        "scorer (a STREAM line; both passthroughs run first, the ceilings of the same moment; "
+        "the scorer's latency at --rate, and the --sweep if given)",
+    )
+    parser.add_argument(
+        "--spy",
+        type=Path,
+        help="sample the relay or scorer with py-spy (collapsed stacks, all threads, 50 Hz) "
+        "from its first output to its last of the throughput phase, into DIR/NAME.txt",
     )
     parser.add_argument(
         "--keep",
@@ -105,7 +119,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run(args: argparse.Namespace, base: Settings) -> BenchRun | phases.Reconciliation:
+async def run(
+    args: argparse.Namespace, base: Settings
+) -> BenchRun | phases.Reconciliation | StreamRun:
     """Every phase (or the ``--only`` one) on one deployment; removed afterwards unless
     ``--keep``."""
     facts = machine()
@@ -117,6 +133,8 @@ async def run(args: argparse.Namespace, base: Settings) -> BenchRun | phases.Rec
         if args.only == "reconciliation":
             say(f"reconciliation: {args.results} matches")
             return await _reconcile(args, deployment, matches, len(default_models()))
+        if args.only in ("relay", "scorer"):
+            return await _stream_phase(args, deployment, matches, facts)
         return await _phases(args, deployment, matches, facts)
     finally:
         if not args.keep:
@@ -127,51 +145,11 @@ async def _phases(
     args: argparse.Namespace, deployment: Deployment, matches: Matches, facts: dict[str, object]
 ) -> BenchRun:
     settings = deployment.settings("scorer")
-    topics = Topics.from_settings(settings)
     models = len(default_models())
-    features = [f for f, _ in matches.take(args.events, "t")]
-    await load(settings.kafka_bootstrap, topics.features, keyed(features))
-    timeout = args.timeout
-
-    ceilings = {}
-    for client in passthrough.CLIENTS:  # aiokafka first, as in every earlier run
-        say(f"passthrough ({client}): {args.events} events")
-        sink = phases.passthrough_topic(settings, client)
-        await phases.create_topic(settings, sink)
-        yardstick = Process(
-            _argv(args, f"passthrough-{client}", "tests.bench.passthrough", client,
-                  topics.features, sink, str(args.events)),
-            settings, deployment.workdir / f"passthrough-{client}.log",
-        )  # fmt: skip
-        async with running(yardstick):
-            ceilings[client] = await phases.copied(settings, yardstick, sink, args.events, timeout)
-
-    say(f"faust relay: {args.events} events")
-    await phases.create_topic(settings, relay.relay_topic(settings))
-    floor = Process(
-        _argv(args, "relay", "tests.bench.worker", relay.AGENT),
-        settings.replace(app_id=f"{settings.group_id}-relay"),  # its own consumer group
-        deployment.workdir / "relay.log",
-    )
-    async with running(floor):
-        relayed = await phases.copied(
-            settings, floor, relay.relay_topic(settings), args.events, timeout
-        )
-
-    say(f"scorer: {args.events} events x {models} models")
-    scorer = Process(_argv(args, "scorer", "tests.bench.worker", "scorer"), settings,
-                     deployment.workdir / "scorer.log")  # fmt: skip
-    async with running(scorer):
-        scored = await phases.scorer(settings, scorer, args.events, models, timeout)
-        latencies = []
-        for rate, seconds in [(args.rate, args.seconds)] + [
-            (int(r), args.sweep_seconds) for r in args.sweep.split(",") if r
-        ]:
-            say(f"latency: {rate} eps for {seconds:.0f} s")
-            offered = keyed([f for f, _ in matches.take(int(rate * seconds), f"l{rate}x")])
-            latencies.append(
-                await phases.latency_at(settings, scorer, offered, rate, drain_s=timeout)
-            )
+    features = await _load_features(args, settings, matches)
+    ceilings = await _ceilings(args, deployment, settings)
+    relayed = await _relay(args, deployment, settings)
+    scored, latencies = await _scorer(args, deployment, settings, matches, models)
 
     say(f"reconciliation: {args.results} matches")
     reconciliation = await _reconcile(args, deployment, matches, models)
@@ -197,6 +175,123 @@ async def _phases(
         sweep=latencies[1:],
         load_after=tuple(round(v, 2) for v in os.getloadavg()),  # type: ignore[arg-type]
     )
+
+
+async def _stream_phase(
+    args: argparse.Namespace, deployment: Deployment, matches: Matches, facts: dict[str, object]
+) -> StreamRun:
+    """``--only relay|scorer``: the two ceilings, then the relay or the scorer (and latency)."""
+    settings = deployment.settings("scorer")
+    await _load_features(args, settings, matches)
+    ceilings = await _ceilings(args, deployment, settings)
+    if args.only == "relay":
+        measured, latencies = await _relay(args, deployment, settings), []
+    else:
+        measured, latencies = await _scorer(
+            args, deployment, settings, matches, len(default_models())
+        )
+    return StreamRun(
+        phase=args.only,
+        machine=facts,
+        passthrough=ceilings["aiokafka"],
+        confluent_passthrough=ceilings["confluent"],
+        measured=measured,
+        latency=latencies,
+        load_after=tuple(round(v, 2) for v in os.getloadavg()),  # type: ignore[arg-type]
+    )
+
+
+async def _load_features(
+    args: argparse.Namespace, settings: Settings, matches: Matches
+) -> list[MatchFeatures]:
+    """The throughput phases' feature events, on the features topic."""
+    features = [f for f, _ in matches.take(args.events, "t")]
+    await load(settings.kafka_bootstrap, Topics.from_settings(settings).features, keyed(features))
+    return features
+
+
+async def _ceilings(
+    args: argparse.Namespace, deployment: Deployment, settings: Settings
+) -> dict[str, Throughput]:
+    """Both passthroughs over the features topic, by client."""
+    topics = Topics.from_settings(settings)
+    ceilings = {}
+    for client in passthrough.CLIENTS:  # aiokafka first, as in every earlier run
+        say(f"passthrough ({client}): {args.events} events")
+        sink = phases.passthrough_topic(settings, client)
+        await phases.create_topic(settings, sink)
+        yardstick = Process(
+            _argv(args, f"passthrough-{client}", "tests.bench.passthrough", client,
+                  topics.features, sink, str(args.events)),
+            settings, deployment.workdir / f"passthrough-{client}.log",
+        )  # fmt: skip
+        async with running(yardstick):
+            ceilings[client] = await phases.copied(
+                settings, yardstick, sink, args.events, args.timeout
+            )
+    return ceilings
+
+
+async def _relay(
+    args: argparse.Namespace, deployment: Deployment, settings: Settings
+) -> Throughput:
+    say(f"faust relay: {args.events} events")
+    sink = relay.relay_topic(settings)
+    await phases.create_topic(settings, sink)
+    floor = Process(
+        _argv(args, "relay", "tests.bench.worker", relay.AGENT),
+        settings.replace(app_id=f"{settings.group_id}-relay"),  # its own consumer group
+        deployment.workdir / "relay.log",
+    )
+    async with running(floor), _spied(args, floor, settings, sink, "relay"):
+        return await phases.copied(settings, floor, sink, args.events, args.timeout)
+
+
+async def _scorer(
+    args: argparse.Namespace,
+    deployment: Deployment,
+    settings: Settings,
+    matches: Matches,
+    models: int,
+) -> tuple[Throughput, list[Latency]]:
+    """The scorer's throughput, then its latency at ``--rate`` and over the sweep."""
+    say(f"scorer: {args.events} events x {models} models")
+    scorer = Process(_argv(args, "scorer", "tests.bench.worker", "scorer"), settings,
+                     deployment.workdir / "scorer.log")  # fmt: skip
+    predictions = Topics.from_settings(settings).predictions
+    async with running(scorer):
+        async with _spied(args, scorer, settings, predictions, "scorer"):
+            scored = await phases.scorer(settings, scorer, args.events, models, args.timeout)
+        latencies = []
+        for rate, seconds in [(args.rate, args.seconds)] + [
+            (int(r), args.sweep_seconds) for r in args.sweep.split(",") if r
+        ]:
+            say(f"latency: {rate} eps for {seconds:.0f} s")
+            offered = keyed([f for f, _ in matches.take(int(rate * seconds), f"l{rate}x")])
+            latencies.append(
+                await phases.latency_at(settings, scorer, offered, rate, drain_s=args.timeout)
+            )
+    return scored, latencies
+
+
+@asynccontextmanager
+async def _spied(
+    args: argparse.Namespace, process: Process, settings: Settings, sink: str, name: str
+) -> AsyncIterator[None]:
+    """py-spy on ``process`` from its first message on ``sink`` to the end of the block."""
+    if args.spy is None:
+        yield
+        return
+    args.spy.mkdir(parents=True, exist_ok=True)
+    async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
+        await offsets.wait_for(sink, 1, timeout=args.timeout)
+    assert process.popen is not None
+    spy = start_profiler(process.popen.pid, str(args.spy.resolve() / f"{name}.txt"))
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+        await asyncio.to_thread(spy.wait, 60)
 
 
 async def _reconcile(
@@ -238,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     base = base_settings()
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     result = asyncio.run(run(args, base))
+    if isinstance(result, StreamRun):
+        for line in result.details():
+            print(line)
+        print(result.line(), flush=True)
+        return 0
     if isinstance(result, phases.Reconciliation):
         print(reconciliation_details(result))
         print(

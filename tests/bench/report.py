@@ -119,6 +119,61 @@ class BenchRun:
         return json.dumps(record, indent=2, default=str)
 
 
+@dataclass
+class StreamRun:
+    """``--only relay|scorer``: one Faust phase beside the two ceilings measured just before."""
+
+    phase: str  # "relay" or "scorer"
+    machine: dict[str, Any]
+    passthrough: Throughput  # aiokafka
+    confluent_passthrough: Throughput
+    measured: Throughput  # the relay's or the scorer's
+    latency: list[Latency] = field(default_factory=list)  # the scorer's: --rate, then the sweep
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def peer_passthrough_eps(self) -> float:
+        return max(self.passthrough.eps, self.confluent_passthrough.eps)
+
+    @property
+    def peer_ratio(self) -> float:
+        """The measured phase against the faster ceiling (the BENCH line's, for the scorer)."""
+        peer = self.peer_passthrough_eps
+        return self.measured.eps / peer if peer else 0.0
+
+    def line(self) -> str:
+        """``STREAM phase=... eps=... peer_ratio=...`` (and the latency for the scorer)."""
+        line = (
+            f"STREAM phase={self.phase} passthrough_eps={self.passthrough.eps:.1f} "
+            f"peer_passthrough_eps={self.peer_passthrough_eps:.1f} eps={self.measured.eps:.1f} "
+            f"ratio={_share(self.measured.eps, self.passthrough.eps)} "
+            f"peer_ratio={self.peer_ratio:.3f}"
+        )
+        if self.latency:
+            lat = self.latency[0]
+            line += (
+                f" p50_ms={lat.p50_ms:.2f} p95_ms={lat.p95_ms:.2f} p99_ms={lat.p99_ms:.2f} "
+                f"offered_eps={lat.offered_eps}"
+            )
+        return line
+
+    def details(self) -> list[str]:
+        lines = [
+            f"machine: {self.machine['cpus']} CPUs; load average before "
+            f"{self.machine['load_before']}, after {self.load_after}",
+            f"passthrough (aiokafka): {self.passthrough.eps:.1f} eps; (confluent-kafka): "
+            f"{self.confluent_passthrough.eps:.1f} eps",
+            f"{self.phase}: {self.measured.events} events, {self.measured.outputs} outputs in "
+            f"{self.measured.seconds:.2f} s, {self.measured.eps:.1f} eps",
+        ]
+        lines += [
+            f"latency at {s.offered_eps} eps for {s.seconds:.1f} s: {s.received}/{s.sent}; "
+            f"p50 {s.p50_ms:.2f} p95 {s.p95_ms:.2f} p99 {s.p99_ms:.2f} max {s.max_ms:.2f} ms"
+            for s in self.latency
+        ]
+        return lines
+
+
 def reconciliation_details(rec: Reconciliation) -> str:
     return (
         f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from agents import champion, features, learner, monitor, reconciler, scorer
+from agents import champion, drift, features, learner, monitor, reconciler, scorer, trainer
 from streams.log import configure_logging
 from streams.settings import Settings, use_event_loop
 from streams.worker import app as app_module
@@ -26,8 +26,12 @@ MODULES = {
     "learner": learner,
     "monitor": monitor,
     "champion": champion,
+    "drift": drift,  # the drift router reads the features topic too: it is not the scorer's cost
+    "trainer": trainer,
     "web": web,
 }
+"""Every module ``create_app`` registers agents from: a new one must be listed here, or it runs
+in every benchmark worker (``test_bench_worker_knows_every_agent`` checks)."""
 
 
 def _skip(*args: Any, **kwargs: Any) -> None:
