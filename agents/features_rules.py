@@ -59,7 +59,7 @@ features.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -193,11 +193,10 @@ def _played_through(
     current = max(usable, key=lambda p: p.through) if usable else None
     since = current.through if current is not None else None
     if played is None:
-        due = sorted(_whole_matches(book, since, until))
+        due = _played(book, since, until)
     else:
         low = 0 if since is None else bisect_right(played, since, key=lambda m: m[0][0])
-        high = bisect_right(played, until, key=lambda m: m[0][0])
-        due = list(played[low:high])
+        due = list(played[low : bisect_right(played, until, key=lambda m: m[0][0])])
     if current is None:
         current = PlayedState(through=until, state=book.checkpoint.copy())
     else:
@@ -208,18 +207,6 @@ def _played_through(
     states.append(current)
     del states[:-PLAYED_STATES]
     return current.state
-
-
-def _whole_matches(
-    book: LeagueBook, since: datetime | None, until: datetime
-) -> Iterator[tuple[ResultKey, Fixture, MatchResult]]:
-    """The open whole matches whose final whistle is after ``since`` and at most ``until``."""
-    for entry in book.open.values():
-        if entry.fixture is None or entry.result is None:
-            continue
-        key = entry.key()
-        if key[0] <= until and (since is None or key[0] > since):
-            yield key, entry.fixture, entry.result
 
 
 def encode_book(book: LeagueBook) -> bytes:
@@ -556,24 +543,20 @@ def settle(
         book.settled = {k: s for k, s in book.settled.items() if s.season in now_seasons}
 
 
-def _played_by(book: LeagueBook, until: datetime | None) -> LeagueState:
-    """A copy of the checkpoint that learned every open whole match whose final whistle is at
-    or before ``until`` (all of them if None), in ``result_key`` order."""
-    state = book.checkpoint.copy()
-    for (whistle, _), fixture, result in _played(book):
-        if until is not None and whistle > until:
-            break
-        state.apply_result(fixture, result)
-    return state
-
-
-def _played(book: LeagueBook) -> list[tuple[ResultKey, Fixture, MatchResult]]:
-    """The open whole matches in ``result_key`` order."""
-    return sorted(
-        (entry.key(), entry.fixture, entry.result)
-        for entry in book.open.values()
-        if entry.fixture is not None and entry.result is not None
-    )
+def _played(
+    book: LeagueBook, since: datetime | None = None, until: datetime | None = None
+) -> list[tuple[ResultKey, Fixture, MatchResult]]:
+    """The open whole matches in ``result_key`` order, with a final whistle after ``since``
+    and at or before ``until`` (either None: unbounded)."""
+    played = []
+    for entry in book.open.values():
+        if entry.fixture is None or entry.result is None:
+            continue
+        key = entry.key()
+        if (since is None or key[0] > since) and (until is None or key[0] <= until):
+            played.append((key, entry.fixture, entry.result))
+    played.sort()
+    return played
 
 
 def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:
@@ -584,7 +567,10 @@ def features_as_of(book: LeagueBook, fixture: Fixture) -> MatchFeatures:
 
 def current_state(book: LeagueBook) -> LeagueState:
     """The league's state with every result the book knows learned (the operator's view)."""
-    return _played_by(book, None)
+    state = book.checkpoint.copy()
+    for _, fixture, result in _played(book):
+        state.apply_result(fixture, result)
+    return state
 
 
 def current_teams(state: LeagueState) -> dict[str, TeamState]:

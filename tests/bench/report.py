@@ -49,18 +49,17 @@ class BenchRun:
     @property
     def ratio(self) -> float:
         """The scorer against the aiokafka passthrough (the figure of earlier rounds)."""
-        return self.scorer.eps / self.passthrough.eps if self.passthrough.eps else 0.0
+        return ratio(self.scorer.eps, self.passthrough.eps)
 
     @property
     def peer_passthrough_eps(self) -> float:
         """The faster of the two passthroughs: the honest ceiling of a Python Kafka loop."""
-        return max(self.passthrough.eps, self.confluent_passthrough.eps)
+        return peer_eps(self.passthrough, self.confluent_passthrough)
 
     @property
     def peer_ratio(self) -> float:
         """The scorer against that ceiling."""
-        peer = self.peer_passthrough_eps
-        return self.scorer.eps / peer if peer else 0.0
+        return ratio(self.scorer.eps, self.peer_passthrough_eps)
 
     def line(self) -> str:
         """The one line ``make bench`` ends with."""
@@ -133,13 +132,12 @@ class StreamRun:
 
     @property
     def peer_passthrough_eps(self) -> float:
-        return max(self.passthrough.eps, self.confluent_passthrough.eps)
+        return peer_eps(self.passthrough, self.confluent_passthrough)
 
     @property
     def peer_ratio(self) -> float:
         """The measured phase against the faster ceiling (the BENCH line's, for the scorer)."""
-        peer = self.peer_passthrough_eps
-        return self.measured.eps / peer if peer else 0.0
+        return ratio(self.measured.eps, self.peer_passthrough_eps)
 
     def line(self) -> str:
         """``STREAM phase=... eps=... peer_ratio=...`` (and the latency for the scorer)."""
@@ -183,6 +181,16 @@ def reconciliation_details(rec: Reconciliation) -> str:
         f"({rec.changelog_records} records); the reconciler's process used {rec.cpu_s:.2f} s "
         f"of CPU, {rec.cpu_us_per_evaluation:.1f} us per evaluation"
     )
+
+
+def peer_eps(aiokafka: Throughput, confluent: Throughput) -> float:
+    """The faster of the two passthroughs measured at the same moment."""
+    return max(aiokafka.eps, confluent.eps)
+
+
+def ratio(eps: float, ceiling: float) -> float:
+    """``eps`` against a ceiling (0 when the ceiling measured nothing)."""
+    return eps / ceiling if ceiling else 0.0
 
 
 def _share(part: float, whole: float) -> str:
