@@ -1,9 +1,14 @@
-"""The learner's pure rules: what it holds per model, and one learn step under a policy."""
+"""The learner's pure rules: what it holds per model, one learn step under a policy, and a
+backfill's time line of versions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
 
+from agents.backfill_rules import Coverage, Watermarks
 from agents.registry import RegisteredModel
 from models.policy import LearningPolicy
 from schemas.events import ModelFeedItem
@@ -60,3 +65,101 @@ def record_position(state: Learning, topic: str, partition: int, offset: int) ->
     """
     position = f"{topic}:{partition}"
     state.positions[position] = max(offset, state.positions.get(position, -1))
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cut(Generic[T]):
+    """A version a backfill's learner stores at a barrier: the items it takes in since the
+    previous cut, in learning order, and the coverage the version announces."""
+
+    items: list[T]
+    coverage: Coverage
+
+
+class TimeLine(Generic[T]):
+    """One learning model's backfill time line (docs/BACKFILL.md, section 3): learn items are
+    held until every source has passed their final whistle, then taken a barrier at a time.
+
+    Sources are the reconciler's partitions, whose ticks say how far in event time each has
+    sent every learn item (the reconciler holds its mark back while a result waits for its
+    features); items themselves move no mark, since one source may send them out of whistle
+    order. Barriers are the replay's (a kickoff that follows one or more final whistles),
+    carried by the ticks. Once the watermark reaches a barrier, the held items with a final
+    whistle at or before it are taken, in (final whistle, match id) order, into one version
+    complete through the barrier: every kickoff from that barrier to the next has exactly the
+    results known at it (no whistle falls between a barrier and the fixtures that follow it),
+    so :func:`agents.backfill_rules.choose_version` finds it ``ready``.
+
+    Cuts depend on the barriers and the items only, never on when ticks arrive: a learner
+    that crashes and takes the same items again stores the same versions. An item whose
+    whistle is at or before the last cut is late (a source's tick claimed more than it had
+    sent): :meth:`add` refuses it, since learning it would make the stored versions inexact.
+
+    >>> from datetime import datetime as at
+    >>> line: TimeLine[str] = TimeLine(["r:0"], version=0)
+    >>> line.add(at(2024, 1, 1, 14), "m1", "m1's result")
+    True
+    >>> line.tick("r:0", at(2024, 1, 1, 17), barriers=[at(2024, 1, 1, 17)])
+    >>> [(cut.items, cut.coverage.version) for cut in line.cuts()]
+    [(["m1's result"], 1)]
+    >>> line.add(at(2024, 1, 1, 16), "m2", "too late")
+    False
+    """
+
+    def __init__(
+        self, sources: Iterable[str], *, version: int, cut_through: datetime | None = None
+    ) -> None:
+        self.marks = Watermarks(sources)
+        self.version = version  # the latest version stored (the time line's base at first)
+        self.cut_through = cut_through  # the barrier of the latest cut
+        self._barriers: set[datetime] = set()
+        self._held: list[tuple[datetime, str, T]] = []
+
+    @property
+    def held(self) -> int:
+        """Items waiting for the watermark."""
+        return len(self._held)
+
+    def add(self, final_whistle: datetime, match_id: str, item: T) -> bool:
+        """Hold a learn item; False (not held) if it is behind the last cut."""
+        if self.cut_through is not None and final_whistle <= self.cut_through:
+            return False
+        self._held.append((final_whistle, match_id, item))
+        return True
+
+    def tick(self, source: str, mark: datetime, *, barriers: Iterable[datetime] = ()) -> None:
+        """A source's mark (everything up to it sent), with the barriers it passed on."""
+        self.marks.observe(source, mark)
+        self._barriers.update(
+            b for b in barriers if self.cut_through is None or b > self.cut_through
+        )
+
+    def cuts(self) -> list[Cut[T]]:
+        """The versions the watermark allows now, in order; each moves the time line on."""
+        through = self.marks.through()
+        if through is None:
+            return []
+        due = sorted(b for b in self._barriers if b <= through)
+        if not due:
+            return []
+        self._barriers.difference_update(due)
+        self._held.sort(key=lambda held: (held[0], held[1]))
+        made: list[Cut[T]] = []
+        for barrier in due:
+            taken = 0
+            while taken < len(self._held) and self._held[taken][0] <= barrier:
+                taken += 1
+            items, self._held = self._held[:taken], self._held[taken:]
+            self.version += 1
+            self.cut_through = barrier
+            coverage = Coverage(
+                self.version,
+                items[0][0] if items else None,
+                items[-1][0] if items else None,
+                barrier,
+            )
+            made.append(Cut([item for _, _, item in items], coverage))
+        return made

@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--spy",
         type=Path,
         help="sample the relay or scorer with py-spy (collapsed stacks, all threads, 50 Hz) "
-        "from its first output to its last of the throughput phase, into DIR/NAME.txt",
+        "from its first output to its last of the throughput phase, or the reconciler from "
+        "its primed state to its last evaluation, into DIR/NAME.txt",
     )
     parser.add_argument(
         "--keep",
@@ -276,15 +277,17 @@ async def _scorer(
 
 @asynccontextmanager
 async def _spied(
-    args: argparse.Namespace, process: Process, settings: Settings, sink: str, name: str
+    args: argparse.Namespace, process: Process, settings: Settings, sink: str | None, name: str
 ) -> AsyncIterator[None]:
-    """py-spy on ``process`` from its first message on ``sink`` to the end of the block."""
+    """py-spy on ``process`` from its first message on ``sink`` (at once without one) to the
+    end of the block."""
     if args.spy is None:
         yield
         return
     args.spy.mkdir(parents=True, exist_ok=True)
-    async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
-        await offsets.wait_for(sink, 1, timeout=args.timeout)
+    if sink is not None:
+        async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
+            await offsets.wait_for(sink, 1, timeout=args.timeout)
     assert process.popen is not None
     spy = start_profiler(process.popen.pid, str(args.spy.resolve() / f"{name}.txt"))
     try:
@@ -310,13 +313,14 @@ async def _reconcile(
     async with running(reconciler):
         await phases.wait_for_rows(settings, reconciler, "predictions", len(predictions),
                                    args.timeout)  # fmt: skip
-        return await phases.reconcile(
-            settings,
-            reconciler,
-            keyed([r for _, r in chosen]),
-            len(predictions),
-            timeout=args.timeout,
-        )
+        async with _spied(args, reconciler, settings, None, "reconciler"):
+            return await phases.reconcile(
+                settings,
+                reconciler,
+                keyed([r for _, r in chosen]),
+                len(predictions),
+                timeout=args.timeout,
+            )
 
 
 def _argv(args: argparse.Namespace, name: str, module: str, *rest: str) -> list[str]:
