@@ -21,6 +21,7 @@ from typing import Any
 import faust
 
 from agents import alert_store, reconciler_store
+from agents.dead_letters import decode_feed
 from agents.loop import run_batches
 from agents.monitor_rules import (
     LINE_METRIC,
@@ -131,11 +132,11 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
     letters: list[DeadLetter] = []
     items: list[ModelFeedItem] = []
     for event in events:
-        item = runtime.decode(event.message, ModelFeedItem, AGENT)
-        if isinstance(item, DeadLetter):
-            letters.append(item)
+        fed = decode_feed(event.message, AGENT)
+        if isinstance(fed, DeadLetter):
+            letters.append(fed)
         else:
-            items.append(item)
+            items += fed
     cold = {}
     for item in items:
         model_id = item.evaluation.model_id

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from agents.features_rules import EVENT_TIME_HEADER
 from models.timeline import TimedEvent
 from schemas.codec import decode, encode
-from schemas.events import DeadLetter, LeagueInput, ModelFeedItem
+from schemas.events import DeadLetter, LeagueInput, ModelFeedBatch, ModelFeedItem
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
@@ -366,10 +366,11 @@ class Deployment:
         ]
 
     async def model_feed(self) -> list[tuple[int, int, ModelFeedItem]]:
-        """Every feed item with its partition and offset."""
+        """Every feed item with the partition and offset of its message."""
         return [
-            (m.partition, m.offset, decode(m.value, ModelFeedItem))
+            (m.partition, m.offset, item)
             for m in await self.read_topic(self.topics.model_feed)
+            for item in decode(m.value, ModelFeedBatch).items
         ]
 
 
