@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from schemas.codec import InvalidEvent, decode, undecodable
-from schemas.events import DeadLetter, ModelFeedBatch, ModelFeedItem, Record, ValidationIssue
+from schemas.events import DeadLetter, Record, ValidationIssue
 
 R = TypeVar("R", bound=Record)
 
@@ -82,20 +82,6 @@ def decode_or_letter(message: Any, record_type: type[R], agent: str) -> R | Dead
         return dead_letter(message, error.issue, agent)
     except Exception as error:  # noqa: BLE001 - any decoder failure is the payload's
         return dead_letter(message, undecodable(message.value, error), agent)
-
-
-def decode_feed(message: Any, agent: str) -> list[ModelFeedItem] | DeadLetter:
-    """A model-feed message's items, or the dead letter that explains why not.
-
-    The reconciler writes batches (:class:`~schemas.events.ModelFeedBatch`); a single item is
-    what a release before them wrote, which an upgrade finds still on the topic and reads as
-    it was. A payload that is neither is lettered for the batch form.
-    """
-    decoded = decode_or_letter(message, ModelFeedBatch, agent)
-    if isinstance(decoded, ModelFeedBatch):
-        return decoded.items
-    single = decode_or_letter(message, ModelFeedItem, agent)
-    return [single] if isinstance(single, ModelFeedItem) else decoded
 
 
 class _SharedTopics(Protocol):

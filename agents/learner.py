@@ -25,7 +25,7 @@ import faust
 import structlog
 
 from agents import alert_store, learner_store, probes, registry
-from agents.dead_letters import dead_letter, decode_feed
+from agents.dead_letters import dead_letter
 from agents.learner_rules import Learning, adopts_version, apply_learning, record_position
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
@@ -185,11 +185,11 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
         fresh: list[tuple[Learning, ModelFeedItem, Any]] = []
         decoded: list[tuple[ModelFeedItem, Any]] = []
         for event in events:
-            fed = decode_feed(event.message, AGENT)
-            if isinstance(fed, DeadLetter):
-                letters.append(fed)
+            item = runtime.decode(event.message, ModelFeedItem, AGENT)
+            if isinstance(item, DeadLetter):
+                letters.append(item)
                 continue
-            decoded += [(item, event) for item in fed]
+            decoded.append((item, event))
         await learner.follow_registry({item.evaluation.model_id for item, _ in decoded})
         for item, event in decoded:
             state = await runtime.retry_transient(
@@ -218,12 +218,7 @@ async def learn_batch(learner: Learner, events: Sequence[Any]) -> None:
             except NonFiniteState as error:
                 # The model refused the step and is as it was: keep the example, say why.
                 runtime.counters["learn_refused"] += 1
-                # The letter keeps the whole message; the value names the refused item.
-                issue = ValidationIssue(
-                    field="inputs",
-                    value=f"evaluation {item.evaluation.evaluation_id}",
-                    rule=str(error)[:500],
-                )
+                issue = ValidationIssue(field="inputs", value=None, rule=str(error)[:500])
                 letters.append(dead_letter(event.message, issue, AGENT))
                 continue
             if learned_it:

@@ -21,7 +21,6 @@ from typing import Any
 import faust
 
 from agents import alert_store, reconciler_store
-from agents.dead_letters import decode_feed
 from agents.loop import run_batches
 from agents.monitor_rules import (
     LINE_METRIC,
@@ -132,11 +131,11 @@ async def monitor_batch(monitor: Monitor, events: Sequence[Any]) -> None:
     letters: list[DeadLetter] = []
     items: list[ModelFeedItem] = []
     for event in events:
-        fed = decode_feed(event.message, AGENT)
-        if isinstance(fed, DeadLetter):
-            letters.append(fed)
+        item = runtime.decode(event.message, ModelFeedItem, AGENT)
+        if isinstance(item, DeadLetter):
+            letters.append(item)
         else:
-            items += fed
+            items.append(item)
     cold = {}
     for item in items:
         model_id = item.evaluation.model_id

@@ -34,7 +34,6 @@ from agents.reconciler_rules import (
     counted_prediction,
     distrust,
     feed,
-    feed_batches,
     is_reconciled,
     made_after_kickoff,
     would_count,
@@ -198,7 +197,7 @@ async def reconcile_batch(
     outputs: list[Output] = [
         (evaluations_topic, e.match_id, e) for e in log_batch.evaluations.values()
     ]
-    outputs += [(feed_topic, batch.model_id, batch) for batch in feed_batches(feed_items)]
+    outputs += [(feed_topic, item.evaluation.model_id, item) for item in feed_items]
 
     if log_batch:
 

@@ -18,13 +18,10 @@ import msgspec
 
 from models.features import model_input
 from models.metrics import brier, log_loss, rps
-from schemas.codec import MAX_EVENT_BYTES
 from schemas.events import (
-    MAX_FEED_ITEMS,
     Evaluation,
     MatchFeatures,
     MatchResult,
-    ModelFeedBatch,
     ModelFeedItem,
     Prediction,
     ValidationIssue,
@@ -298,57 +295,6 @@ def feed(ledger: MatchLedger, evaluations: list[Evaluation]) -> list[ModelFeedIt
     ready, ledger.unfed = [*ledger.unfed, *evaluations], []
     inputs = model_input(ledger.features)
     return [ModelFeedItem(evaluation=evaluation, inputs=inputs) for evaluation in ready]
-
-
-FEED_ITEM_BYTES = 640
-"""Most bytes of a feed item's JSON besides its identifiers and inputs: field names, two
-times, seven numbers (``tests/unit/test_reconciler_rules.py`` encodes the largest possible
-item: 583)."""
-FEED_INPUT_BYTES = 28
-"""Most bytes of one input besides its key: quotes, colon, comma and a number of at most 24
-characters. Neither identifiers nor keys have a character JSON escapes (their patterns)."""
-FEED_MESSAGE_BYTES = MAX_EVENT_BYTES - 1_024
-"""What a feed message's items may take: the readers' payload limit, less the batch's own
-fields."""
-
-
-def feed_item_bytes(item: ModelFeedItem) -> int:
-    """An upper bound on the item's JSON size, from the lengths of its strings."""
-    e = item.evaluation
-    strings = (
-        len(e.evaluation_id)
-        + len(e.prediction_id)
-        + len(e.match_id)
-        + len(e.league)
-        + len(e.model_id)
-        + len(e.supersedes or "")
-    )
-    keys = sum(map(len, item.inputs))
-    return FEED_ITEM_BYTES + strings + keys + FEED_INPUT_BYTES * len(item.inputs)
-
-
-def feed_batches(items: Iterable[ModelFeedItem]) -> list[ModelFeedBatch]:
-    """The model-feed messages of a batch's items: per model (in the order models first
-    appear), its items in order, split so that no message exceeds the readers' payload limit
-    or :data:`MAX_FEED_ITEMS`, by an upper bound on each item's size (:func:`feed_item_bytes`:
-    nothing is encoded twice)."""
-    by_model: dict[str, list[ModelFeedItem]] = {}
-    for item in items:
-        by_model.setdefault(item.evaluation.model_id, []).append(item)
-    messages: list[ModelFeedBatch] = []
-    for model_id, model_items in by_model.items():
-        start = 0
-        while start < len(model_items):
-            end, size = start, 0
-            while end < len(model_items) and end - start < MAX_FEED_ITEMS:
-                bound = feed_item_bytes(model_items[end])
-                if end > start and size + bound > FEED_MESSAGE_BYTES:
-                    break
-                size += bound
-                end += 1
-            messages.append(ModelFeedBatch(model_id=model_id, items=model_items[start:end]))
-            start = end
-    return messages
 
 
 def is_reconciled(ledger: MatchLedger) -> bool:

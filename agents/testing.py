@@ -33,7 +33,7 @@ from agents.runtime import AgentSettings, Output, TopicNames
 from models.base import Model
 from models.serialization import Keyring
 from schemas.codec import encode
-from schemas.events import DeadLetter, ModelFeedBatch, ModelFeedItem, Record
+from schemas.events import DeadLetter, Record
 
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -282,15 +282,6 @@ class InMemoryRuntime:
     def on(self, topic: str) -> list[Record]:
         """The records published to ``topic``, in order."""
         return [record for t, _, record in self.published if t == topic]
-
-    def fed(self) -> list[ModelFeedItem]:
-        """The model-feed items published, in order, taken out of their batches."""
-        return [
-            item
-            for record in self.on(self.topics.model_feed)
-            if isinstance(record, ModelFeedBatch)
-            for item in record.items
-        ]
 
     def events(self, *items: tuple[str, Record | bytes | None]) -> list[Event]:
         """Consumed events of (topic, record or raw bytes), keyed by match or model id where

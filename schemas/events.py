@@ -574,30 +574,6 @@ class ModelFeedItem(Record, frozen=True, kw_only=True):
         _check_features("inputs", self.inputs)
 
 
-MAX_FEED_ITEMS = 64
-"""Most items in one model-feed message (each message also stays under the payload limit)."""
-
-
-class ModelFeedBatch(Record, frozen=True, kw_only=True):
-    """Internal (topic: model feed): one model's feed items of one reconciler batch, in order.
-
-    One message for a run of a model's evaluations instead of one per evaluation: the learner
-    and the decay monitor both read every message of the feed, so each evaluation carried
-    alone cost a delivery to each of them (four models, eight deliveries per result)."""
-
-    model_id: Identifier
-    items: Annotated[list[ModelFeedItem], msgspec.Meta(min_length=1, max_length=MAX_FEED_ITEMS)]
-
-    def __post_init__(self) -> None:
-        for position, item in enumerate(self.items):
-            if item.evaluation.model_id != self.model_id:
-                raise ValueError(
-                    f"`items[{position}].evaluation.model_id` "
-                    f"{item.evaluation.model_id!r} is not the batch's `model_id` "
-                    f"{self.model_id!r}"
-                )
-
-
 class LeagueInput(Record, frozen=True, kw_only=True):
     """Internal: a fixture or a result re-keyed by league (topic: league inputs), so one
     features agent owns each league and sees its facts in the order the router saw them.
@@ -698,7 +674,6 @@ EVENT_TYPES: dict[str, type[Record]] = {
     "prediction": Prediction,
     "evaluation": Evaluation,
     "model_feed_item": ModelFeedItem,
-    "model_feed_batch": ModelFeedBatch,
     "league_input": LeagueInput,
     "model_snapshot": ModelSnapshot,
     "alert": Alert,

@@ -21,7 +21,6 @@ from schemas.events import (
     LeagueInput,
     MatchFeatures,
     MatchResult,
-    ModelFeedBatch,
     ModelFeedItem,
     ModelSnapshot,
     Prediction,
@@ -50,13 +49,12 @@ RECORD_TYPES: dict[TopicSpec, type[Record]] = {
     RESULTS: MatchResult,
     PREDICTIONS: Prediction,
     EVALUATIONS: Evaluation,
-    MODEL_FEED: ModelFeedBatch,
+    MODEL_FEED: ModelFeedItem,
     SNAPSHOTS: ModelSnapshot,
     ALERTS: Alert,
     DRIFT_INPUTS: MatchFeatures,
 }
-"""The event each consumed topic carries: the type its consuming agent decodes it as (the
-model feed's readers also take a single :class:`ModelFeedItem`, an earlier release's form)."""
+"""The event each consumed topic carries: the type its consuming agent decodes it as."""
 MATCH_KEYED = (Fixture, MatchFeatures, MatchResult, Prediction, Evaluation)
 """Events published keyed by their match id (``streams.topics``: key "match id")."""
 
@@ -127,8 +125,6 @@ def still_invalid(payload: bytes, record_type: type[Record]) -> ValidationIssue 
     try:
         decode(payload, record_type)
     except InvalidEvent as error:
-        if record_type is ModelFeedBatch and still_invalid(payload, ModelFeedItem) is None:
-            return None  # an earlier release's single item: the readers take it
         return error.issue
     return None
 

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.bench.deployment import Process
-from tests.bench.kafka_io import Arrived, Offsets, load, read_all
+from tests.bench.kafka_io import Offsets, load, read_all
 from tests.bench.measure import Latency, Throughput, latency, throughput
 from tests.bench.workload import Keyed
 
@@ -173,8 +173,7 @@ class Reconciliation:
     results: int
     evaluations: int  # messages on the evaluations topic
     evaluation_rows: int  # rows committed in PostgreSQL
-    feed_items: int  # items on the model-feed topic
-    feed_messages: int  # the messages carrying them
+    feed_items: int  # messages on the model-feed topic
     seconds: float
     eps: float  # evaluations per second
     changelog_records: int  # ledger writes (tombstones of retired ledgers included)
@@ -202,7 +201,7 @@ async def reconcile(
     async with Offsets(settings.kafka_bootstrap, settings.partitions) as offsets:
         await _wait_or_fail(offsets, topics.evaluations, expected, process, timeout)
         cpu_s = process.cpu_s() - cpu_before
-    fed, feed = await _feed_items(settings, expected, timeout=10)
+        feed = await offsets.wait_for(topics.model_feed, expected, timeout=10)
     arrived = await read_all(settings.kafka_bootstrap, topics.evaluations, settings.partitions)
     seconds = max(max(arrived.timestamps_ms) - started_ms, 1.0) / 1000
     conn = await asyncpg.connect(settings.database_url)
@@ -222,7 +221,6 @@ async def reconcile(
         evaluations=len(arrived.keys),
         evaluation_rows=rows,
         feed_items=feed,
-        feed_messages=len(fed.keys),
         seconds=seconds,
         eps=len(arrived.keys) / seconds,
         changelog_records=len(changelog.keys),
@@ -231,20 +229,6 @@ async def reconcile(
         cpu_s=cpu_s,
         cpu_us_per_evaluation=cpu_s / max(len(arrived.keys), 1) * 1e6,
     )
-
-
-async def _feed_items(settings: Settings, expected: int, *, timeout: float) -> tuple[Arrived, int]:
-    """The model-feed messages and the items in them, once ``expected`` items are there (the
-    reconciler publishes them with the evaluations, in batches of a model's items) or
-    ``timeout`` has passed."""
-    topic = Topics.from_settings(settings).model_feed
-    deadline = time.monotonic() + timeout
-    while True:
-        fed = await read_all(settings.kafka_bootstrap, topic, settings.partitions, values=True)
-        items = sum(len(msgspec.json.decode(v)["items"]) for v in fed.values if v)
-        if items >= expected or time.monotonic() > deadline:
-            return fed, items
-        await asyncio.sleep(0.2)
 
 
 async def wait_for_rows(settings: Settings, process: Process, table: str, expected: int,

@@ -175,8 +175,7 @@ class StreamRun:
 def reconciliation_details(rec: Reconciliation) -> str:
     return (
         f"reconciliation: {rec.results} results -> {rec.evaluations} evaluations "
-        f"({rec.evaluation_rows} rows, {rec.feed_items} feed items in {rec.feed_messages} "
-        f"messages) in {rec.seconds:.2f} s; "
+        f"({rec.evaluation_rows} rows, {rec.feed_items} feed items) in {rec.seconds:.2f} s; "
         f"ledgers {rec.ledger_bytes:.0f} bytes each as written, "
         f"{rec.changelog_bytes_per_match:.0f} bytes per match to the changelog "
         f"({rec.changelog_records} records); the reconciler's process used {rec.cpu_s:.2f} s "

@@ -91,14 +91,6 @@ async def read_topics(settings: Settings, names: Sequence[str]) -> dict[str, lis
     return out
 
 
-def _fed_matches(value: dict[str, object]) -> set[str]:
-    """The match ids of a model-feed message (a batch, or an earlier release's one item)."""
-    items = value.get("items")
-    if isinstance(items, list):
-        return {_match(item) for item in items}
-    return {_match(value)}
-
-
 def _match(value: dict[str, object]) -> str:
     """The match id of a fixture, result, league input, features, prediction or feed item."""
     for key in ("result", "fixture", "evaluation"):
@@ -143,7 +135,7 @@ def sync_hops(topics: Topics, records: dict[str, list[Record]]) -> list[Hops]:
             continue
         matches = {_match(r.value) for r in day_results}
         last = day_results[-1]
-        feed_times = [f.at for f in feed if _fed_matches(f.value) & matches]
+        feed_times = [f.at for f in feed if _match(f.value) in matches]
         feed_at = max(feed_times) if feed_times else None
         snap = next((s.at for s in snapshots if feed_at is not None and s.at >= feed_at), None)
         fixture = _match(record.value)

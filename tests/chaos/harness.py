@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from agents.features_rules import EVENT_TIME_HEADER
 from models.timeline import TimedEvent
 from schemas.codec import decode, encode
-from schemas.events import DeadLetter, LeagueInput, ModelFeedBatch, ModelFeedItem
+from schemas.events import DeadLetter, LeagueInput, ModelFeedItem
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
@@ -366,11 +366,10 @@ class Deployment:
         ]
 
     async def model_feed(self) -> list[tuple[int, int, ModelFeedItem]]:
-        """Every feed item with the partition and offset of its message."""
+        """Every feed item with its partition and offset."""
         return [
-            (m.partition, m.offset, item)
+            (m.partition, m.offset, decode(m.value, ModelFeedItem))
             for m in await self.read_topic(self.topics.model_feed)
-            for item in decode(m.value, ModelFeedBatch).items
         ]
 
 

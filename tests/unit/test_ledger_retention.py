@@ -16,7 +16,7 @@ from agents.registry import KEEP_AT_LEAST, RegisteredModel
 from agents.scorer_rules import predict
 from agents.testing import InMemoryRuntime, Statement
 from models import catalog
-from schemas.events import Evaluation, MatchFeatures, MatchResult, Odds, Prediction
+from schemas.events import Evaluation, MatchFeatures, MatchResult, ModelFeedItem, Odds, Prediction
 from streams.settings import MIN_KEEP_VERSIONS, Settings
 from streams.topics import Topics
 
@@ -220,7 +220,7 @@ async def test_a_correction_after_the_window_is_applied_from_the_evaluation_log(
     await reconcile(rt, ledgers, result(a, 0, 3), retention=retention)
     first, corrected = evaluations(rt)
     assert (corrected.supersedes, corrected.outcome) == (first.evaluation_id, "A")
-    fed = rt.fed()
+    fed = [i for i in rt.on(rt.topics.model_feed) if isinstance(i, ModelFeedItem)]
     assert [i.evaluation.evaluation_id for i in fed][-1] == corrected.evaluation_id
     assert rt.counters["ledgers_rebuilt"] == 1
     assert key(a) not in ledgers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,24 +15,10 @@ from agents.reconciler_rules import (
     distrust,
     evaluation_id,
     feed,
-    feed_batches,
-    feed_item_bytes,
     prediction_id,
 )
 from models.metrics import brier, log_loss, rps
-from schemas.codec import MAX_EVENT_BYTES, decode, encode
-from schemas.events import (
-    MAX_FEED_ITEMS,
-    MAX_INPUTS,
-    Evaluation,
-    MatchFeatures,
-    MatchResult,
-    ModelFeedBatch,
-    ModelFeedItem,
-    Odds,
-    Prediction,
-    Probabilities,
-)
+from schemas.events import MatchFeatures, MatchResult, Odds, Prediction, Probabilities
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 KICKOFF = datetime(2023, 12, 30, 15, 0, tzinfo=UTC)
@@ -292,74 +278,3 @@ def test_a_revision_with_a_forged_id_is_refused() -> None:
     issue = distrust(forged, MatchLedger(), registered=True, knew_result=False)
     assert issue is not None
     assert issue.field == "prediction_id"
-
-
-def largest_item(model_id: str, inputs: int, length: int = 200) -> ModelFeedItem:
-    """A feed item as large as its schema allows: identifiers of ``length`` (at most 200)
-    characters, the longest numbers and times, ``inputs`` keys of 64 characters."""
-
-    def ident(tag: str) -> str:
-        return (tag + "-" + "x" * length)[:length]
-
-    h, d = 0.12345678901234567, 0.3456789012345678
-    probabilities = Probabilities(H=h, D=d, A=1.0 - h - d)
-    as_dict = probabilities.as_dict()
-    predicted = max(as_dict, key=lambda k: as_dict[k])
-    moment = datetime(2023, 12, 30, 15, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-9.5)))
-    evaluation = Evaluation(
-        evaluation_id=ident("e"),
-        prediction_id=ident("p"),
-        match_id=ident("m"),
-        league=ident("l"),
-        kickoff=moment,
-        model_id=model_id,
-        model_version=2_147_483_647,
-        is_champion=False,
-        probabilities=probabilities,
-        predicted=predicted,
-        outcome="H",
-        home_goals=99,
-        away_goals=98,
-        hit=predicted == "H",
-        confidence=as_dict[predicted],
-        log_loss=1.7976931348623157e308,
-        brier=1.2345678901234567,
-        rps=0.12345678901234567,
-        supersedes=ident("s"),
-        evaluated_at=moment,
-    )
-    values = {f"k{i:02d}" + "y" * 61: -2.2250738585072014e-308 for i in range(inputs)}
-    return ModelFeedItem(evaluation=evaluation, inputs=values)
-
-
-def test_a_feed_item_never_exceeds_its_size_bound() -> None:
-    for inputs in (0, 1, 30, MAX_INPUTS):
-        item = largest_item("m" * 200, inputs)
-        assert len(encode(item)) <= feed_item_bytes(item)
-    typical = ModelFeedItem(evaluation=largest_item("m1", 0).evaluation, inputs=features().features)
-    assert len(encode(typical)) <= feed_item_bytes(typical)
-
-
-def test_feed_batches_keep_each_models_order_and_every_message_under_the_limit() -> None:
-    big = [largest_item("a" * 200, MAX_INPUTS) for _ in range(40)]
-    small = [
-        ModelFeedItem(evaluation=item.evaluation, inputs={"elo_diff": float(n)})
-        for n, item in enumerate(largest_item("b", 1, length=8) for _ in range(150))
-    ]
-    mixed = [item for pair in zip(small, big, strict=False) for item in pair] + small[40:]
-    messages = feed_batches(mixed)
-    assert messages[0].model_id == "b"  # models in the order they first appear
-    for message in messages:
-        raw = encode(message)
-        assert len(raw) <= MAX_EVENT_BYTES
-        assert decode(raw, ModelFeedBatch) == message
-        assert 1 <= len(message.items) <= MAX_FEED_ITEMS
-    by_model = {
-        model: [item for m in messages if m.model_id == model for item in m.items]
-        for model in ("a" * 200, "b")
-    }
-    assert by_model == {"a" * 200: big, "b": small}
-    # 150 small items (one input each) fill messages by count, the large ones by size
-    assert [len(m.items) for m in messages if m.model_id == "b"] == [64, 64, 22]
-    assert all(len(m.items) < MAX_FEED_ITEMS for m in messages if m.model_id != "b")
-    assert feed_batches([]) == []

@@ -26,7 +26,6 @@ from schemas.events import (
     LeagueInput,
     MatchFeatures,
     MatchResult,
-    ModelFeedBatch,
     ModelFeedItem,
     ModelSnapshot,
     Odds,
@@ -105,18 +104,6 @@ EXAMPLES: dict[str, list[Record]] = {
         msgspec.structs.replace(EVALUATION, evaluation_id="eval-91b1", supersedes="eval-91b0"),
     ],
     "model_feed_item": [ModelFeedItem(evaluation=EVALUATION, inputs={"elo_diff": 108.5})],
-    "model_feed_batch": [
-        ModelFeedBatch(
-            model_id=EVALUATION.model_id,
-            items=[
-                ModelFeedItem(evaluation=EVALUATION, inputs={"elo_diff": 108.5}),
-                ModelFeedItem(
-                    evaluation=msgspec.structs.replace(EVALUATION, evaluation_id="eval-91b2"),
-                    inputs={"elo_diff": -12.0},
-                ),
-            ],
-        )
-    ],
     "model_snapshot": [
         ModelSnapshot(
             model_id="logreg",
@@ -406,16 +393,6 @@ MALFORMED = [
         variant(EXAMPLES["model_feed_item"][0], {"evaluation.schema_version": 2}),
         "$.evaluation.schema_version", "unsupported schema_version 2; supported: 1",
         id="nested-schema-version-2",
-    ),
-    pytest.param(
-        ModelFeedBatch,
-        variant(EXAMPLES["model_feed_batch"][0], {"model_id": "another-model"}),
-        "$", "`items[0].evaluation.model_id` 'logreg' is not the batch's `model_id` "
-        "'another-model'", id="feed-batch-of-another-model",
-    ),
-    pytest.param(
-        ModelFeedBatch, variant(EXAMPLES["model_feed_batch"][0], {"items": []}),
-        "$.items", "Expected `array` of length >= 1", id="feed-batch-empty",
     ),
     # a backfill version's coverage in event time
     pytest.param(
