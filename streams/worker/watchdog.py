@@ -16,7 +16,7 @@ which every agent handles idempotently; the hole is refilled on the next fetch.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +71,15 @@ def stalled(
 class Watchdog:
     """Watches the assigned partitions of the input topics of one worker."""
 
-    def __init__(self, app: Any, topics: Collection[str], counters: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        topics: Collection[str],
+        counters: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
+        self.clock = clock
         self.topics = set(topics)
         self.counters = counters
         self.seen: dict[Any, Since] = {}
@@ -91,7 +98,7 @@ class Watchdog:
                 # the version is pinned); it is what its next commit would start from.
                 committed = consumer._committed_offset.get(tp)
                 observed[tp] = (committed, consumer.highwater(tp))
-        for tp, offset in stalled(observed, self.seen, time.monotonic()):
+        for tp, offset in stalled(observed, self.seen, self.clock()):
             self.counters[f"partition_rereads:{tp.topic}"] += 1
             log.warning(
                 "partition stalled behind its committed offset: re-reading it",
@@ -99,4 +106,8 @@ class Watchdog:
                 partition=tp.partition,
                 offset=offset,
             )
-            await consumer.seek(tp, offset)
+            # In the consumer's thread (``seek_wait``, which also rewinds the read offset):
+            # Faust's ``seek`` runs aiokafka's from this thread, and a seek while the consumer
+            # thread drains that partition's fetched records crashes aiokafka's fetcher
+            # (``KeyError`` in ``Fetcher.fetched_records``), which stops the worker.
+            await consumer.seek_wait({tp: offset})

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from intervaltree import IntervalTree
 
 from streams.worker import faust_fixes
-from streams.worker.watchdog import stalled
+from streams.worker.watchdog import STALL_AFTER_S, Watchdog, stalled
 
 TP = ("t.match-features", 0)
 
@@ -242,3 +243,41 @@ async def test_shutdown_gives_up_on_a_message_no_agent_will_ack(
     assert consumer._unacked_messages == {stuck}
     assert 1 <= consumer.waits <= 11
     assert consumer.final_commits == 1
+
+
+class SeekingConsumer:
+    """What the watchdog reads of Faust's consumer, and which seek it calls."""
+
+    def __init__(self, tp: Any, committed: int, highwater: int) -> None:
+        self._committed_offset = {tp: committed}
+        self._tp, self._highwater = tp, highwater
+        self.sought: list[dict[Any, int]] = []
+
+    def assignment(self) -> set[Any]:
+        return {self._tp}
+
+    def highwater(self, tp: Any) -> int:
+        return self._highwater
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        raise AssertionError("Faust's seek runs aiokafka's outside the consumer thread")
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.sought.append(dict(partitions))
+
+
+async def test_the_watchdog_rereads_a_stalled_partition_in_the_consumer_thread() -> None:
+    """A partition stalled behind data is sought back through ``seek_wait`` (the consumer
+    thread), never Faust's ``seek``, whose aiokafka call races the fetcher and crashes it."""
+    tp = TopicPartition("t.predictions", 1)
+    consumer = SeekingConsumer(tp, committed=2636, highwater=2900)
+    app = SimpleNamespace(consumer=consumer, rebalancing=False)
+    counters: defaultdict[str, int] = defaultdict(int)
+    clock = [0.0]
+    dog = Watchdog(app, {"t.predictions"}, counters, clock=lambda: clock[0])
+    await dog.check()
+    assert consumer.sought == []
+    clock[0] = STALL_AFTER_S + 1
+    await dog.check()
+    assert consumer.sought == [{tp: 2636}]
+    assert counters["partition_rereads:t.predictions"] == 1
