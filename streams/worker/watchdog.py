@@ -20,6 +20,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from streams.log import get_logger
 
 log = get_logger(__name__)
@@ -110,4 +112,14 @@ class Watchdog:
             # Faust's ``seek`` runs aiokafka's from this thread, and a seek while the consumer
             # thread drains that partition's fetched records crashes aiokafka's fetcher
             # (``KeyError`` in ``Fetcher.fetched_records``), which stops the worker.
-            await consumer.seek_wait({tp: offset})
+            try:
+                await consumer.seek_wait({tp: offset})
+            except (TimeoutError, KafkaError) as error:
+                # seek_wait also waits for the position (up to the broker request timeout):
+                # a broker away or the partition revoked meanwhile. The alarm comes again.
+                log.warning(
+                    "partition re-read failed; retried at the next alarm",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    error=repr(error),
+                )

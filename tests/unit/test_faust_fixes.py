@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from intervaltree import IntervalTree
+from structlog.testing import capture_logs
 
 from streams.worker import faust_fixes
 from streams.worker.watchdog import STALL_AFTER_S, Watchdog, stalled
@@ -252,6 +253,7 @@ class SeekingConsumer:
         self._committed_offset = {tp: committed}
         self._tp, self._highwater = tp, highwater
         self.sought: list[dict[Any, int]] = []
+        self.fail: BaseException | None = None
 
     def assignment(self) -> set[Any]:
         return {self._tp}
@@ -264,6 +266,8 @@ class SeekingConsumer:
 
     async def seek_wait(self, partitions: dict[Any, int]) -> None:
         self.sought.append(dict(partitions))
+        if self.fail is not None:
+            raise self.fail
 
 
 async def test_the_watchdog_rereads_a_stalled_partition_in_the_consumer_thread() -> None:
@@ -281,3 +285,26 @@ async def test_the_watchdog_rereads_a_stalled_partition_in_the_consumer_thread()
     await dog.check()
     assert consumer.sought == [{tp: 2636}]
     assert counters["partition_rereads:t.predictions"] == 1
+
+
+async def test_a_failed_reread_is_logged_and_tried_again() -> None:
+    """``seek_wait`` also waits for the partition's position: a broker away makes it time
+    out. The watchdog logs it and seeks again at the next alarm; the timer goes on."""
+    tp = TopicPartition("t.predictions", 1)
+    consumer = SeekingConsumer(tp, committed=10, highwater=20)
+    consumer.fail = TimeoutError()
+    counters: defaultdict[str, int] = defaultdict(int)
+    clock = [0.0]
+    dog = Watchdog(
+        SimpleNamespace(consumer=consumer, rebalancing=False),
+        {"t.predictions"},
+        counters,
+        clock=lambda: clock[0],
+    )
+    with capture_logs() as logs:
+        for moment in (0.0, STALL_AFTER_S, 2 * STALL_AFTER_S):
+            clock[0] = moment
+            await dog.check()
+    assert consumer.sought == [{tp: 10}, {tp: 10}]
+    failed = [e for e in logs if e["event"].startswith("partition re-read failed")]
+    assert [(e["partition"], e["error"]) for e in failed] == [(1, "TimeoutError()")] * 2
