@@ -88,6 +88,11 @@ class Settings:
     console_workers: str = ""
     # Acked offsets are committed this often; a restart replays at most this much.
     commit_interval: float = 1.0
+    # How long the broker waits for a worker's heartbeat before it gives the worker's
+    # partitions to the others: after a crash (SIGKILL, a lost machine) that is how long they
+    # stand still, and how long a replacement waits to be assigned. Heartbeats come from the
+    # consumer's own thread, so a busy event loop does not miss them.
+    session_timeout: float = 60.0
     # Models seeded into an empty registry on a worker's first start.
     champion_model: str = "online-logreg"
     challenger_models: str = "online-rating"  # comma-separated
@@ -313,6 +318,11 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("web_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
     ("console_port", lambda v: 1 <= v <= 65535, "a TCP port in 1..65535"),
     ("commit_interval", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
+    (
+        "session_timeout",
+        lambda v: _finite(v) and 6 <= v <= 1800,
+        "a number of seconds in 6..1800 (the broker's default group.min/max.session.timeout.ms)",
+    ),
     ("snapshot_every", lambda v: v >= 1, "at least 1"),
     ("snapshot_seconds", lambda v: _finite(v) and v > 0, "a finite number of seconds > 0"),
     ("decay_window", lambda v: v >= 10, "at least 10 evaluations"),

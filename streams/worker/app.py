@@ -90,6 +90,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=settings.commit_interval,
+        broker_session_timeout=settings.session_timeout,
+        # Three heartbeats per session at least (Kafka's rule of thumb), Faust's 3 s at most.
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         web_enabled=True,
         web_port=settings.web_port,
         web_host=settings.web_host,

@@ -84,6 +84,9 @@ async def settings(fresh_database: str) -> Settings:
         snapshot_every=50,
         snapshot_seconds=2.0,
         log_format="json",
+        # A killed worker's partitions move after this, not Faust's 60 s: the tests that kill
+        # one wait for its replacement's assignment.
+        session_timeout=8.0,
     )
     await ensure_topics(value)
     return value

@@ -149,6 +149,7 @@ def deployment(kafka_url: str, database_url: str, **changes: Any) -> Settings:
         "snapshot_every": 50,
         "snapshot_seconds": 2.0,
         "log_format": "json",
+        "session_timeout": 8.0,  # as the settings fixture: a stopped worker's partitions move soon
     }
     return BASE.replace(**(values | changes))
 
