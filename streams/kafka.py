@@ -1,9 +1,9 @@
 """How every Kafka client of the service connects: one place that turns the settings into
 aiokafka connection options and Faust broker credentials.
 
-The worker's Faust consumer and producer, its output producer (librdkafka), the snapshot
-follower, the admin client of ``ensure_topics`` and every command-line producer and consumer
-take their bootstrap servers, TLS and SASL from here, so a secured cluster is configured once.
+The worker's Faust consumer and producer, its output producer, the snapshot follower, the
+admin client of ``ensure_topics`` and every command-line producer and consumer take their
+bootstrap servers, TLS and SASL from here, so a secured cluster is configured once.
 """
 
 from __future__ import annotations
@@ -82,28 +82,6 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
     return options
-
-
-def librdkafka_config(settings: Settings) -> dict[str, Any]:
-    """The same connection for a confluent-kafka (librdkafka) client: its configuration
-    properties for the bootstrap servers, TLS files and SASL. Callers add their own."""
-    check_security(settings)
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": settings.kafka_security_protocol.lower(),
-    }
-    if uses_tls(settings):
-        # Without a CA file: the system's store, as Python's default context reads it (the
-        # wheel's own OpenSSL does not know Debian's paths; "probe" finds them).
-        config["ssl.ca.location"] = settings.kafka_ssl_cafile or "probe"
-        if settings.kafka_ssl_certfile:
-            config["ssl.certificate.location"] = settings.kafka_ssl_certfile
-            config["ssl.key.location"] = settings.kafka_ssl_keyfile
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password
-    return config
 
 
 def faust_credentials(settings: Settings) -> Any:

@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka import (
-    check_security,
-    client_options,
-    faust_credentials,
-    librdkafka_config,
-    topic_configs,
-)
+from streams.kafka import check_security, client_options, faust_credentials, topic_configs
 from streams.settings import ENV_VARS, Settings, derived_app_id
 from streams.topics import Existing, differences
 from streams.worker.web import readiness
@@ -47,8 +41,6 @@ def test_plaintext_options_are_the_bootstrap_servers() -> None:
     options = client_options(Settings(kafka_url="kafka://a:1;kafka://b:2"))
     assert options == {"bootstrap_servers": "a:1,b:2", "security_protocol": "PLAINTEXT"}
     assert faust_credentials(Settings()) is None
-    config = librdkafka_config(Settings(kafka_url="kafka://a:1;kafka://b:2"))
-    assert config == {"bootstrap.servers": "a:1,b:2", "security.protocol": "plaintext"}
 
 
 def test_sasl_ssl_options_carry_login_and_tls(tmp_path: Path) -> None:
@@ -68,12 +60,6 @@ def test_sasl_ssl_options_carry_login_and_tls(tmp_path: Path) -> None:
     credentials = faust_credentials(settings)
     assert credentials.protocol.value == "SASL_SSL"
     assert credentials.mechanism.value == "SCRAM-SHA-256"
-    # The output producer (librdkafka) gets the same login, and the system's CA store.
-    config = librdkafka_config(settings)
-    assert config["security.protocol"] == "sasl_ssl"
-    assert config["sasl.mechanism"] == "SCRAM-SHA-256"
-    assert (config["sasl.username"], config["sasl.password"]) == ("svc", "secret")
-    assert config["ssl.ca.location"] == "probe"
 
 
 def test_mutual_tls_loads_the_client_certificate(tmp_path: Path) -> None:
@@ -92,11 +78,6 @@ def test_mutual_tls_loads_the_client_certificate(tmp_path: Path) -> None:
     )
     assert client_options(settings)["security_protocol"] == "SSL"
     assert faust_credentials(settings).protocol.value == "SSL"
-    config = librdkafka_config(settings)
-    assert config["security.protocol"] == "ssl"
-    assert config["ssl.ca.location"] == str(cert)
-    assert (config["ssl.certificate.location"], config["ssl.key.location"]) == (str(cert), str(key))
-    assert "sasl.username" not in config
 
 
 @pytest.mark.parametrize(
