@@ -111,14 +111,36 @@ def estimate(p: ProbabilityMap, odds_open: Odds | None, odds_close: Odds | None)
     return estimate_against(p, market_lines(odds_open, odds_close))
 
 
+def _clipped_log(q: float) -> float:
+    """``log q`` clipped as :func:`_plogq` clips it."""
+    return math.log(LOG_LOSS_CLIP if q < LOG_LOSS_CLIP else min(q, 1.0))
+
+
 def estimate_against(p: ProbabilityMap, market: MarketLines) -> MatchEstimate:
-    """:func:`estimate` with the match's market lines already computed."""
-    if market.close is None:
-        return MatchEstimate(expected_log_loss(p), None, None)
-    against_close = cross_entropy(market.close, p)
+    """:func:`estimate` with the match's market lines already computed.
+
+    The same sums as :func:`expected_log_loss` and :func:`cross_entropy`, term for term (so
+    the same floats), with each ``log p`` taken once for both: the scorer runs this for every
+    prediction."""
+    home, draw, away = p["H"], p["D"], p["A"]
+    log_home, log_draw, log_away = _clipped_log(home), _clipped_log(draw), _clipped_log(away)
+    own = -(
+        (home * log_home if home > 0.0 else 0.0)
+        + (draw * log_draw if draw > 0.0 else 0.0)
+        + (away * log_away if away > 0.0 else 0.0)
+    )
+    close = market.close
+    if close is None:
+        return MatchEstimate(own, None, None)
+    q_home, q_draw, q_away = close["H"], close["D"], close["A"]
+    against_close = -(
+        (q_home * log_home if q_home > 0.0 else 0.0)
+        + (q_draw * log_draw if q_draw > 0.0 else 0.0)
+        + (q_away * log_away if q_away > 0.0 else 0.0)
+    )
     base = market.opening_against_close
     edge = None if base is None else base - against_close
-    return MatchEstimate(expected_log_loss(p), against_close, edge)
+    return MatchEstimate(own, against_close, edge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,40 +170,70 @@ class EstimateSummary:
         }
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return math.fsum(values) / len(values) if values else None
-
-
 class RollingEstimates:
-    """The last ``window`` match estimates of one model, keyed by match id."""
+    """The last ``window`` match estimates of one model, keyed by match id.
+
+    The scorer asks for the summary after every batch and model; an idle scorer's batches are
+    single events, so the window keeps running sums and counts (:meth:`summary` is O(1), not
+    a pass over 300 matches: ~100 us per model and event before). The sums are recomputed
+    exactly (``math.fsum``) every ``window`` changes, so additions and removals never drift
+    them by more than a few ulps of a window's worth of terms.
+    """
 
     def __init__(self, window: int = ESTIMATE_WINDOW) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.window = window
         self._matches: OrderedDict[str, MatchEstimate] = OrderedDict()
+        self._loss = 0.0
+        self._closing = 0
+        self._closing_sum = 0.0
+        self._edges = 0
+        self._edge_sum = 0.0
+        self._changes = 0
+
+    def _count(self, value: MatchEstimate, sign: int) -> None:
+        self._loss += sign * value.expected_log_loss
+        if value.closing_cross_entropy is not None:
+            self._closing += sign
+            self._closing_sum += sign * value.closing_cross_entropy
+        if value.expected_edge is not None:
+            self._edges += sign
+            self._edge_sum += sign * value.expected_edge
+
+    def _resum(self) -> None:
+        values = self._matches.values()
+        self._loss = math.fsum(v.expected_log_loss for v in values)
+        closing = [v.closing_cross_entropy for v in values if v.closing_cross_entropy is not None]
+        edges = [v.expected_edge for v in values if v.expected_edge is not None]
+        self._closing, self._closing_sum = len(closing), math.fsum(closing)
+        self._edges, self._edge_sum = len(edges), math.fsum(edges)
+        self._changes = 0
 
     def add(self, match_id: str, value: MatchEstimate) -> None:
         """Add (or replace: a newer revision) a match's estimate; drop the oldest beyond the
         window."""
-        self._matches.pop(match_id, None)
+        replaced = self._matches.pop(match_id, None)
+        if replaced is not None:
+            self._count(replaced, -1)
         self._matches[match_id] = value
+        self._count(value, 1)
         while len(self._matches) > self.window:
-            self._matches.popitem(last=False)
+            self._count(self._matches.popitem(last=False)[1], -1)
+        self._changes += 1
+        if self._changes >= self.window:
+            self._resum()
 
     def summary(self) -> EstimateSummary:
-        values = list(self._matches.values())
-        closing = [v.closing_cross_entropy for v in values if v.closing_cross_entropy is not None]
-        edges = [v.expected_edge for v in values if v.expected_edge is not None]
-        ids = list(self._matches)
+        matches = len(self._matches)
         return EstimateSummary(
-            matches=len(values),
-            expected_log_loss=_mean([v.expected_log_loss for v in values]),
-            closing=len(closing),
-            closing_cross_entropy=_mean(closing),
-            expected_edge=_mean(edges),
-            first_match_id=ids[0] if ids else None,
-            last_match_id=ids[-1] if ids else None,
+            matches=matches,
+            expected_log_loss=self._loss / matches if matches else None,
+            closing=self._closing,
+            closing_cross_entropy=self._closing_sum / self._closing if self._closing else None,
+            expected_edge=self._edge_sum / self._edges if self._edges else None,
+            first_match_id=next(iter(self._matches)) if matches else None,
+            last_match_id=next(reversed(self._matches)) if matches else None,
         )
 
 

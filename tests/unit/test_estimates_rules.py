@@ -106,6 +106,71 @@ def test_the_window_keeps_the_last_matches_and_a_revision_replaces_its_match() -
     assert (summary.closing, summary.closing_cross_entropy, summary.expected_edge) == (1, 1, -1)
 
 
+@given(weights, odds, odds | st.none())
+def test_one_pass_estimate_is_the_two_sums_bit_for_bit(
+    w: tuple[float, float, float], opening: Odds, closing: Odds | None
+) -> None:
+    """``estimate_against`` takes each log once for both sums: the floats are the same as
+    :func:`expected_log_loss` and :func:`cross_entropy` give, not merely close."""
+    p = as_probabilities(w)
+    e = estimate(p, opening, closing)
+    assert e.expected_log_loss == expected_log_loss(p)
+    q, o = line(closing), line(opening)
+    if q is None:
+        assert (e.closing_cross_entropy, e.expected_edge) == (None, None)
+        return
+    assert e.closing_cross_entropy == cross_entropy(q, p)
+    assert o is not None
+    assert e.expected_edge == cross_entropy(q, o) - cross_entropy(q, p)
+
+
+window_changes = st.lists(
+    st.tuples(
+        st.integers(0, 12),  # match id: repeats are revisions
+        st.floats(0.0, 3.0),
+        st.none() | st.floats(0.0, 3.0),
+        st.none() | st.floats(-0.5, 0.5),
+    ),
+    max_size=80,
+)
+
+
+@given(st.integers(1, 7), window_changes)
+def test_the_windows_running_sums_are_the_means_of_what_it_holds(
+    window: int, changes: list[tuple[int, float, float | None, float | None]]
+) -> None:
+    """After any additions, revisions and evictions, the O(1) summary is the plain means of
+    the last ``window`` matches (replaying the same rule on a list)."""
+    rolling = RollingEstimates(window=window)
+    held: dict[str, MatchEstimate] = {}
+    for match, loss, closing, edge in changes:
+        value = MatchEstimate(loss, closing, edge if closing is not None else None)
+        rolling.add(f"m{match}", value)
+        held.pop(f"m{match}", None)
+        held[f"m{match}"] = value
+        while len(held) > window:
+            del held[next(iter(held))]
+        summary = rolling.summary()
+        values = list(held.values())
+        closed = [v.closing_cross_entropy for v in values if v.closing_cross_entropy is not None]
+        edges = [v.expected_edge for v in values if v.expected_edge is not None]
+        assert summary.matches == len(values)
+        assert summary.closing == len(closed)
+        assert summary.expected_log_loss == pytest.approx(
+            math.fsum(v.expected_log_loss for v in values) / len(values), abs=1e-12
+        )
+        assert summary.closing_cross_entropy == (
+            pytest.approx(math.fsum(closed) / len(closed), abs=1e-12) if closed else None
+        )
+        assert summary.expected_edge == (
+            pytest.approx(math.fsum(edges) / len(edges), abs=1e-12) if edges else None
+        )
+        assert (summary.first_match_id, summary.last_match_id) == (
+            next(iter(held)),
+            next(reversed(held)),
+        )
+
+
 def test_an_empty_window_has_no_means() -> None:
     summary = RollingEstimates(window=3).summary()
     assert summary.matches == 0
