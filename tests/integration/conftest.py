@@ -38,6 +38,25 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = base_settings()
+WORKER_LOG_TAIL = 60
+"""Lines of each worker's log shown with a failed test: CI keeps no tmp_path."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the tail of every worker log it wrote (the
+    ``*.log`` files in its ``tmp_path``): a worker's traceback or stall is then in the CI
+    output, not in a directory the next run deletes."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when != "call" or not report.failed or tmp_path is None:
+        return
+    for log_file in sorted(Path(tmp_path).glob("*.log")):
+        lines = log_file.read_text(errors="replace").splitlines()[-WORKER_LOG_TAIL:]
+        report.sections.append((f"worker log {log_file.name} (last lines)", "\n".join(lines)))
+
+
 TEMPLATE_DB = f"tipstream_template_{os.getpid()}"
 
 
