@@ -285,8 +285,8 @@ async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[
     consumer = app.consumer
     batcher.pressure = Pressure.of_queue(
         app.conf.stream_buffer_maxsize,
-        lambda tp: _pause(consumer, tp),
-        lambda tp: _resume(consumer, tp),
+        lambda tp: pause_fetch(consumer, tp),
+        lambda tp: resume_fetch(consumer, tp),
     )
     channel = stream.channel
     await stream.maybe_start()  # as iterating it would (its stop is what ends the loop)
@@ -307,14 +307,14 @@ async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[
         batcher.pressure = None
 
 
-def _pause(consumer: Any, tp: Any) -> bool:
+def pause_fetch(consumer: Any, tp: Any) -> bool:
     """Take ``tp`` out of the fetch (Faust's ``on_buffer_full``, which does nothing while a
     rebalance recovers the tables); whether it is out."""
     consumer.on_buffer_full(tp)
     return tp not in consumer._get_active_partitions()
 
 
-def _resume(consumer: Any, tp: Any) -> None:
+def resume_fetch(consumer: Any, tp: Any) -> None:
     """Put ``tp`` back in the fetch (Faust's ``on_buffer_drop``), unless it was revoked or
     paused for a rebalance's recovery meanwhile: it must not be fetched before the recovery's
     seek, which resumes it (:mod:`streams.worker.faust_fixes`)."""

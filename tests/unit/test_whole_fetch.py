@@ -22,6 +22,8 @@ from agents.loop import (
     Pressure,
     ack_all,
     current,
+    pause_fetch,
+    resume_fetch,
     track,
 )
 from streams.worker.whole_fetch import (
@@ -302,3 +304,55 @@ async def test_a_whole_fetch_is_acked_once_every_agent_acked_it() -> None:
     assert consumer.final_acks == [0, 1]
     await ack_all(stream, drifted)  # a second ack changes nothing
     assert consumer.final_acks == [0, 1]
+
+
+class FaustConsumer:
+    """Faust's ``on_buffer_full``/``on_buffer_drop`` and the sets they change, copied."""
+
+    def __init__(self, assigned: set[Any], in_recovery: bool = False) -> None:
+        self.assigned = assigned
+        self.in_recovery = in_recovery
+        self._active_partitions = set(assigned)
+        self._paused_partitions: set[Any] = set()
+        self._buffered_partitions: set[Any] = set()
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
+
+    def _get_active_partitions(self) -> set[Any]:
+        return self._active_partitions
+
+    def on_buffer_full(self, tp: Any) -> None:
+        if not self.in_recovery:
+            self._active_partitions.discard(tp)
+            self._buffered_partitions.add(tp)
+
+    def on_buffer_drop(self, tp: Any) -> None:
+        if tp in self._buffered_partitions:
+            self._active_partitions.add(tp)
+            self._buffered_partitions.discard(tp)
+
+
+def test_pause_says_whether_the_partition_left_the_fetch() -> None:
+    consumer = FaustConsumer({TP_A, TP_B})
+    assert pause_fetch(consumer, TP_A)
+    assert consumer._active_partitions == {TP_B}
+    recovering = FaustConsumer({TP_A}, in_recovery=True)
+    assert not pause_fetch(recovering, TP_A)  # Faust keeps it while the tables recover
+
+
+def test_resume_never_fetches_a_revoked_or_recovering_partition() -> None:
+    consumer = FaustConsumer({TP_A, TP_B})
+    pause_fetch(consumer, TP_A)
+    pause_fetch(consumer, TP_B)
+    consumer.assigned = {TP_B}  # A was revoked meanwhile
+    consumer._paused_partitions = {TP_B}  # and B is paused for the recovery's seek
+    consumer._active_partitions = set()
+    resume_fetch(consumer, TP_A)
+    resume_fetch(consumer, TP_B)
+    assert consumer._active_partitions == set()
+    assert consumer._buffered_partitions == set()
+    consumer._paused_partitions = set()
+    pause_fetch(consumer, TP_B)
+    resume_fetch(consumer, TP_B)
+    assert consumer._active_partitions == {TP_B}
