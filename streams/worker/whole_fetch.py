@@ -176,7 +176,7 @@ async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
             self.log.warning(f"exception performing seek when flow not active {ex}")
 
 
-async def deliver(consumer: Any, tp: Any, fetched: WholeFetch) -> None:
+async def deliver(consumer: Any, fetched: WholeFetch) -> None:
     """What the conductor does per message, once for a list: wait for flow control and the
     producer's buffer, take one reference per agent, and hand the list to every agent's
     batcher, which takes it without waiting (its :class:`agents.loop.Pressure` pauses the
@@ -195,6 +195,7 @@ async def deliver(consumer: Any, tp: Any, fetched: WholeFetch) -> None:
             continue  # as the stream skips a message of an earlier generation
         message.incref(count)
         events.append(Delivered(message))
+    tp = fetched.messages[0].tp if fetched.messages else None  # Faust's TP, not aiokafka's
     for sink, more_queued in sinks:
         sink.put_many(tp, events, more_queued=more_queued)
 
@@ -289,7 +290,7 @@ async def _drain_whole(
         )
     if not fresh.messages:
         for sink, more_queued in fetched.sinks:
-            sink.put_many(tp, [], more_queued=more_queued)  # caught up, if it was the last
+            sink.put_many(None, [], more_queued=more_queued)  # caught up, if it was the last
         return
     if fresh.gaps and self.app.topics.acks_enabled_for(tp.topic):
         for offset_from, offset_to in fresh.gaps:
@@ -299,7 +300,7 @@ async def _drain_whole(
         self._n_acked = 0
         await self.commit()
     whole = WholeFetch(fresh.messages, fetched.sinks)
-    await self.wait_first(deliver(self, tp, whole), self.suspend_flow.wait())
+    await self.wait_first(deliver(self, whole), self.suspend_flow.wait())
     set_read_offset(tp, fresh.read_offset)
 
 

@@ -291,11 +291,14 @@ async def test_a_whole_fetch_is_acked_once_every_agent_acked_it() -> None:
     consumer = Consumer()
     scorer, drift = Batcher(), Batcher()
     messages = [message(0), message(1), message(2, generation_id=0)]  # the last one is stale
-    await deliver(consumer, TP_A, WholeFetch(messages, [(scorer, False), (drift, False)]))
+    fetch = Fetch()
+    drift.pressure = Pressure(high=2, low=1, on_full=fetch.full, on_drop=fetch.drop)
+    await deliver(consumer, WholeFetch(messages, [(scorer, False), (drift, False)]))
     scored, drifted = await scorer.take(), await drift.take()
     assert [type(e) for e in scored] == [Delivered, Delivered]
     assert [e.message.offset for e in scored] == [e.message.offset for e in drifted] == [0, 1]
     assert messages[2].refcount == 0
+    assert fetch.calls == [("full", TP_A)]  # Faust's TP, as its on_buffer_full asserts
 
     stream = SimpleNamespace(app=consumer.app)
     await ack_all(stream, scored)
