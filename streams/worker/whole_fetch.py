@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.types import TP
 from mode import Service
 
 from agents.loop import FETCH_SINKS, Batcher, Delivered
@@ -195,7 +196,9 @@ async def deliver(consumer: Any, fetched: WholeFetch) -> None:
             continue  # as the stream skips a message of an earlier generation
         message.incref(count)
         events.append(Delivered(message))
-    tp = fetched.messages[0].tp if fetched.messages else None  # Faust's TP, not aiokafka's
+    # Faust's TP: a message carries aiokafka's TopicPartition (equal as a tuple), and Faust's
+    # on_buffer_full/on_buffer_drop assert that its active partitions are TPs.
+    tp = TP(fetched.messages[0].topic, fetched.messages[0].partition) if fetched.messages else None
     for sink, more_queued in sinks:
         sink.put_many(tp, events, more_queued=more_queued)
 
