@@ -11,12 +11,23 @@ means waiting for the broker and the database, the next one fills up with what F
 meanwhile. A busy agent therefore gets full batches, and an idle one handles an event as soon
 as it arrives instead of waiting for a fixed timer, as with Faust's ``take(max, within)``
 (which held every event up to ``within``, 10 ms: half the scorer's median latency).
+
+Whole fetches (``TIPSTREAM_WHOLE_FETCH``, :data:`FETCH_SINKS`, set by
+``streams.worker.whole_fetch``): an agent's batcher is registered as the sink of its Faust
+channel, and the worker's fetch loop hands it each partition's fetched messages as one list
+(:meth:`Batcher.put_many`), instead of one Faust event at a time through the conductor, the
+channel's queue and the stream (three quarters of a relay's Faust overhead, per message). The
+hand-over never waits: the batcher is then the agent's buffer, bounded as Faust's channel
+queue is (:class:`Pressure`: a partition is taken out of the fetch while the buffer is at its
+high-water mark), so one slow agent never stops the fetch loop that feeds every other one. The
+agent gets :class:`Delivered` messages and acks them the same way, after handling the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -43,6 +54,100 @@ target: Faust clears its queues when a rebalance ends, and a batch must not wait
 that will never come. 500 events take ~35 ms to arrive from a backlog."""
 
 
+class Delivered:
+    """A message handed over in a whole fetch: what an agent reads of a Faust event."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+class FetchSinks:
+    """The batchers Faust's fetch loop may hand whole fetches to, by the channel they read.
+
+    Off until the worker enables it (``streams.worker.whole_fetch.install``): without the
+    patched fetch loop nothing would feed a registered batcher. Only channels of raw bytes
+    qualify (every agent's topic): a whole fetch is handed over undecoded.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._sinks: dict[Any, Batcher] = {}
+
+    def eligible(self, channel: Any) -> bool:
+        return (
+            self.enabled
+            and getattr(channel, "key_serializer", None) == "raw"
+            and getattr(channel, "value_serializer", None) == "raw"
+            and getattr(channel, "key_type", None) is None
+            and getattr(channel, "value_type", None) is None
+        )
+
+    def register(self, channel: Any, batcher: Batcher) -> None:
+        self._sinks[channel] = batcher
+
+    def unregister(self, channel: Any) -> None:
+        self._sinks.pop(channel, None)
+
+    def sinks_for(self, channels: Any) -> list[Batcher] | None:
+        """The batchers of every channel, or None unless each has one (Faust's own path)."""
+        if not channels:
+            return None
+        sinks = [self._sinks.get(channel) for channel in channels]
+        if any(sink is None for sink in sinks):
+            return None
+        return sinks  # type: ignore[return-value]
+
+
+FETCH_SINKS = FetchSinks()
+"""The one registry of a worker process (its fetch loop is one per process)."""
+
+
+class Pressure:
+    """Faust's flow control of a channel queue (``put_nowait_enhanced``), for a buffer fed
+    whole fetches: a partition whose events bring the buffer to its high-water mark is paused
+    (``on_full(tp)``: Faust's ``Consumer.on_buffer_full`` takes it out of the fetch, and says
+    whether it did), and the paused partitions are resumed (``on_drop(tp)``,
+    ``Consumer.on_buffer_drop``) once the buffer has drained to its low-water mark. What was
+    fetched already is still accepted."""
+
+    def __init__(
+        self,
+        high: int,
+        low: int,
+        on_full: Callable[[Any], bool],
+        on_drop: Callable[[Any], None],
+    ) -> None:
+        if not 0 <= low < high:
+            raise ValueError(f"need 0 <= low < high, not {low}, {high}")
+        self.high = high
+        self.low = low
+        self._on_full = on_full
+        self._on_drop = on_drop
+        self.paused: set[Any] = set()
+
+    @classmethod
+    def of_queue(
+        cls, maxsize: int, on_full: Callable[[Any], bool], on_drop: Callable[[Any], None]
+    ) -> Pressure:
+        """The marks of a Faust channel queue of ``maxsize`` (mode's ``FlowControlQueue``:
+        high at ``maxsize / 1.25``, low at ``maxsize * 0.4``)."""
+        return cls(math.floor(maxsize / 1.25), math.floor(maxsize * 0.4), on_full, on_drop)
+
+    def put(self, tp: Any, size: int) -> None:
+        """Events of ``tp`` were added; the buffer holds ``size``."""
+        if size >= self.high and tp not in self.paused and self._on_full(tp):
+            self.paused.add(tp)
+
+    def taken(self, size: int) -> None:
+        """Events were taken out; the buffer holds ``size``."""
+        if self.paused and size <= self.low:
+            paused, self.paused = self.paused, set()
+            for tp in paused:
+                self._on_drop(tp)
+
+
 class Batcher:
     """A bounded buffer between Faust's delivery of events (``put``) and an agent (``take``).
 
@@ -50,7 +155,9 @@ class Batcher:
     is queued behind the last one put, or ``FILL_AT_MOST_S`` passed) and ``linger`` seconds
     have passed since its first event, or as soon as it is full. An idle scorer (no linger)
     thus handles each event as it arrives, and a busy agent gets full batches. ``put`` waits
-    while the buffer is full, which stops Faust's delivery: backpressure.
+    while the buffer is full, which stops Faust's delivery: backpressure. ``put_many`` (whole
+    fetches) never waits: the buffer then grows past one batch, and its :attr:`pressure` takes
+    the partitions out of the fetch instead.
     """
 
     def __init__(self, max_size: int = BATCH_SIZE, linger: float = 0.0) -> None:
@@ -65,6 +172,7 @@ class Batcher:
         self._full = asyncio.Event()
         self._room = asyncio.Event()  # below max_size
         self._room.set()
+        self.pressure: Pressure | None = None  # set when fed whole fetches
 
     def __len__(self) -> int:
         return len(self._events)
@@ -88,6 +196,22 @@ class Batcher:
         if not more_queued or self._full.is_set():
             self._due.set()
 
+    def put_many(self, tp: Any, events: Sequence[Any], *, more_queued: bool = False) -> None:
+        """Add events of partition ``tp`` in order, never waiting (a whole fetch: the buffer
+        may grow past ``max_size``; :attr:`pressure` pauses the partition instead)."""
+        if events:
+            if not self._events:
+                self._first_at = time.monotonic()
+                self._ready.set()
+            self._events.extend(events)
+            if len(self._events) >= self.max_size:
+                self._full.set()
+                self._room.clear()
+            if self.pressure is not None:
+                self.pressure.put(tp, len(self._events))
+        if self._events and (not more_queued or self._full.is_set()):
+            self._due.set()
+
     async def take(self) -> list[Any]:
         """The next batch, in arrival order: never empty."""
         await self._ready.wait()
@@ -99,10 +223,17 @@ class Batcher:
         if remaining > 0 and not self._full.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), remaining)
-        events, self._events = self._events, []
-        for flag in (self._ready, self._due, self._full):
-            flag.clear()
-        self._room.set()
+        events = self._events[: self.max_size]
+        del self._events[: self.max_size]
+        if self.pressure is not None:
+            self.pressure.taken(len(self._events))
+        if not self._events:
+            for flag in (self._ready, self._due, self._full):
+                flag.clear()
+        elif len(self._events) < self.max_size:
+            self._full.clear()
+        if len(self._events) < self.max_size:
+            self._room.set()
         return events
 
 
@@ -111,8 +242,13 @@ async def batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
 
     The same machinery as Faust's ``noack_take``: a stream processor hands every event to the
     batcher, and Faust drains the stream in the background (``_enable_passive``) while the
-    agent handles the previous batch.
+    agent handles the previous batch. With whole fetches (:data:`FETCH_SINKS`) the batcher is
+    fed by the fetch loop instead, and the stream only tells when to stop.
     """
+    if FETCH_SINKS.eligible(stream.channel):
+        async for batch in _fetched_batches(stream, batcher):
+            yield batch
+        return
 
     async def add_to_batch(value: Any) -> Any:
         event = stream.current_event
@@ -136,6 +272,89 @@ async def batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
         stream._processors.remove(add_to_batch)
 
 
+async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[Any]]:
+    """Batches of :class:`Delivered` messages, the batcher being fed whole fetches.
+
+    What Faust's stream does per event when it takes one from the channel's queue is done here
+    per batch: an event of an earlier consumer generation (fetched before a rebalance), or
+    taken while a rebalance suspends the flow, is dropped, not acked (the new assignment reads
+    it again from the committed offset), and the rest is tracked for the commit's
+    bookkeeping. The buffer is bounded as the channel's queue (``stream_buffer_maxsize``).
+    """
+    app = stream.app
+    consumer = app.consumer
+    batcher.pressure = Pressure.of_queue(
+        app.conf.stream_buffer_maxsize,
+        lambda tp: pause_fetch(consumer, tp),
+        lambda tp: resume_fetch(consumer, tp),
+    )
+    channel = stream.channel
+    await stream.maybe_start()  # as iterating it would (its stop is what ends the loop)
+    FETCH_SINKS.register(channel, batcher)
+    try:
+        while not stream.should_stop:
+            if not batcher.ready.is_set() and await stream.wait_for_stopped(batcher.ready):
+                break
+            events = current(
+                await batcher.take(),
+                app.consumer_generation_id if app.flow_control.is_active() else None,
+            )
+            if events:
+                track(consumer, app.topics.acking_topics, events)
+                yield events
+    finally:
+        FETCH_SINKS.unregister(channel)
+        batcher.pressure = None
+
+
+def pause_fetch(consumer: Any, tp: Any) -> bool:
+    """Take ``tp`` out of the fetch (Faust's ``on_buffer_full``, which does nothing while a
+    rebalance recovers the tables); whether it is out."""
+    consumer.on_buffer_full(tp)
+    return tp not in consumer._get_active_partitions()
+
+
+def resume_fetch(consumer: Any, tp: Any) -> None:
+    """Put ``tp`` back in the fetch (Faust's ``on_buffer_drop``), unless it was revoked or
+    paused for a rebalance's recovery meanwhile: it must not be fetched before the recovery's
+    seek, which resumes it (:mod:`streams.worker.faust_fixes`)."""
+    if tp in consumer.assignment() and tp not in consumer._paused_partitions:
+        consumer.on_buffer_drop(tp)
+    else:
+        consumer._buffered_partitions.discard(tp)
+
+
+def current(events: list[Any], generation_id: int | None) -> list[Any]:
+    """The delivered events of consumer generation ``generation_id`` (None: the flow is
+    suspended, none is), in order: what Faust's stream would hand its agent."""
+    if generation_id is None:
+        return []
+    return [event for event in events if event.message.generation_id == generation_id]
+
+
+def track(consumer: Any, acking_topics: Any, events: Sequence[Any]) -> None:
+    """Track each message for its ack, as Faust's stream does when it takes one (the shutdown
+    waits for what is tracked, ``Consumer.wait_empty``)."""
+    unacked = consumer._unacked_messages
+    for event in events:
+        message = event.message
+        if not message.tracked and message.topic in acking_topics:
+            message.tracked = True
+            unacked.add(message)
+
+
+async def ack_all(stream: Any, events: Sequence[Any]) -> None:
+    """Ack a handled batch: Faust events through their stream, delivered messages directly
+    (``Message.ack``, what ``Stream.ack`` does less its sensors: the offset is committed once
+    every agent reading the message acked it)."""
+    consumer = stream.app.consumer
+    for event in events:
+        if type(event) is Delivered:
+            event.message.ack(consumer)
+        else:
+            await stream.ack(event)
+
+
 async def run_batches(
     stream: Any,
     runtime: AgentRuntime,
@@ -157,8 +376,7 @@ async def run_batches(
         runtime.observe("batch_events", len(events), agent)
         runtime.observe("batch_seconds", time.perf_counter() - started, agent)
         if ack:
-            for event in events:
-                await stream.ack(event)
+            await ack_all(stream, events)
 
 
 async def handle_batch(

@@ -26,7 +26,7 @@ from streams.kafka import client_options
 from streams.log import get_logger
 from streams.settings import Settings
 from streams.topics import Topics
-from streams.worker import faust_fixes, faust_speedups
+from streams.worker import faust_fixes, faust_speedups, whole_fetch
 from streams.worker.metrics import TimedConnection, WorkerMetrics
 from streams.worker.output import KeyPartitioner, OutputProducer
 from streams.worker.watchdog import CHECK_EVERY_S, Watchdog
@@ -89,6 +89,7 @@ class Runtime:
         # streams/worker/watchdog.py re-reads a partition that stalls anyway (safety net).
         faust_fixes.install()  # each install first checks the pinned faust-streaming release
         faust_speedups.install()
+        whole_fetch.install(settings.whole_fetch)
         self.watchdog = Watchdog(
             app,
             [

@@ -10,7 +10,8 @@ from types import ModuleType
 
 import pytest
 
-from streams.worker import faust_fixes, faust_speedups
+from agents.loop import FETCH_SINKS
+from streams.worker import faust_fixes, faust_speedups, whole_fetch
 from streams.worker.faust_pin import (
     FAUST_VERSION,
     FaustVersionError,
@@ -19,8 +20,8 @@ from streams.worker.faust_pin import (
     source_sha256,
 )
 
-PATCHES = (*faust_fixes.PATCHES, *faust_speedups.PATCHES)
-MODULES = (faust_fixes, faust_speedups)
+PATCHES = (*faust_fixes.PATCHES, *faust_speedups.PATCHES, *whole_fetch.PATCHES)
+MODULES = (faust_fixes, faust_speedups, whole_fetch)
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def unpatched(monkeypatch: pytest.MonkeyPatch) -> None:
     for patch in PATCHES:
         owner, name = patch.location()
         monkeypatch.setattr(owner, name, patch.original)
+    monkeypatch.setattr(FETCH_SINKS, "enabled", FETCH_SINKS.enabled)  # whole_fetch.install sets it
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda patch: patch.target)
@@ -40,6 +42,7 @@ def test_the_source_each_patch_replaces_is_the_one_it_was_written_against(
     to show that the hash is taken of the original, never of the patch."""
     faust_fixes.install()
     faust_speedups.install()
+    whole_fetch.install()
     assert patch.current() is patch.replacement
     assert patch.original is not patch.replacement
     assert patch.original.__module__.partition(".")[0] in {"faust", "mode"}
