@@ -326,7 +326,8 @@ PATCHES: tuple[Patch, ...] = (
 
 def install(enabled: bool = True) -> None:
     """Check the pinned Faust, replace ``Consumer.getmany`` and ``_drain_messages``, and let
-    agents register their batchers (``enabled``; off, every message takes Faust's own path
-    through the same code). Idempotent."""
-    faust_pin.install(PATCHES)
+    agents register their batchers. Off (``enabled=False``, the default setting) nothing is
+    replaced: the worker runs Faust's own delivery, untouched. Idempotent."""
+    if enabled:
+        faust_pin.install(PATCHES)
     FETCH_SINKS.enabled = enabled
