@@ -49,11 +49,16 @@ DETECTOR = "estimate-window"
 _NAMESPACE = uuid.UUID("6f1b0f3e-4c55-4d0a-9a57-3b1f2d6a9e21")
 
 
+def _clipped_log(q: float) -> float:
+    """``log q``, ``q`` clipped as :func:`models.metrics.log_loss` clips it."""
+    return math.log(LOG_LOSS_CLIP if q < LOG_LOSS_CLIP else min(q, 1.0))
+
+
 def _plogq(p: float, q: float) -> float:
-    """``p log q``, ``q`` clipped as :func:`models.metrics.log_loss` clips it, 0 when p is 0."""
+    """``p log q``, ``q`` clipped as a log loss clips it, 0 when p is 0."""
     if p <= 0.0:
         return 0.0
-    return p * math.log(LOG_LOSS_CLIP if q < LOG_LOSS_CLIP else min(q, 1.0))
+    return p * _clipped_log(q)
 
 
 def expected_log_loss(p: ProbabilityMap) -> float:
@@ -111,9 +116,14 @@ def estimate(p: ProbabilityMap, odds_open: Odds | None, odds_close: Odds | None)
     return estimate_against(p, market_lines(odds_open, odds_close))
 
 
-def _clipped_log(q: float) -> float:
-    """``log q`` clipped as :func:`_plogq` clips it."""
-    return math.log(LOG_LOSS_CLIP if q < LOG_LOSS_CLIP else min(q, 1.0))
+def _minus_weighted(q: ProbabilityMap, logs: tuple[float, float, float]) -> float:
+    """``-sum q log p`` from the three ``log p``, term for term as :func:`cross_entropy`."""
+    home, draw, away = q["H"], q["D"], q["A"]
+    return -(
+        (home * logs[0] if home > 0.0 else 0.0)
+        + (draw * logs[1] if draw > 0.0 else 0.0)
+        + (away * logs[2] if away > 0.0 else 0.0)
+    )
 
 
 def estimate_against(p: ProbabilityMap, market: MarketLines) -> MatchEstimate:
@@ -122,22 +132,11 @@ def estimate_against(p: ProbabilityMap, market: MarketLines) -> MatchEstimate:
     The same sums as :func:`expected_log_loss` and :func:`cross_entropy`, term for term (so
     the same floats), with each ``log p`` taken once for both: the scorer runs this for every
     prediction."""
-    home, draw, away = p["H"], p["D"], p["A"]
-    log_home, log_draw, log_away = _clipped_log(home), _clipped_log(draw), _clipped_log(away)
-    own = -(
-        (home * log_home if home > 0.0 else 0.0)
-        + (draw * log_draw if draw > 0.0 else 0.0)
-        + (away * log_away if away > 0.0 else 0.0)
-    )
-    close = market.close
-    if close is None:
+    logs = (_clipped_log(p["H"]), _clipped_log(p["D"]), _clipped_log(p["A"]))
+    own = _minus_weighted(p, logs)
+    if market.close is None:
         return MatchEstimate(own, None, None)
-    q_home, q_draw, q_away = close["H"], close["D"], close["A"]
-    against_close = -(
-        (q_home * log_home if q_home > 0.0 else 0.0)
-        + (q_draw * log_draw if q_draw > 0.0 else 0.0)
-        + (q_away * log_away if q_away > 0.0 else 0.0)
-    )
+    against_close = _minus_weighted(market.close, logs)
     base = market.opening_against_close
     edge = None if base is None else base - against_close
     return MatchEstimate(own, against_close, edge)

@@ -182,23 +182,9 @@ class Batcher:
         """Set while at least one event waits."""
         return self._ready
 
-    async def put(self, event: Any, *, more_queued: bool = False) -> None:
-        """Add one event; ``more_queued`` when Faust holds more behind it. Waits while full."""
-        while len(self._events) >= self.max_size:
-            await self._room.wait()
-        if not self._events:
-            self._first_at = time.monotonic()
-            self._ready.set()
-        self._events.append(event)
-        if len(self._events) >= self.max_size:
-            self._full.set()
-            self._room.clear()
-        if not more_queued or self._full.is_set():
-            self._due.set()
-
-    def put_many(self, tp: Any, events: Sequence[Any], *, more_queued: bool = False) -> None:
-        """Add events of partition ``tp`` in order, never waiting (a whole fetch: the buffer
-        may grow past ``max_size``; :attr:`pressure` pauses the partition instead)."""
+    def _extend(self, events: Sequence[Any], more_queued: bool) -> None:
+        """Append ``events`` and set the flags: ready from the first, full at ``max_size``,
+        due unless more is queued behind them (or full)."""
         if events:
             if not self._events:
                 self._first_at = time.monotonic()
@@ -207,10 +193,21 @@ class Batcher:
             if len(self._events) >= self.max_size:
                 self._full.set()
                 self._room.clear()
-            if self.pressure is not None:
-                self.pressure.put(tp, len(self._events))
         if self._events and (not more_queued or self._full.is_set()):
             self._due.set()
+
+    async def put(self, event: Any, *, more_queued: bool = False) -> None:
+        """Add one event; ``more_queued`` when Faust holds more behind it. Waits while full."""
+        while len(self._events) >= self.max_size:
+            await self._room.wait()
+        self._extend((event,), more_queued)
+
+    def put_many(self, tp: Any, events: Sequence[Any], *, more_queued: bool = False) -> None:
+        """Add events of partition ``tp`` in order, never waiting (a whole fetch: the buffer
+        may grow past ``max_size``; :attr:`pressure` pauses the partition instead)."""
+        self._extend(events, more_queued)
+        if events and self.pressure is not None:
+            self.pressure.put(tp, len(self._events))
 
     async def take(self) -> list[Any]:
         """The next batch, in arrival order: never empty."""

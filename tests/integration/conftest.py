@@ -38,6 +38,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = base_settings()
+TEST_SESSION_TIMEOUT = 8.0
+"""``session_timeout`` of the tests' workers: a killed or stopped worker's partitions move
+after this, not Faust's 60 s (the tests that kill one wait for its replacement's assignment)."""
 WORKER_LOG_TAIL = 60
 """Lines of each worker's log shown with a failed test: CI keeps no tmp_path."""
 
@@ -103,9 +106,7 @@ async def settings(fresh_database: str) -> Settings:
         snapshot_every=50,
         snapshot_seconds=2.0,
         log_format="json",
-        # A killed worker's partitions move after this, not Faust's 60 s: the tests that kill
-        # one wait for its replacement's assignment.
-        session_timeout=8.0,
+        session_timeout=TEST_SESSION_TIMEOUT,
     )
     await ensure_topics(value)
     return value

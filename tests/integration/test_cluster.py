@@ -37,7 +37,7 @@ from streams.kafka import client_options
 from streams.settings import Settings
 from streams.topics import Topics, describe_existing, ensure_topics
 from tests.deployment import environment, free_port
-from tests.integration.conftest import BASE, REPO, Worker, wait_for
+from tests.integration.conftest import BASE, REPO, TEST_SESSION_TIMEOUT, Worker, wait_for
 from tests.integration.test_pipeline import SEEDED_MODELS, events_between, publish_events
 
 pytestmark = pytest.mark.integration
@@ -149,7 +149,7 @@ def deployment(kafka_url: str, database_url: str, **changes: Any) -> Settings:
         "snapshot_every": 50,
         "snapshot_seconds": 2.0,
         "log_format": "json",
-        "session_timeout": 8.0,  # as the settings fixture: a stopped worker's partitions move soon
+        "session_timeout": TEST_SESSION_TIMEOUT,
     }
     return BASE.replace(**(values | changes))
 
