@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from faust.types.tuples import ack_lock
 
 from agents.dead_letters import processing_failure
 from agents.runtime import AgentRuntime
@@ -209,6 +210,14 @@ class Batcher:
         if events and self.pressure is not None:
             self.pressure.put(tp, len(self._events))
 
+    def clear(self) -> list[Any]:
+        """Everything buffered, taken out at once (an agent that stops abandons it)."""
+        events, self._events = self._events, []
+        for flag in (self._ready, self._due, self._full):
+            flag.clear()
+        self._room.set()
+        return events
+
     async def take(self) -> list[Any]:
         """The next batch, in arrival order: never empty."""
         await self._ready.wait()
@@ -274,9 +283,11 @@ async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[
 
     What Faust's stream does per event when it takes one from the channel's queue is done here
     per batch: an event of an earlier consumer generation (fetched before a rebalance), or
-    taken while a rebalance suspends the flow, is dropped, not acked (the new assignment reads
-    it again from the committed offset), and the rest is tracked for the commit's
-    bookkeeping. The buffer is bounded as the channel's queue (``stream_buffer_maxsize``).
+    taken while a rebalance or the shutdown suspends the flow and not yet taken by another
+    agent (:func:`split_current`), is abandoned (:func:`abandon`: never committed by this
+    consumer, the new assignment reads it again from the committed offset), as is what is
+    still buffered when the agent stops; the rest is tracked for the commit's bookkeeping.
+    The buffer is bounded as the channel's queue (``stream_buffer_maxsize``).
     """
     app = stream.app
     consumer = app.consumer
@@ -292,16 +303,17 @@ async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[
         while not stream.should_stop:
             if not batcher.ready.is_set() and await stream.wait_for_stopped(batcher.ready):
                 break
-            events = current(
-                await batcher.take(),
-                app.consumer_generation_id if app.flow_control.is_active() else None,
+            events, stale = split_current(
+                await batcher.take(), app.consumer_generation_id, app.flow_control.is_active()
             )
+            abandon(consumer, stale)
             if events:
                 track(consumer, app.topics.acking_topics, events)
                 yield events
     finally:
         FETCH_SINKS.unregister(channel)
         batcher.pressure = None
+        abandon(consumer, batcher.clear())
 
 
 def pause_fetch(consumer: Any, tp: Any) -> bool:
@@ -321,12 +333,50 @@ def resume_fetch(consumer: Any, tp: Any) -> None:
         consumer._buffered_partitions.discard(tp)
 
 
-def current(events: list[Any], generation_id: int | None) -> list[Any]:
-    """The delivered events of consumer generation ``generation_id`` (None: the flow is
-    suspended, none is), in order: what Faust's stream would hand its agent."""
-    if generation_id is None:
-        return []
-    return [event for event in events if event.message.generation_id == generation_id]
+def split_current(
+    events: list[Any], generation_id: int, flowing: bool
+) -> tuple[list[Any], list[Any]]:
+    """The delivered events this agent handles, in order, and those it abandons.
+
+    Kept: a message of consumer generation ``generation_id`` that was not abandoned; while
+    the flow is suspended (a rebalance or the shutdown waits in ``Consumer.wait_empty`` for
+    every tracked message), only a message another agent already took (tracked): its offset
+    commits once every reader acked it, so this agent finishes it too, instead of making the
+    other agent's work be redone after the restart. A message nobody took yet is abandoned,
+    by every reader alike: it is read again from the committed offset.
+    """
+    kept: list[Any] = []
+    stale: list[Any] = []
+    for event in events:
+        message = event.message
+        if (
+            message.generation_id == generation_id
+            and not message.acked
+            and (flowing or message.tracked)
+        ):
+            kept.append(event)
+        else:
+            stale.append(event)
+    return kept, stale
+
+
+def abandon(consumer: Any, events: Sequence[Any]) -> None:
+    """Give up delivered messages this agent will not handle (stale, or left at its stop).
+
+    Each is marked acked without Faust's final ack, so its offset is never committed by this
+    consumer (the next assignment reads it again from the committed offset) and another
+    agent's ack of it is a no-op; and the shutdown no longer waits for it
+    (``Consumer.wait_empty``). Merely skipping it would leave its reference count above zero
+    when another agent reads the same message: tracked and never acked, it held a SIGTERM in
+    ``wait_empty`` until the stop timed out.
+    """
+    if not events:
+        return
+    unacked = consumer._unacked_messages
+    with ack_lock:
+        for event in events:
+            event.message.acked = True
+            unacked.discard(event.message)
 
 
 def track(consumer: Any, acking_topics: Any, events: Sequence[Any]) -> None:
@@ -335,7 +385,7 @@ def track(consumer: Any, acking_topics: Any, events: Sequence[Any]) -> None:
     unacked = consumer._unacked_messages
     for event in events:
         message = event.message
-        if not message.tracked and message.topic in acking_topics:
+        if not message.tracked and not message.acked and message.topic in acking_topics:
             message.tracked = True
             unacked.add(message)
 

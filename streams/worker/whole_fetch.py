@@ -30,8 +30,9 @@ for an agent: each batcher is a buffer bounded as Faust's channel queue is, paus
 at its high-water mark (``Consumer.on_buffer_full``) and resuming it when drained
 (``on_buffer_drop``), so a slow agent (a learner's checkpoint, a reconciler's transaction)
 holds back only its own partitions, never the fetch loop that feeds every other agent (the
-prototype's blocking hand-over stalled ``make chaos``). An agent drops, unacked, what it takes
-of an earlier consumer generation, as Faust's stream does, and tracks the rest for the ack.
+prototype's blocking hand-over stalled ``make chaos``). An agent abandons what it takes
+of an earlier consumer generation (:func:`agents.loop.abandon`: never committed, and no longer
+awaited by the shutdown, even if another agent acks it), and tracks the rest for the ack.
 What is no longer called: the channel's queue, the stream's sensors and Faust's per-message
 ``on_message_in``/``on_message_out`` sensors (its monitor's counters; tipstream's
 ``/metrics/`` does not read them). ``TIPSTREAM_WHOLE_FETCH=0`` turns it off.

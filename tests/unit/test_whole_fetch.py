@@ -21,10 +21,11 @@ from agents.loop import (
     Delivered,
     FetchSinks,
     Pressure,
+    abandon,
     ack_all,
-    current,
     pause_fetch,
     resume_fetch,
+    split_current,
     track,
 )
 from streams.worker.whole_fetch import (
@@ -244,10 +245,18 @@ def test_pressure_keeps_the_buffer_bounded_and_resumes_every_paused_partition(
     assert fetch.paused == set()
 
 
-def test_current_drops_earlier_generations_and_everything_while_the_flow_is_suspended() -> None:
-    events = [Delivered(message(0, generation_id=1)), Delivered(message(1, generation_id=2))]
-    assert current(events, 2) == events[1:]
-    assert current(events, None) == []
+def test_split_current_keeps_this_generation_and_while_suspended_only_what_was_started() -> None:
+    old, started, untaken, abandoned = (
+        Delivered(message(0, generation_id=1)),
+        Delivered(message(1, generation_id=2)),
+        Delivered(message(2, generation_id=2)),
+        Delivered(message(3, generation_id=2)),
+    )
+    started.message.tracked = True  # another agent took it
+    abandoned.message.acked = True
+    events = [old, started, untaken, abandoned]
+    assert split_current(events, 2, flowing=True) == ([started, untaken], [old, abandoned])
+    assert split_current(events, 2, flowing=False) == ([started], [old, untaken, abandoned])
 
 
 def test_track_tracks_each_message_of_an_acking_topic_once() -> None:
@@ -256,7 +265,9 @@ def test_track_tracks_each_message_of_an_acking_topic_once() -> None:
     other = Delivered(ConsumerMessage(
         "other", 0, 0, 0.0, 0, [], b"k", b"v", None, 1, 1, TP("other", 0),
     ))  # fmt: skip
-    track(consumer, {TOPIC}, [fed, other])
+    abandoned = Delivered(message(1))
+    abandon(consumer, [abandoned])
+    track(consumer, {TOPIC}, [fed, other, abandoned])
     track(consumer, {TOPIC}, [fed])
     assert consumer._unacked_messages == {fed.message}
     assert fed.message.tracked
@@ -363,3 +374,61 @@ def test_resume_never_fetches_a_revoked_or_recovering_partition() -> None:
     pause_fetch(consumer, TP_B)
     resume_fetch(consumer, TP_B)
     assert consumer._active_partitions == {TP_B}
+
+
+async def test_a_message_another_agent_took_is_finished_while_the_flow_is_suspended() -> None:
+    """The scorer takes a message, then the shutdown suspends the flow before the drift agent
+    takes it: the drift agent still handles it, so its ack is the final one (the offset
+    commits, the restart does not score it again). Abandoned, it would be read again and the
+    scorer's predictions published twice; merely skipped, SIGTERM hung in ``wait_empty``."""
+    consumer = Consumer()
+    scorer, drift = Batcher(), Batcher()
+    await deliver(consumer, WholeFetch([message(0)], [(scorer, False), (drift, False)]))
+    scored, _ = split_current(await scorer.take(), 1, flowing=True)
+    track(consumer, {TOPIC}, scored)
+    stream = SimpleNamespace(app=consumer.app)
+    await ack_all(stream, scored)
+    assert consumer._unacked_messages == {scored[0].message}  # what wait_empty waits for
+    drifted, stale = split_current(await drift.take(), 1, flowing=False)
+    assert stale == []
+    await ack_all(stream, drifted)
+    assert consumer.final_acks == [0]
+
+
+async def test_a_message_nobody_took_before_the_suspension_is_abandoned_by_every_agent() -> None:
+    """Neither reader took it before the flow stopped: both abandon it, whichever first; no
+    final ack (it is read again) and nothing left for the shutdown to wait for."""
+    consumer = Consumer()
+    scorer, drift = Batcher(), Batcher()
+    await deliver(consumer, WholeFetch([message(0)], [(scorer, False), (drift, False)]))
+    for batcher in (drift, scorer):
+        kept, stale = split_current(await batcher.take(), 1, flowing=False)
+        assert kept == []
+        abandon(consumer, stale)
+        track(consumer, {TOPIC}, kept)
+    assert consumer.final_acks == []
+    assert consumer._unacked_messages == set()
+
+
+async def test_a_message_abandoned_at_an_agents_stop_is_not_awaited() -> None:
+    """The scorer took and acked it; the drift agent stops with it still buffered: abandoned,
+    so the shutdown does not wait for it, and it is not committed (read again)."""
+    consumer = Consumer()
+    scorer, drift = Batcher(), Batcher()
+    await deliver(consumer, WholeFetch([message(0)], [(scorer, False), (drift, False)]))
+    scored, _ = split_current(await scorer.take(), 1, flowing=True)
+    track(consumer, {TOPIC}, scored)
+    await ack_all(SimpleNamespace(app=consumer.app), scored)
+    abandon(consumer, drift.clear())
+    assert consumer.final_acks == []
+    assert consumer._unacked_messages == set()
+
+
+async def test_clear_empties_the_batcher_and_leaves_it_usable() -> None:
+    batcher = Batcher(max_size=2)
+    batcher.put_many(TP_A, [1, 2, 3])
+    assert batcher.clear() == [1, 2, 3]
+    assert len(batcher) == 0
+    assert not batcher.ready.is_set()
+    await batcher.put(4)
+    assert await batcher.take() == [4]
