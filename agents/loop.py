@@ -91,6 +91,14 @@ class FetchSinks:
     def unregister(self, channel: Any) -> None:
         self._sinks.pop(channel, None)
 
+    def buffered(self) -> set[tuple[Any, int]]:
+        """(partition, offset) of every message waiting in a registered batcher."""
+        return {
+            (event.message.tp, event.message.offset)
+            for batcher in set(self._sinks.values())
+            for event in batcher.buffered()
+        }
+
     def sinks_for(self, channels: Any) -> list[Batcher] | None:
         """The batchers of every channel, or None unless each has one (Faust's own path)."""
         if not channels:
@@ -209,6 +217,10 @@ class Batcher:
         self._extend(events, more_queued)
         if events and self.pressure is not None:
             self.pressure.put(tp, len(self._events))
+
+    def buffered(self) -> list[Any]:
+        """What waits to be taken, in order (a copy)."""
+        return list(self._events)
 
     def clear(self) -> list[Any]:
         """Everything buffered, taken out at once (an agent that stops abandons it)."""

@@ -14,7 +14,8 @@ from aiokafka import TopicPartition
 from intervaltree import IntervalTree
 from structlog.testing import capture_logs
 
-from streams.worker import faust_fixes
+from agents.loop import Batcher, Delivered, FetchSinks
+from streams.worker import faust_fixes, watchdog
 from streams.worker.watchdog import STALL_AFTER_S, Watchdog, stalled
 
 TP = ("t.match-features", 0)
@@ -71,6 +72,16 @@ def test_a_partition_is_stalled_only_when_data_waits_and_the_commit_does_not_mov
     assert stalled({"a": (40, 105)}, seen, now=30.0, after=10.0) == []
     assert stalled({"a": (None, 3)}, seen, now=30.0, after=10.0) == []
     assert stalled({"a": (None, 3)}, seen, now=40.0, after=10.0) == [("a", 0)]
+
+
+def test_a_partition_whose_next_message_an_agent_holds_is_behind_not_stalled() -> None:
+    """The message at the committed offset waits in a buffer (a backlog): the timer restarts
+    at every check that sees it held, and runs again once nobody holds it (a hole)."""
+    seen: dict[Any, Any] = {}
+    assert stalled({"a": (29, 105)}, seen, now=0.0, after=10.0, held={("a", 29)}) == []
+    assert stalled({"a": (29, 105)}, seen, now=12.0, after=10.0, held={("a", 29)}) == []
+    assert stalled({"a": (29, 105)}, seen, now=20.0, after=10.0, held={("a", 30)}) == []
+    assert stalled({"a": (29, 105)}, seen, now=22.0, after=10.0, held={("a", 30)}) == [("a", 29)]
 
 
 STREAM_TPS = {("t.match-features", 0), ("t.match-results", 0)}
@@ -254,6 +265,7 @@ class SeekingConsumer:
         self._tp, self._highwater = tp, highwater
         self.sought: list[dict[Any, int]] = []
         self.fail: BaseException | None = None
+        self._unacked_messages: set[Any] = set()
 
     def assignment(self) -> set[Any]:
         return {self._tp}
@@ -285,6 +297,48 @@ async def test_the_watchdog_rereads_a_stalled_partition_in_the_consumer_thread()
     await dog.check()
     assert consumer.sought == [{tp: 2636}]
     assert counters["partition_rereads:t.predictions"] == 1
+
+
+class Held:
+    """A fetched message, as the watchdog reads it (hashable, as Faust's are)."""
+
+    def __init__(self, tp: Any, offset: int) -> None:
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
+async def test_the_watchdog_leaves_a_partition_whose_next_message_is_buffered_or_in_hand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message at the committed offset is in an agent's whole-fetch buffer, then taken and
+    not yet acked: no re-read; once acked with the commit still there, the alarm comes."""
+    tp = TopicPartition("t.predictions", 1)
+    consumer = SeekingConsumer(tp, committed=2636, highwater=2900)
+    blocker = Held(tp, 2636)
+    batcher = Batcher()
+    batcher.put_many(tp, [Delivered(blocker)])
+    sinks = FetchSinks()
+    sinks.register(object(), batcher)
+    monkeypatch.setattr(watchdog, "FETCH_SINKS", sinks)
+    clock = [0.0]
+    dog = Watchdog(
+        SimpleNamespace(consumer=consumer, rebalancing=False),
+        {"t.predictions"},
+        defaultdict(int),
+        clock=lambda: clock[0],
+    )
+    await dog.check()
+    clock[0] = STALL_AFTER_S + 1
+    await dog.check()  # buffered
+    assert consumer.sought == []
+    batcher.clear()
+    consumer._unacked_messages.add(blocker)  # taken: being handled
+    clock[0] = 2 * STALL_AFTER_S + 2
+    await dog.check()
+    assert consumer.sought == []
+    blocker.acked = True  # acked, and still the commit does not move: a hole after all
+    clock[0] = 3 * STALL_AFTER_S + 3
+    await dog.check()
+    assert consumer.sought == [{tp: 2636}]
 
 
 async def test_a_failed_reread_is_logged_and_tried_again() -> None:
