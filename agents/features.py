@@ -17,6 +17,13 @@ reconciler already take the same features twice as one).
 Between batches the worker keeps each book it stored, decoded (:class:`KeptBooks`): decoding a
 league's book is ~2 ms, and the kept book keeps its played states
 (:class:`agents.features_rules.PlayedState`).
+
+A backfill (``tipstream replay --backfill``, docs/BACKFILL.md) adds ticks: the router forwards
+each input partition's latest tick to every ``league-inputs`` partition; the features agent
+raises its partition's marks (:class:`agents.features_rules.BackfillMarks`, stored in the same
+table under the partition's own key, before the ack) with the backfill's facts and ticks,
+releases the held fixtures the marks have passed, in any league of the partition, and forwards
+its mark to every ``match-features`` partition.
 """
 
 from __future__ import annotations
@@ -230,12 +237,13 @@ async def features_batch(
             marks.observe(event.message.partition, item.backfill, item.source, item.event_time)
     ticked = latest_ticks(runtime, AGENT, ticks)
     for _, partition, tick in ticked:
-        if tick.source is None or not marks.observe(
-            partition, tick.backfill, tick.source, tick.event_time, tick=True
+        # A tick without a source did not come through the router: refused as unknown.
+        if not marks.observe(
+            partition, tick.backfill, tick.source or "", tick.event_time, tick=True
         ):
             continue
         # A tick can release the fixtures of any league of its partition.
-        for key in [k for k in books if is_book_key(k) and runtime.partition_for(k) == partition]:
+        for key in _book_keys(runtime, books, partition):
             league = key.decode()
             if league not in loaded:
                 loaded[league] = kept.take(league, books.get(key))
@@ -309,6 +317,11 @@ def _marks_key(runtime: AgentRuntime, partition: int) -> bytes:
     if key is None:
         key = _MARKS_KEYS[where] = marks_key(partition, runtime.partition_for)
     return key
+
+
+def _book_keys(runtime: AgentRuntime, books: Any, partition: int) -> list[bytes]:
+    """The table keys of the league books of ``partition`` (a handful: one per league)."""
+    return [k for k in books if is_book_key(k) and runtime.partition_for(k) == partition]
 
 
 def _release(

@@ -209,3 +209,21 @@ def test_backfill_refuses_the_options_it_contradicts() -> None:
     problem = backfill_problem(clash)
     assert problem is not None
     assert problem.endswith("drop --sync, --rate")
+
+
+async def test_a_tick_the_router_did_not_name_is_refused_not_dead_lettered() -> None:
+    """On league-inputs, a tick without a source (not forwarded by the router) or with one the
+    router does not have raises no mark: counted as refused, nothing published or stored."""
+    rt, table = _runtime(), MemoryTable()
+    await _feed(
+        rt,
+        table,
+        [
+            Tick(event_time=NOW, backfill=BACKFILL),
+            Tick(event_time=NOW, backfill=BACKFILL, source="fixtures:9"),
+        ],
+    )
+    assert rt.counters[f"ticks_refused:{features_agent.AGENT}"] == 2
+    assert rt.ticks == []
+    assert rt.dead_letters == []
+    assert dict(table) == {}
