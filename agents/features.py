@@ -36,6 +36,7 @@ import faust
 import msgspec
 import structlog
 
+from agents import probes
 from agents.dead_letters import dead_letter
 from agents.features_rules import (
     BackfillMarks,
@@ -254,6 +255,8 @@ async def features_batch(
     outputs.extend((topics.features, issued.match_id, issued) for issued in released)
     changed.update(issued.league for issued in released)
     await runtime.publish_all(outputs)
+    if released:
+        probes.reach("features.released")  # published, the books and marks not yet stored
     await runtime.publish_ticks(topics.features, _forwarded(ticked, marks))
     await runtime.publish_dead_letters(letters)
     for league, book in loaded.items():
