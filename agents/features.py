@@ -160,17 +160,16 @@ async def route_batch(
         assert isinstance(record, Fixture | MatchResult)
         headers = getattr(event.message, "headers", None)
         at = event_time(headers, now=now)
+        if isinstance(at, ValidationIssue):
+            refused.append(dead_letter(event.message, at, ROUTER))
+            continue
         backfill = backfill_of(headers)
-        for issue in (at, backfill):
-            if isinstance(issue, ValidationIssue):
-                refused.append(dead_letter(event.message, issue, ROUTER))
-                break
-        else:
-            assert isinstance(at, datetime)
-            assert not isinstance(backfill, ValidationIssue)
-            source = source_of(isinstance(record, Fixture), event.message.partition)
-            routed = league_input(record, at, source, backfill=backfill)
-            outputs.append((topics.league_inputs, record.league, routed))
+        if isinstance(backfill, ValidationIssue):
+            refused.append(dead_letter(event.message, backfill, ROUTER))
+            continue
+        source = source_of(isinstance(record, Fixture), event.message.partition)
+        routed = league_input(record, at, source, backfill=backfill)
+        outputs.append((topics.league_inputs, record.league, routed))
     await runtime.publish_all(outputs)
     # After the facts they follow: a tick says nothing before it is still to come.
     forwarded = [

@@ -489,11 +489,6 @@ def release_held(book: LeagueBook, backfill: str, through: datetime) -> tuple[Ma
     return tuple(out)
 
 
-def holds(book: LeagueBook, backfill: str) -> bool:
-    """Whether the book holds a fixture of ``backfill``."""
-    return any(e.held_at is not None and e.backfill == backfill for e in book.open.values())
-
-
 def _earliest_held(book: LeagueBook) -> datetime | None:
     """The earliest kickoff of a held fixture (settling never passes it), or None."""
     kickoffs = [

@@ -227,3 +227,16 @@ async def test_a_tick_the_router_did_not_name_is_refused_not_dead_lettered() -> 
     assert rt.ticks == []
     assert rt.dead_letters == []
     assert dict(table) == {}
+
+
+async def test_the_router_dead_letters_a_fact_with_a_malformed_backfill_header() -> None:
+    """A fact whose replay id is not an identifier is refused by the router with the header
+    named (as a malformed event time is), not routed."""
+    rt = _runtime()
+    headers = ((BACKFILL_HEADER, b"not an id"),)
+    events = rt.events((rt.topics.fixtures, fixture_of(_rows()[0])), headers=headers)
+    await features_agent.route_batch(rt, events, now=NOW)
+    assert rt.on(rt.topics.league_inputs) == []
+    (letter,) = rt.dead_letters
+    assert letter.error.field == f"header {BACKFILL_HEADER}"
+    assert letter.agent == features_agent.ROUTER
