@@ -38,6 +38,7 @@ from agents.drift_rules import DETECTOR, ROLLUP, DriftConfig, DriftDecision, Dri
 from agents.drift_store import Observation
 from agents.loop import run_batches
 from agents.runtime import AgentRuntime
+from agents.ticks import skip_ticks
 from models.features import FEATURE_NAMES
 from schemas.events import Alert, DeadLetter, MatchFeatures, ValidationIssue
 
@@ -126,7 +127,7 @@ async def route_batch(runtime: AgentRuntime, events: Sequence[Any]) -> None:
     Invalid ones are the scorer's to dead-letter (the owner of the features topic's letters)."""
     letters: list[DeadLetter] = []
     outputs = []
-    for event in events:
+    for event in skip_ticks(runtime, ROUTER, events):  # a backfill's ticks: not features
         record = runtime.decode(event.message, MatchFeatures, ROUTER)
         if isinstance(record, DeadLetter):
             letters.append(record)

@@ -47,6 +47,15 @@ latest final whistle, which bounds the book (and the table record). What that me
   find every source but the first to deliver idle; once an idle source delivers again it
   counts again (a fact of it now behind the kept history is refused as late, as any).
 
+**A backfill's fixtures are held** (``tipstream replay --backfill``, docs/BACKFILL.md): a
+fixture whose input carries a backfill id is recorded but not issued; :class:`BackfillMarks`
+follows, per ``league-inputs`` partition and backfill, how far in event time every router
+source (each partition of ``fixtures`` and ``match-results``) has delivered, from the
+backfill's facts and ticks; once that mark is past the fixture's kickoff, no result it must
+learn is still to come, and :func:`release_held` issues it once, as of its kickoff. It is never
+re-issued, so a backfill costs one issue per match instead of one per earlier result (the
+unsynced replay's 14,739 issues for 380 matches). Settling never passes a held kickoff.
+
 **Fresh features for fixtures published early.** Every issue of a fixture's features carries
 its event time (``issued_at``: the fact's event time, see :class:`schemas.events.LeagueInput`)
 and a ``revision`` (0, 1, ... per match). A result whose final whistle is at or before the
@@ -59,13 +68,15 @@ features.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
 import msgspec
 
+from agents.backfill_rules import Watermarks
+from agents.tick_rules import Headers, header
 from models.features import RESULT_DELAY, LeagueState, ResultKey, TeamState, result_key
 from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult, ValidationIssue
 
@@ -101,6 +112,10 @@ class OpenMatch(msgspec.Struct, kw_only=True):
     issued_at: datetime | None = None
     # Warm-up history (see :class:`schemas.events.LeagueInput`): learned, never issued.
     warm_up: bool = False
+    # A backfill's fixture (its replay id): held until the backfill's marks pass its kickoff
+    # (``held_at``, the fixture's event time, set until then), issued once, never re-issued.
+    backfill: str | None = None
+    held_at: datetime | None = None
 
     def key(self) -> ResultKey:
         fact = self.fixture if self.fixture is not None else self.result
@@ -254,21 +269,22 @@ def _ignore(kind: str, note: str) -> Outcome:
 
 
 def league_input(
-    fact: Fixture | MatchResult, event_time: datetime, source: str | None = None
+    fact: Fixture | MatchResult,
+    event_time: datetime,
+    source: str | None = None,
+    *,
+    backfill: str | None = None,
 ) -> LeagueInput:
     """The league-keyed envelope of a fixture or a result (what the router publishes)."""
     if isinstance(fact, Fixture):
-        return LeagueInput(fixture=fact, event_time=event_time, source=source)
-    return LeagueInput(result=fact, event_time=event_time, source=source)
+        return LeagueInput(fixture=fact, event_time=event_time, source=source, backfill=backfill)
+    return LeagueInput(result=fact, event_time=event_time, source=source, backfill=backfill)
 
 
-def event_time(
-    headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None, *, now: datetime
-) -> datetime | ValidationIssue:
+def event_time(headers: Headers, *, now: datetime) -> datetime | ValidationIssue:
     """A fact's event time: its :data:`EVENT_TIME_HEADER`, else ``now``; or why the header is
     refused (not an ISO 8601 time with an offset, or ahead of the wall clock)."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    raw = next((value for name, value in pairs if name == EVENT_TIME_HEADER), None)
+    raw = header(headers, EVENT_TIME_HEADER)
     if raw is None:
         return now
     text = raw.decode("utf-8", "replace")
@@ -300,9 +316,77 @@ def apply_input(
     at = item.event_time or now
     _observe(book, item, at, now)
     if item.fixture is not None:
-        return add_fixture(book, item.fixture, at=at, warm_up=item.warm_up)
+        return add_fixture(book, item.fixture, at=at, warm_up=item.warm_up, backfill=item.backfill)
     assert item.result is not None
     return add_result(book, item.result, now=now, at=at, sources=sources, idle=idle)
+
+
+class BackfillMarks(msgspec.Struct, kw_only=True):
+    """How far each backfill has delivered everything on one ``league-inputs`` partition: per
+    backfill id, the latest event time each router source (a partition of ``fixtures`` or
+    ``match-results``) delivered there, by a fact or a tick; the mark is their minimum
+    (:class:`agents.backfill_rules.Watermarks`), unknown until every source has spoken.
+
+    Per partition, not per league: a tick reaches every partition, and one source's records on
+    one partition come in event-time order whatever league they are of. Per backfill: another
+    replay's marks (later, or of earlier history) say nothing of this one's. Stored in the
+    partition's own record of the ``league-books`` table (:func:`marks_key`), with the books,
+    before the ack: a restart must not need every source to speak again (a source whose last
+    tick was taken before it never would)."""
+
+    marks: dict[str, dict[str, datetime]] = {}
+
+    def observe(self, backfill: str, source: str, at: datetime, sources: frozenset[str]) -> bool:
+        """A fact or tick of ``source`` at ``at``: whether it raised the mark's inputs (False
+        for an older one, and for a source the router does not have, such as a tick from a
+        deployment with another partition count)."""
+        if source not in sources:
+            return False
+        seen = self.marks.setdefault(backfill, {})
+        held = seen.get(source)
+        if held is not None and at <= held:
+            return False
+        seen[source] = at
+        return True
+
+    def through(self, backfill: str, sources: frozenset[str]) -> datetime | None:
+        """The mark of ``backfill``: every source has delivered everything before it."""
+        marks = Watermarks(sources)
+        through = None
+        for source, at in self.marks.get(backfill, {}).items():
+            if source in sources:
+                through = marks.observe(source, at)
+        return through
+
+
+MARKS_PREFIX = "~backfill-marks:"
+"""Keys of the partitions' :class:`BackfillMarks` in the ``league-books`` table (``~`` is in
+no league id)."""
+_MARKS_DECODER = msgspec.json.Decoder(BackfillMarks)
+
+
+def marks_key(partition: int, partition_for: Callable[[bytes], int]) -> bytes:
+    """The table key of a partition's marks: the first ``~backfill-marks:<n>`` that the
+    partitioner routes to it (the changelog record then lives in the partition's own
+    changelog partition, restored to whoever owns its inputs)."""
+    for n in range(1_000_000):
+        key = f"{MARKS_PREFIX}{n}".encode()
+        if partition_for(key) == partition:
+            return key
+    raise ValueError(f"no marks key routes to partition {partition}")
+
+
+def is_book_key(key: bytes) -> bool:
+    """Whether a ``league-books`` key is a league's (not a partition's marks)."""
+    return not key.startswith(MARKS_PREFIX.encode())
+
+
+def encode_marks(marks: BackfillMarks) -> bytes:
+    return _ENCODER.encode(marks)
+
+
+def decode_marks(raw: bytes | None) -> BackfillMarks:
+    return BackfillMarks() if raw is None else _MARKS_DECODER.decode(raw)
 
 
 def router_sources(partitions: int) -> frozenset[str]:
@@ -316,11 +400,17 @@ def source_of(is_fixture: bool, partition: int) -> str:
 
 
 def add_fixture(
-    book: LeagueBook, fixture: Fixture, *, at: datetime, warm_up: bool = False
+    book: LeagueBook,
+    fixture: Fixture,
+    *,
+    at: datetime,
+    warm_up: bool = False,
+    backfill: str | None = None,
 ) -> Outcome:
     """Record a fixture and compute its features as of its kickoff, issued at event time
     ``at`` (see the module docstring for the fixture that comes too late); a warm-up fixture
-    is only recorded, to learn its match."""
+    is only recorded, to learn its match; a backfill's fixture is held (:func:`release_held`
+    issues it)."""
     entry = book.open.get(fixture.match_id)
     if entry is not None and entry.fixture == fixture:
         # Re-delivered (a replay run twice): its features were issued already. Checked first:
@@ -345,6 +435,12 @@ def add_fixture(
             fixture.kickoff.isoformat(),
             f"disagrees with the match's result (kickoff {entry.result.kickoff.isoformat()})",
         )
+    if entry is not None and entry.backfill is not None and entry.held_at is None:
+        return _ignore(
+            "backfill_final",
+            "a backfill fixture's features are issued once; this other fixture of the match "
+            "came after they were",
+        )
     if entry is None:
         entry = book.open[fixture.match_id] = OpenMatch()
     kind = "issued" if entry.fixture is None else "updated"
@@ -354,17 +450,62 @@ def add_fixture(
     if warm_up:
         entry.warm_up = True
         return Outcome(changed=True, kind="warm_up")
-    features = _issue(entry, features_as_of(book, fixture), at)
     # A result that came before its fixture is learned from now on: the fixtures after it
-    # change too.
-    reissued = reissue_affected(book, entry.key()[0], at) if entry.result is not None else ()
+    # change too (after this fixture's own features, which learn only results before it).
+    whole = entry.result is not None
+    if backfill is not None:
+        entry.backfill, entry.held_at = backfill, at
+        reissued = reissue_affected(book, entry.key()[0], at) if whole else ()
+        return Outcome(features=reissued, changed=True, kind="held")
+    features = _issue(entry, features_as_of(book, fixture), at)
+    reissued = reissue_affected(book, entry.key()[0], at) if whole else ()
     return Outcome(features=(features, *reissued), changed=True, kind=kind)
 
 
+def release_held(book: LeagueBook, backfill: str, through: datetime) -> tuple[MatchFeatures, ...]:
+    """Issue the held fixtures of ``backfill`` that kick off before ``through`` (its mark: every
+    source of the league's partition has delivered everything before it), in kickoff order,
+    each as of its kickoff, stamped with its own event time (so its predictions count as made
+    before kickoff) and the backfill's id. Each is issued once: it is no longer held, and
+    :func:`reissue_affected` never touches a backfill fixture.
+
+    Strictly before: a source at ``through`` may still deliver a result whose final whistle is
+    ``through``, which a fixture kicking off then must learn."""
+    due = sorted(
+        (entry.fixture.kickoff, entry.fixture.match_id, entry)
+        for entry in book.open.values()
+        if entry.fixture is not None
+        and entry.held_at is not None
+        and entry.backfill == backfill
+        and entry.fixture.kickoff < through
+    )
+    out = []
+    for kickoff, _, entry in due:
+        assert entry.fixture is not None
+        assert entry.held_at is not None
+        features = _played_through(book, kickoff).features_for(entry.fixture)
+        out.append(_issue(entry, features, entry.held_at))
+        entry.held_at = None
+    return tuple(out)
+
+
+def _earliest_held(book: LeagueBook) -> datetime | None:
+    """The earliest kickoff of a held fixture (settling never passes it), or None."""
+    kickoffs = [
+        entry.fixture.kickoff
+        for entry in book.open.values()
+        if entry.held_at is not None and entry.fixture is not None
+    ]
+    return min(kickoffs, default=None)
+
+
 def _issue(entry: OpenMatch, features: MatchFeatures, at: datetime) -> MatchFeatures:
-    """Stamp the next issue of an open match's features: its revision and event time."""
+    """Stamp the next issue of an open match's features: its revision, event time and
+    backfill."""
     issued_at = at if entry.issued_at is None or at > entry.issued_at else entry.issued_at
-    stamped = msgspec.structs.replace(features, issued_at=issued_at, revision=entry.issues)
+    stamped = msgspec.structs.replace(
+        features, issued_at=issued_at, revision=entry.issues, backfill=entry.backfill
+    )
     entry.issues += 1
     entry.issued_at = issued_at
     return stamped
@@ -432,7 +573,8 @@ def reissue_affected(
     """New features, issued at event time ``at``, for every open fixture a result with final
     whistle ``whistle`` changes: those kicking off at or after it.
 
-    Played matches and matches past kickoff too: the latest issue is what the reconciler
+    Never a backfill's fixture: it is issued once, by :func:`release_held`. Played matches
+    and matches past kickoff too: the latest issue is what the reconciler
     keeps as the match's features, so it must be exact (in a fast backfill the router reads a
     late partition's result after the matches it changes). Their new predictions count only
     if made before kickoff in event time, which decides the reconciler.
@@ -442,7 +584,10 @@ def reissue_affected(
     pending = sorted(
         (entry.fixture.kickoff, entry.fixture.match_id, entry)
         for entry in book.open.values()
-        if entry.fixture is not None and not entry.warm_up and entry.fixture.kickoff >= whistle
+        if entry.fixture is not None
+        and not entry.warm_up
+        and entry.backfill is None
+        and entry.fixture.kickoff >= whistle
     )
     if not pending:
         return ()
@@ -517,6 +662,11 @@ def settle(
     if book.clock is None or low is None:
         return
     horizon = min(book.clock, low) - HISTORY
+    held = _earliest_held(book)
+    if held is not None and held < horizon:
+        # A held fixture's features learn only results up to its kickoff: the checkpoint
+        # must not take a later one before it is issued.
+        horizon = held
     if book.settled_until is not None and horizon <= book.settled_until:
         return  # never back: a source that was idle may deliver again from behind
     due = sorted(

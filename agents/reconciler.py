@@ -40,6 +40,7 @@ from agents.reconciler_rules import (
 )
 from agents.reconciler_store import LogBatch
 from agents.runtime import AgentRuntime, Output
+from agents.ticks import skip_ticks
 from schemas.events import (
     DeadLetter,
     MatchFeatures,
@@ -128,6 +129,7 @@ async def reconcile_batch(
     """Apply a batch of events to the ledgers; persist, publish, then store the ledgers (and
     retire the reconciled ones out of the retention window)."""
     topics = runtime.topics
+    events = skip_ticks(runtime, AGENT, events)  # backfill ticks: nothing to reconcile
     if retention is None:
         retention = Retention(runtime.settings.ledger_retention_days)
     now = datetime.now(UTC)

@@ -76,6 +76,9 @@ class _Features(msgspec.Struct, array_like=True, frozen=True):
     values: list[float]
     issued_at: datetime | None
     revision: int
+    # Added within version 1, last and with a default: a value written before it (one field
+    # shorter) still decodes, as a live issue.
+    backfill: str | None = None
 
 
 class _Prediction(msgspec.Struct, array_like=True, frozen=True):
@@ -219,6 +222,7 @@ def _pack_features(features: MatchFeatures, shared: _Facts | None) -> _Features:
         values=list(features.features.values()),
         issued_at=features.issued_at,
         revision=features.revision,
+        backfill=features.backfill,
     )
 
 
@@ -242,6 +246,7 @@ def _unpack_features(packed: _Features, shared: _Facts | None) -> MatchFeatures:
         features=dict(zip(names, packed.values, strict=True)),
         issued_at=packed.issued_at,
         revision=packed.revision,
+        backfill=packed.backfill,
     )
 
 

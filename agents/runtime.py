@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from models.base import Model
 from models.serialization import Keyring
-from schemas.events import DeadLetter, Record
+from schemas.events import DeadLetter, Record, Tick
 
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -158,6 +158,12 @@ class AgentRuntime(Protocol):
         self, letters: list[DeadLetter], *, invalid: bool = True
     ) -> None:
         """Publish dead letters (those this agent owns, if ``invalid``) and wait for them."""
+        ...
+
+    async def publish_ticks(self, topic: str, ticks: Iterable[Tick]) -> None:
+        """Publish each tick to every partition of ``topic``, with the tick header
+        (``agents.tick_rules.TICK_HEADERS``), after everything published before it, and wait
+        until the broker has acknowledged them."""
         ...
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:

@@ -32,6 +32,7 @@ from agents.registry import RegisteredModel
 from agents.runtime import AgentRuntime
 from agents.scorer_rules import predict_many
 from agents.state_faults import FaultReporter
+from agents.ticks import skip_ticks
 from models.catalog import REFERENCE_MODEL_IDS
 from schemas.events import Alert, DeadLetter, MatchFeatures, Prediction
 
@@ -99,6 +100,7 @@ def register(app: faust.App, runtime: AgentRuntime, active: ActiveModels) -> Non
 async def score_batch(runtime: AgentRuntime, active: ActiveModels, events: Sequence[Any]) -> None:
     """Score every valid event of a batch; dead-letter the rest; wait for the broker."""
     await active.loaded.wait()
+    events = skip_ticks(runtime, AGENT, events)
     now = datetime.now(UTC)
     letters: list[DeadLetter] = []
     valid: list[MatchFeatures] = []

@@ -30,10 +30,11 @@ from typing import Any, TypeVar
 from agents.dead_letters import dead_letter_owners, decode_or_letter, owned
 from agents.loop import Handler, handle_batch
 from agents.runtime import AgentSettings, Output, TopicNames
+from agents.tick_rules import TICK_HEADERS
 from models.base import Model
 from models.serialization import Keyring
 from schemas.codec import encode
-from schemas.events import DeadLetter, Record
+from schemas.events import DeadLetter, Record, Tick
 
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -222,6 +223,8 @@ class InMemoryRuntime:
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     published: list[Output] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Ticks published (to every partition of their topic), in order.
+    ticks: list[tuple[str, Tick]] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
     observations: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     fits: list[RecordedFit] = field(default_factory=list)
@@ -250,6 +253,12 @@ class InMemoryRuntime:
         self.dead_letters.extend(letters)
         for letter in letters:
             self.counters[f"dead_letters:{letter.source_topic}"] += 1
+
+    async def publish_ticks(self, topic: str, ticks: Iterable[Tick]) -> None:
+        for tick in ticks:
+            encode(tick)
+            self.ticks.append((topic, tick))
+            self.counters[f"produced:{topic}"] += self.settings.partitions
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         for _ in range(RETRIES_AT_MOST):
@@ -283,16 +292,23 @@ class InMemoryRuntime:
         """The records published to ``topic``, in order."""
         return [record for t, _, record in self.published if t == topic]
 
-    def events(self, *items: tuple[str, Record | bytes | None]) -> list[Event]:
+    def events(
+        self,
+        *items: tuple[str, Record | bytes | None],
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> list[Event]:
         """Consumed events of (topic, record or raw bytes), keyed by match or model id where
-        the record has one, at consecutive offsets of partition 0."""
+        the record has one, at consecutive offsets of partition 0; a :class:`Tick` with the
+        tick header, every other one with ``headers``."""
         out = []
         for topic, item in items:
             raw = encode(item) if isinstance(item, Record) else item
             key = getattr(item, "match_id", None) or getattr(item, "model_id", None)
             offset = self._offsets[topic]
             self._offsets[topic] += 1
-            out.append(Event(Message(topic, 0, offset, key.encode() if key else None, raw)))
+            kept = TICK_HEADERS if isinstance(item, Tick) else headers
+            message = Message(topic, 0, offset, key.encode() if key else None, raw, kept)
+            out.append(Event(message))
         return out
 
     async def drive(self, agent: str, handle: Handler, events: Sequence[Any]) -> None:

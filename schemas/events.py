@@ -136,6 +136,11 @@ Goals = Annotated[int, msgspec.Meta(ge=0, le=99)]
 Version = Annotated[int, msgspec.Meta(ge=0, le=INT4_MAX)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 SchemaVersion = Annotated[int, msgspec.Meta(ge=1, le=1)]
+BACKFILL_ID_MAX = 64
+BackfillId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=BACKFILL_ID_MAX, pattern=IDENTIFIER_PATTERN)
+]
+SourceName = Annotated[str, msgspec.Meta(max_length=64)]
 # The key pattern is checked in ``__post_init__`` for keys outside FEATURE_BOUNDS only (the known
 # ones match it, tested): msgspec would call ``re.search`` for each of the 27 keys, ~30 us an event.
 FeatureKey = Annotated[
@@ -324,6 +329,9 @@ def _check_match(match: _MatchFacts) -> None:
 class Fixture(Record, frozen=True, kw_only=True):
     """A match announced before kickoff by a producer (topic: fixtures): only facts known
     before it starts. The service computes the match's features from it (the features agent).
+    A record of this topic with the Kafka header ``tipstream-record: tick`` (JSON
+    ``"record": "tick"``) is a :class:`Tick`, not a fixture: consumers other than tipstream's
+    own must skip it.
 
     Same rules as the shared fields of :class:`MatchFeatures`: the season is two consecutive
     years; home and away teams differ once case-folded, NFKC normalised and with whitespace
@@ -346,6 +354,8 @@ class Fixture(Record, frozen=True, kw_only=True):
 
 class MatchFeatures(Record, frozen=True, kw_only=True):
     """Pre-match features of one match, published before kickoff (topic: features).
+    A record of this topic with the Kafka header ``tipstream-record: tick`` (JSON
+    ``"record": "tick"``) is a :class:`Tick`, not features: consumers must skip it.
 
     The season is two consecutive years; home and away teams differ once case-folded, NFKC
     normalised and with whitespace collapsed; every feature is within its bounds.
@@ -368,6 +378,9 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
     # features leave both unset.
     issued_at: AwareDatetime | None = None
     revision: Version = 0
+    # The replay id of a backfill (``tipstream replay --backfill``): these features were held
+    # until every input had passed the kickoff and are issued once (docs/BACKFILL.md).
+    backfill: BackfillId | None = None
 
     def __post_init__(self) -> None:
         _check_match(self)
@@ -376,6 +389,9 @@ class MatchFeatures(Record, frozen=True, kw_only=True):
 
 class MatchResult(Record, frozen=True, kw_only=True):
     """Final score of one match, published after the final whistle (topic: results).
+    A record of this topic with the Kafka header ``tipstream-record: tick`` (JSON
+    ``"record": "tick"``) is a :class:`Tick`, not a result: consumers other than tipstream's
+    own must skip it.
 
     The outcome agrees with the score; half-time goals are given for both sides or neither, and
     neither exceeds its full-time goals.
@@ -586,10 +602,13 @@ class LeagueInput(Record, frozen=True, kw_only=True):
     event_time: AwareDatetime | None = None
     # The router's input partition the fact came from (``fixtures:3``): the features agent
     # settles a league only as far as its slowest source has come.
-    source: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    source: SourceName | None = None
     # A replay's history before its window (``tipstream replay --from``), written here by the
     # replay itself: it builds the league's state, and no features are issued for it.
     warm_up: bool = False
+    # The replay id of a backfill fact (its ``tipstream-backfill`` header): the features agent
+    # holds such a fixture until every source has passed its kickoff.
+    backfill: BackfillId | None = None
 
     def __post_init__(self) -> None:
         if (self.fixture is None) == (self.result is None):
@@ -607,6 +626,26 @@ class LeagueInput(Record, frozen=True, kw_only=True):
         fact = self.fixture if self.fixture is not None else self.result
         assert fact is not None
         return fact.match_id
+
+
+class Tick(Record, frozen=True, kw_only=True):
+    """A watermark of an as-of-correct backfill (``tipstream replay --backfill``), on
+    ``fixtures``, ``match-results``, ``league-inputs`` and ``match-features``: nothing with an
+    event time before ``event_time`` is still to come on this partition from ``source``.
+
+    Not a fact: every tick is sent with the Kafka header ``tipstream-record: tick`` to every
+    partition of its topic. tipstream's agents forward or skip ticks (counted, never
+    dead-lettered); any other consumer of these topics must skip records carrying that header
+    or ``"record": "tick"``.
+    """
+
+    record: Literal["tick"] = "tick"
+    event_time: AwareDatetime
+    # The replay id the tick belongs to.
+    backfill: BackfillId
+    # The partition the mark is about, set by the agent that forwards the tick (``fixtures:3``
+    # at the league router, ``league-inputs:1`` at the features agent); None from the replay.
+    source: SourceName | None = None
 
 
 AlertKind = Literal["decay", "drift", "recovery", "promotion", "fault", "estimate"]
@@ -675,6 +714,7 @@ EVENT_TYPES: dict[str, type[Record]] = {
     "evaluation": Evaluation,
     "model_feed_item": ModelFeedItem,
     "league_input": LeagueInput,
+    "tick": Tick,
     "model_snapshot": ModelSnapshot,
     "alert": Alert,
     "dead_letter": DeadLetter,

@@ -9,6 +9,12 @@ comes after its own fixture and a later fixture after the earlier results. Publi
 idempotent (same keys and bytes, deterministic ids downstream) and resumable: after every
 acknowledged chunk the position is checkpointed in PostgreSQL under a replay id derived from
 the exact events, and ``--resume`` continues after it.
+
+``--backfill`` (docs/BACKFILL.md) publishes at full speed with no waits, stamps every fact
+with the replay id (``tipstream-backfill``) and, after every acknowledged chunk, sends a tick
+(:class:`schemas.events.Tick`) with the chunk's last event time to every partition of
+``fixtures`` and ``match-results``: the features agent holds each fixture until every
+partition has passed its kickoff, so it is issued once, as of its kickoff, without any sync.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from tqdm import tqdm
 
 from agents import reconciler_store
 from agents.features_rules import EVENT_TIME_HEADER
+from agents.tick_rules import BACKFILL_HEADER, TICK_HEADERS
 from models.features import RESULT_DELAY, result_event
 from models.timeline import Filters, TimedEvent, fact_timeline
 from schemas.codec import InvalidEvent, decode, encode
-from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult
+from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult, Tick
 from schemas.football_csv import FootballRow, RowError, parse_file
 from streams.db import connect
 from streams.kafka import client_options
@@ -112,6 +119,29 @@ def window_problem(start: date | None, end: date | None) -> str | None:
     if start is not None and end is not None and start > end:
         return f"tipstream replay: --from {start} is after --to {end}"
     return None
+
+
+def backfill_problem(args: argparse.Namespace) -> str | None:
+    """The refusal of ``--backfill`` with an option it contradicts, or None: a backfill goes
+    at full speed without waiting for the workers, and only from CSV facts (``--from-db``
+    re-drives features, which the features agent never sees)."""
+    if not args.backfill:
+        return None
+    clashes = [
+        option
+        for option, given in (
+            ("--sync", args.sync),
+            ("--from-db", args.from_db),
+            ("--rate", args.rate is not None),
+            ("--speed", args.speed is not None),
+        )
+        if given
+    ]
+    if not clashes:
+        return None
+    return (
+        f"tipstream replay: --backfill goes at full speed from CSV facts; drop {', '.join(clashes)}"
+    )
 
 
 def refuse(message: str) -> None:
@@ -424,6 +454,8 @@ class Plan:
     payloads: Sequence[bytes]
     start: int
     checkpoint_every: int
+    backfill: bool = False
+    ticks: int = 0  # ticks sent (to every partition of both input topics), with --backfill
 
 
 async def publish(
@@ -447,6 +479,7 @@ async def publish(
     )
     pool = await connect(settings.database_url, max_size=1)
     await producer.start()
+    marker = [(BACKFILL_HEADER, plan.replay.encode())] if plan.backfill else []
     try:
         pending: list[tuple[bool, Any]] = []  # (a warm-up input?, its delivery)
         last = len(plan.events) - 1
@@ -461,12 +494,14 @@ async def publish(
                 _topic(topics, event),
                 plan.payloads[position],
                 key=_key(event).encode(),
-                headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode())],
+                headers=[(EVENT_TIME_HEADER, event.at.isoformat().encode()), *marker],
             )
             pending.append((event.kind == "warm_up", delivery))
             if len(pending) >= plan.checkpoint_every or position == last:
                 await _acknowledge(pending, counts, progress)
                 pending = []
+                if plan.backfill:
+                    plan.ticks += await _tick(producer, topics, plan.replay, event.at)
                 await _checkpoint(pool, plan.replay, position)
         if drain is not None:
             await drain.wait()  # --sync returns once the workers have processed everything
@@ -474,6 +509,22 @@ async def publish(
         progress.close()
         await producer.stop()
         await pool.close()
+
+
+async def _tick(producer: AIOKafkaProducer, topics: Topics, replay: str, at: datetime) -> int:
+    """Tell every partition of both input topics that nothing before ``at`` is still to come
+    (sent after the chunk was acknowledged, so after every fact it covers); how many ticks.
+
+    Per chunk, not per barrier: a first version ticked at every match day's barrier and was
+    17% slower end to end (1,836 barriers: 58,784 ticks for 10,010 facts)."""
+    payload = encode(Tick(event_time=at, backfill=replay))
+    deliveries = [
+        await producer.send(topic, payload, partition=partition, headers=list(TICK_HEADERS))
+        for topic in (topics.fixtures, topics.results)
+        for partition in sorted(await producer.partitions_for(topic))
+    ]
+    await asyncio.gather(*deliveries)
+    return len(deliveries)
 
 
 def _topic(topics: Topics, event: TimedEvent) -> str:
@@ -564,6 +615,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "have processed everything (results learned before the next predictions)",
     )
     parser.add_argument(
+        "--backfill",
+        action="store_true",
+        help="as-of-correct backfill at full speed: every fixture's features are held until "
+        "all input partitions have passed its kickoff, then issued once (no sync waits; "
+        "ticks after every chunk; docs/BACKFILL.md)",
+    )
+    parser.add_argument(
         "--sync-timeout",
         type=positive_number,
         default=300.0,
@@ -595,7 +653,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    problem = window_problem(args.start, args.end)
+    problem = window_problem(args.start, args.end) or backfill_problem(args)
     if problem is not None:
         refuse(problem)
     counts = ReplayCounts()
@@ -650,7 +708,7 @@ async def run(
     if drain is not None:
         await drain.start()
     bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
-    plan = Plan(replay, events, payloads, start, args.checkpoint_every)
+    plan = Plan(replay, events, payloads, start, args.checkpoint_every, backfill=args.backfill)
     try:
         await publish(
             settings,
@@ -668,5 +726,6 @@ async def run(
         replay_id=replay,
         published=counts.published,
         sync_waits=drain.waits if drain else 0,
+        ticks=plan.ticks,
     )
     return 0

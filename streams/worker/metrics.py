@@ -59,6 +59,16 @@ COUNTERS: dict[str, CounterSpec] = {
     "features": CounterSpec(
         "tipstream_feature_inputs", "outcome", "League inputs applied by the features agent."
     ),
+    "ticks": CounterSpec(
+        "tipstream_ticks",
+        "agent",
+        "Backfill ticks an agent took (forwarded or skipped; never dead-lettered).",
+    ),
+    "ticks_refused": CounterSpec(
+        "tipstream_ticks_refused",
+        "agent",
+        "Records with the tick header that are not valid ticks (dropped and logged).",
+    ),
     "learned": CounterSpec("tipstream_learn_steps", None, "Examples a model learned from."),
     "learn_skipped_duplicate": CounterSpec(
         "tipstream_learn_skipped_duplicates", None, "Evaluations already learned, skipped."

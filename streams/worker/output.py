@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -141,5 +141,24 @@ class OutputProducer:
                 batch = batches[(topic, partition)] = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
         for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def broadcast(
+        self, topic: str, values: Iterable[bytes], headers: Sequence[tuple[str, bytes]]
+    ) -> list[Any]:
+        """Queue every value, with ``headers`` and no key, to every partition of ``topic``
+        (a backfill's ticks); the delivery futures of the batches."""
+        producer = await self._ready()
+        values = list(values)
+        kept = list(headers)  # the record builder takes a list only
+        futures: list[Any] = []
+        for partition in sorted(await producer.partitions_for(topic)):
+            batch = producer.create_batch()
+            for value in values:
+                if batch.append(key=None, value=value, timestamp=None, headers=kept) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=None, value=value, timestamp=None, headers=kept)
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures

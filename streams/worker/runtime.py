@@ -18,9 +18,10 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.dead_letters import dead_letter_owners, decode_or_letter, original_key, owned
 from agents.runtime import Output
+from agents.tick_rules import TICK_HEADERS
 from models.base import Model
 from schemas.codec import encode
-from schemas.events import DeadLetter, Fixture, Prediction, Record
+from schemas.events import DeadLetter, Fixture, Prediction, Record, Tick
 from streams import mlflow_log
 from streams.kafka import client_options
 from streams.log import get_logger
@@ -166,6 +167,16 @@ class Runtime:
             await asyncio.gather(*futures)
         if champions:
             self.metrics.champion_acked(champions, time.time())
+
+    async def publish_ticks(self, topic: str, ticks: Iterable[Tick]) -> None:
+        """Publish each tick to every partition of ``topic`` and wait for the broker (after
+        the records published before it: one producer, in order per partition)."""
+        values = [encode(tick) for tick in ticks]
+        if not values:
+            return
+        futures = await self.producer.broadcast(topic, values, TICK_HEADERS)
+        self.counters[f"produced:{topic}"] += len(values) * self.settings.partitions
+        await asyncio.gather(*futures)
 
     def decode(self, message: Any, record_type: type[R], agent: str) -> R | DeadLetter:
         """Decode one consumed message, or return the dead letter that explains why not.

@@ -31,6 +31,7 @@ from schemas.events import (
     Odds,
     Prediction,
     Record,
+    Tick,
     ValidationIssue,
 )
 from tests.unit.examples import EVALUATION, KICKOFF, LATER, PREDICTION, RESULT
@@ -72,9 +73,18 @@ BACKFILL_SNAPSHOT = ModelSnapshot(
 )
 EXAMPLES: dict[str, list[Record]] = {
     "fixture": [FIXTURE, msgspec.structs.replace(FIXTURE, odds_close=None)],
-    "league_input": [LeagueInput(fixture=FIXTURE), LeagueInput(result=RESULT)],
+    "league_input": [
+        LeagueInput(fixture=FIXTURE),
+        LeagueInput(result=RESULT),
+        LeagueInput(fixture=FIXTURE, event_time=LATER, source="fixtures:1", backfill="ab12cd34"),
+    ],
+    "tick": [
+        Tick(event_time=LATER, backfill="ab12cd34"),
+        Tick(event_time=LATER, backfill="ab12cd34", source="league-inputs:3"),
+    ],
     "match_features": [
         FEATURES,
+        msgspec.structs.replace(FEATURES, backfill="ab12cd34"),
         # Optional parts absent, and a kickoff in another time zone (same instant on decode).
         MatchFeatures(
             match_id="SP1-2023-10-01-RMA-GIR",
