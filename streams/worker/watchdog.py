@@ -9,13 +9,15 @@ every restart re-reads it all); so does an agent that Faust restarted after an e
 
 The watchdog notices the symptom, not the cause: a partition with data beyond its committed
 offset whose committed offset has not moved for ``STALL_AFTER_S``, while no agent is waiting
-out an outage and no agent holds the message at that offset (the next one to commit: in an
-agent's whole-fetch buffer or being handled), is sought back to its committed offset. A false
-alarm only re-delivers events, which every agent handles idempotently; the hole is refilled on
-the next fetch. A partition whose next message waits in a buffer is behind, not holed: a
-worker working through a backlog held a partition's commit for 10 s and more, and each re-read
-put the backlog into the buffers once more (a ``make chaos`` replay-twice run went from ~70 s to
-not draining in 300 s, 12 re-reads).
+out an outage, is sought back to its committed offset, unless the message at that offset (the
+next one to commit) is still on its way: not yet delivered (the partition is held back for a
+full buffer, or the fetch loop is behind), held by an agent (in its whole-fetch buffer, or
+taken and not acked), or acked and waiting for a commit that is slow. Only a message the fetch
+loop delivered and nobody holds or acked is a hole. A false alarm only re-delivers events,
+which every agent handles idempotently; the hole is refilled on the next fetch. Why the
+message matters: a worker working through a backlog held a partition's commit for 10 s and
+more, and each re-read put the backlog into the buffers once more (a ``make chaos``
+replay-twice run went from ~70 s to not draining in 300 s, with 12 re-reads).
 """
 
 from __future__ import annotations
@@ -50,15 +52,15 @@ def stalled(
     seen: dict[Any, Since],
     now: float,
     after: float = STALL_AFTER_S,
-    held: Collection[tuple[Any, int]] = (),
+    on_its_way: Collection[Any] = (),
 ) -> list[tuple[Any, int]]:
     """Partitions to re-read, with the offset to re-read from.
 
     ``observed`` maps a partition to (committed offset, high watermark); ``seen`` is the
     watchdog's memory between calls, updated here. A partition is stalled when data lies
     beyond its committed offset and that offset has not changed for ``after`` seconds, while
-    the message at it was not among ``held`` (partition, offset) at any check: held, the
-    commit moves once its agents get to it.
+    the partition was not among ``on_its_way`` at any check (its next message to commit is
+    still being delivered, handled or committed: the commit moves once it gets there).
 
     >>> seen = {}
     >>> stalled({"p0": (29, 105)}, seen, now=0.0), stalled({"p0": (29, 105)}, seen, now=11.0)
@@ -71,7 +73,7 @@ def stalled(
             seen.pop(tp, None)
             continue
         since = seen.get(tp)
-        if since is None or since.committed != start or (tp, start) in held:
+        if since is None or since.committed != start or tp in on_its_way:
             seen[tp] = Since(start, now)
         elif now - since.at >= after:
             out.append((tp, start))
@@ -97,16 +99,28 @@ class Watchdog:
         self.busy = 0
         """Agents waiting out a transient failure: no progress is expected meanwhile."""
 
-    def held(self, consumer: Any) -> set[tuple[Any, int]]:
-        """(partition, offset) of every message an agent holds and has not acked: taken and
-        being handled (Faust tracks it), or waiting in an agent's whole-fetch buffer."""
+    def on_its_way(self, consumer: Any, observed: Mapping[Any, tuple[int | None, Any]]) -> set[Any]:
+        """The partitions whose next message to commit (at the committed offset) is not
+        delivered yet, is held by an agent (taken and not acked, which Faust tracks, or in a
+        whole-fetch buffer), or is acked and waits for the commit."""
         held = {
             (message.tp, message.offset)
             for message in list(consumer._unacked_messages)
             if not message.acked
         }
         held.update(FETCH_SINKS.buffered())
-        return held
+        pending = set()
+        for tp, (committed, _) in observed.items():
+            offset = committed or 0
+            delivered = consumer._read_offset.get(tp)
+            if (
+                delivered is None
+                or delivered < offset
+                or (tp, offset) in held
+                or offset in consumer._acked_index.get(tp, ())
+            ):
+                pending.add(tp)
+        return pending
 
     async def check(self) -> None:
         consumer = self.app.consumer
@@ -120,7 +134,8 @@ class Watchdog:
                 # the version is pinned); it is what its next commit would start from.
                 committed = consumer._committed_offset.get(tp)
                 observed[tp] = (committed, consumer.highwater(tp))
-        for tp, offset in stalled(observed, self.seen, self.clock(), held=self.held(consumer)):
+        on_its_way = self.on_its_way(consumer, observed)
+        for tp, offset in stalled(observed, self.seen, self.clock(), on_its_way=on_its_way):
             self.counters[f"partition_rereads:{tp.topic}"] += 1
             log.warning(
                 "partition stalled behind its committed offset: re-reading it",

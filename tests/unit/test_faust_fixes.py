@@ -74,14 +74,15 @@ def test_a_partition_is_stalled_only_when_data_waits_and_the_commit_does_not_mov
     assert stalled({"a": (None, 3)}, seen, now=40.0, after=10.0) == [("a", 0)]
 
 
-def test_a_partition_whose_next_message_an_agent_holds_is_behind_not_stalled() -> None:
-    """The message at the committed offset waits in a buffer (a backlog): the timer restarts
-    at every check that sees it held, and runs again once nobody holds it (a hole)."""
+def test_a_partition_whose_next_message_is_on_its_way_is_behind_not_stalled() -> None:
+    """The message at the committed offset is still being delivered, handled or committed (a
+    backlog, a slow commit): the timer restarts at every check that says so, and runs again
+    once it is not (a hole)."""
     seen: dict[Any, Any] = {}
-    assert stalled({"a": (29, 105)}, seen, now=0.0, after=10.0, held={("a", 29)}) == []
-    assert stalled({"a": (29, 105)}, seen, now=12.0, after=10.0, held={("a", 29)}) == []
-    assert stalled({"a": (29, 105)}, seen, now=20.0, after=10.0, held={("a", 30)}) == []
-    assert stalled({"a": (29, 105)}, seen, now=22.0, after=10.0, held={("a", 30)}) == [("a", 29)]
+    assert stalled({"a": (29, 105)}, seen, now=0.0, after=10.0, on_its_way={"a"}) == []
+    assert stalled({"a": (29, 105)}, seen, now=12.0, after=10.0, on_its_way={"a"}) == []
+    assert stalled({"a": (29, 105)}, seen, now=20.0, after=10.0, on_its_way={"b"}) == []
+    assert stalled({"a": (29, 105)}, seen, now=22.0, after=10.0, on_its_way={"b"}) == [("a", 29)]
 
 
 STREAM_TPS = {("t.match-features", 0), ("t.match-results", 0)}
@@ -266,6 +267,8 @@ class SeekingConsumer:
         self.sought: list[dict[Any, int]] = []
         self.fail: BaseException | None = None
         self._unacked_messages: set[Any] = set()
+        self._read_offset: dict[Any, int | None] = {tp: highwater - 1}  # all delivered
+        self._acked_index: dict[Any, set[int]] = {}
 
     def assignment(self) -> set[Any]:
         return {self._tp}
@@ -306,16 +309,17 @@ class Held:
         self.tp, self.offset, self.acked = tp, offset, False
 
 
-async def test_the_watchdog_leaves_a_partition_whose_next_message_is_buffered_or_in_hand(
+async def test_the_watchdog_leaves_a_partition_whose_next_message_is_on_its_way(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The message at the committed offset is in an agent's whole-fetch buffer, then taken and
-    not yet acked: no re-read; once acked with the commit still there, the alarm comes."""
+    """The message at the committed offset is not delivered yet (the partition held back for a
+    full buffer), then in an agent's whole-fetch buffer, then taken and not acked, then acked
+    with the commit to come: no re-read. Delivered and dropped by everyone: a hole, re-read."""
     tp = TopicPartition("t.predictions", 1)
     consumer = SeekingConsumer(tp, committed=2636, highwater=2900)
+    consumer._read_offset[tp] = 2635
     blocker = Held(tp, 2636)
     batcher = Batcher()
-    batcher.put_many(tp, [Delivered(blocker)])
     sinks = FetchSinks()
     sinks.register(object(), batcher)
     monkeypatch.setattr(watchdog, "FETCH_SINKS", sinks)
@@ -326,18 +330,25 @@ async def test_the_watchdog_leaves_a_partition_whose_next_message_is_buffered_or
         defaultdict(int),
         clock=lambda: clock[0],
     )
+
+    async def check_later() -> None:
+        clock[0] += STALL_AFTER_S + 1
+        await dog.check()
+
     await dog.check()
-    clock[0] = STALL_AFTER_S + 1
-    await dog.check()  # buffered
-    assert consumer.sought == []
+    await check_later()  # not delivered
+    consumer._read_offset[tp] = 2899
+    batcher.put_many(tp, [Delivered(blocker)])
+    await check_later()  # buffered
     batcher.clear()
-    consumer._unacked_messages.add(blocker)  # taken: being handled
-    clock[0] = 2 * STALL_AFTER_S + 2
-    await dog.check()
+    consumer._unacked_messages.add(blocker)
+    await check_later()  # taken, being handled
+    blocker.acked = True
+    consumer._acked_index[tp] = {2636}
+    await check_later()  # acked, the commit is slow
     assert consumer.sought == []
-    blocker.acked = True  # acked, and still the commit does not move: a hole after all
-    clock[0] = 3 * STALL_AFTER_S + 3
-    await dog.check()
+    consumer._acked_index[tp] = set()  # it was abandoned: delivered, and nobody has it
+    await check_later()
     assert consumer.sought == [{tp: 2636}]
 
 
