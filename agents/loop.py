@@ -321,6 +321,7 @@ async def _fetched_batches(stream: Any, batcher: Batcher) -> AsyncIterator[list[
             abandon(consumer, stale)
             if events:
                 track(consumer, app.topics.acking_topics, events)
+                mark_inbound(app.monitor, events)
                 yield events
     finally:
         FETCH_SINKS.unregister(channel)
@@ -400,6 +401,16 @@ def track(consumer: Any, acking_topics: Any, events: Sequence[Any]) -> None:
         if not message.tracked and not message.acked and message.topic in acking_topics:
             message.tracked = True
             unacked.add(message)
+
+
+def mark_inbound(monitor: Any, events: Sequence[Any]) -> None:
+    """Tell Faust's monitor that each partition of a batch is being processed, as its stream
+    does per event (``on_stream_event_in``): its consumer thread otherwise logs "Stream has
+    not started processing" for every partition whose fetch is behind its high watermark."""
+    inbound = monitor.stream_inbound_time
+    now = time.monotonic()
+    for tp in {event.message.tp for event in events}:
+        inbound[tp] = now
 
 
 async def ack_all(stream: Any, events: Sequence[Any]) -> None:

@@ -23,6 +23,7 @@ from agents.loop import (
     Pressure,
     abandon,
     ack_all,
+    mark_inbound,
     pause_fetch,
     resume_fetch,
     split_current,
@@ -432,3 +433,15 @@ async def test_clear_empties_the_batcher_and_leaves_it_usable() -> None:
     assert not batcher.ready.is_set()
     await batcher.put(4)
     assert await batcher.take() == [4]
+
+
+def test_mark_inbound_tells_faust_every_partition_of_a_batch_is_processed() -> None:
+    """Faust's consumer thread looks a partition's inbound time up by its ``TP``; a fetched
+    message carries aiokafka's ``TopicPartition``, equal to it as a tuple."""
+    monitor = SimpleNamespace(stream_inbound_time={})
+    events = [Delivered(message(0, partition=0)), Delivered(message(5, partition=1))]
+    for event in events:
+        event.message.tp = TopicPartition(TOPIC, event.message.partition)
+    mark_inbound(monitor, events)
+    assert set(monitor.stream_inbound_time) == {TP_A, TP_B}
+    assert all(isinstance(t, float) for t in monitor.stream_inbound_time.values())
