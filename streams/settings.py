@@ -156,9 +156,9 @@ class Settings:
     # Event loop of a worker: uvloop (faster I/O) or asyncio (the standard library's).
     event_loop: str = "uvloop"
     # Whole-fetch delivery (streams/worker/whole_fetch.py): the worker hands each partition's
-    # fetched messages to the agents as one list instead of one event at a time; off (until
-    # make chaos passes it every time) is Faust's per-message path.
-    whole_fetch: bool = False
+    # fetched messages to the agents as one list instead of one event at a time; off is
+    # Faust's own per-message path (an escape hatch: the copies replace two Faust methods).
+    whole_fetch: bool = True
     # Where the worker keeps its tables (``ledgers``, ``league-books``): "memory" (rebuilt from
     # the changelogs at each start) or "rocksdb" (on disk under table_dir, in a directory of
     # its own per app id and web port; a restart reads only the changelogs' tail).

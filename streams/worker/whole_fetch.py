@@ -327,8 +327,8 @@ PATCHES: tuple[Patch, ...] = (
 
 def install(enabled: bool = True) -> None:
     """Check the pinned Faust, replace ``Consumer.getmany`` and ``_drain_messages``, and let
-    agents register their batchers. Off (``enabled=False``, the default setting) nothing is
-    replaced: the worker runs Faust's own delivery, untouched. Idempotent."""
+    agents register their batchers. Off (``enabled=False``, ``TIPSTREAM_WHOLE_FETCH=0``)
+    nothing is replaced: the worker runs Faust's own delivery, untouched. Idempotent."""
     if enabled:
         faust_pin.install(PATCHES)
     FETCH_SINKS.enabled = enabled
