@@ -20,7 +20,7 @@ fixture. Three pure pieces, no I/O:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,6 +31,27 @@ from schemas.events import check_coverage
 def known_at(final_whistle: datetime, kickoff: datetime) -> bool:
     """Whether a result is known at a kickoff: its final whistle is at or before it."""
     return final_whistle <= kickoff
+
+
+MARKS_PREFIX = "~backfill-marks:"
+"""Keys of a partition's backfill marks in an agent's table (the features agent's
+``league-books``, the reconciler's ``ledgers``): ``~`` is in no league or match id."""
+
+
+def marks_key(partition: int, partition_for: Callable[[bytes], int]) -> bytes:
+    """The table key of a partition's marks: the first ``~backfill-marks:<n>`` that the
+    partitioner routes to it (the changelog record then lives in the partition's own
+    changelog partition, restored to whoever owns its inputs)."""
+    for n in range(1_000_000):
+        key = f"{MARKS_PREFIX}{n}".encode()
+        if partition_for(key) == partition:
+            return key
+    raise ValueError(f"no marks key routes to partition {partition}")
+
+
+def is_marks_key(key: bytes) -> bool:
+    """Whether a table key is a partition's marks (not a league's book or a match's ledger)."""
+    return key.startswith(MARKS_PREFIX.encode())
 
 
 class Watermarks:

@@ -37,6 +37,7 @@ import msgspec
 import structlog
 
 from agents import probes
+from agents.backfill_rules import marks_key
 from agents.dead_letters import dead_letter
 from agents.features_rules import (
     BackfillMarks,
@@ -50,7 +51,6 @@ from agents.features_rules import (
     event_time,
     is_book_key,
     league_input,
-    marks_key,
     release_held,
     router_sources,
     source_of,

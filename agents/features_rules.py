@@ -68,14 +68,14 @@ features.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
 import msgspec
 
-from agents.backfill_rules import Watermarks
+from agents.backfill_rules import Watermarks, is_marks_key
 from agents.tick_rules import Headers, header
 from models.features import RESULT_DELAY, LeagueState, ResultKey, TeamState, result_key
 from schemas.events import Fixture, LeagueInput, MatchFeatures, MatchResult, ValidationIssue
@@ -330,9 +330,10 @@ class BackfillMarks(msgspec.Struct, kw_only=True):
     Per partition, not per league: a tick reaches every partition, and one source's records on
     one partition come in event-time order whatever league they are of. Per backfill: another
     replay's marks (later, or of earlier history) say nothing of this one's. Stored in the
-    partition's own record of the ``league-books`` table (:func:`marks_key`), with the books,
-    before the ack: a restart must not need every source to speak again (a source whose last
-    tick was taken before it never would)."""
+    partition's own record of the ``league-books`` table
+    (:func:`agents.backfill_rules.marks_key`), with the books, before the ack: a restart must
+    not need every source to speak again (a source whose last tick was taken before it never
+    would)."""
 
     marks: dict[str, dict[str, datetime]] = {}
 
@@ -359,26 +360,12 @@ class BackfillMarks(msgspec.Struct, kw_only=True):
         return through
 
 
-MARKS_PREFIX = "~backfill-marks:"
-"""Keys of the partitions' :class:`BackfillMarks` in the ``league-books`` table (``~`` is in
-no league id)."""
 _MARKS_DECODER = msgspec.json.Decoder(BackfillMarks)
-
-
-def marks_key(partition: int, partition_for: Callable[[bytes], int]) -> bytes:
-    """The table key of a partition's marks: the first ``~backfill-marks:<n>`` that the
-    partitioner routes to it (the changelog record then lives in the partition's own
-    changelog partition, restored to whoever owns its inputs)."""
-    for n in range(1_000_000):
-        key = f"{MARKS_PREFIX}{n}".encode()
-        if partition_for(key) == partition:
-            return key
-    raise ValueError(f"no marks key routes to partition {partition}")
 
 
 def is_book_key(key: bytes) -> bool:
     """Whether a ``league-books`` key is a league's (not a partition's marks)."""
-    return not key.startswith(MARKS_PREFIX.encode())
+    return not is_marks_key(key)
 
 
 def encode_marks(marks: BackfillMarks) -> bytes:

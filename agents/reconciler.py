@@ -5,22 +5,38 @@ co-partitioned by match id, so a match's ledger lives in the partition that owns
 each value in the compact encoding of :mod:`agents.reconciler_codec` (earlier releases' JSON
 values still read).
 Effects per batch, in this order: the evaluation log in PostgreSQL (one transaction of
-upserts), the evaluations and model-feed topics (awaited), the ledgers the batch changed to the
-table, then the offsets. A crash anywhere replays the batch, and deterministic ids make the
-replay change nothing.
+upserts), the evaluations, model-feed and learn-feed topics (awaited), the learn feed's ticks,
+the ledgers the batch changed and the backfill marks to the table, then the offsets. A crash
+anywhere replays the batch, and deterministic ids make the replay change nothing.
+
+In a backfill (features issued by ``tipstream replay --backfill``) the reconciler also sends
+each result to every model on the learn feed as soon as the match's features and result are
+both in its ledger, and forwards how far it has sent them (:mod:`agents.learn_feed_rules`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import structlog
 
-from agents import reconciler_store
+from agents import reconciler_store, registry
+from agents.backfill_rules import is_marks_key, marks_key
 from agents.dead_letters import dead_letter
+from agents.learn_feed_rules import (
+    SOURCE_PREFIX,
+    LearnMarks,
+    decode_marks,
+    encode_marks,
+    features_sources,
+    learn_items,
+    pairing,
+)
 from agents.loop import run_batches
 from agents.reconciler_codec import decode_ledger, encode_ledger
 from agents.reconciler_rules import (
@@ -40,17 +56,21 @@ from agents.reconciler_rules import (
 )
 from agents.reconciler_store import LogBatch
 from agents.runtime import AgentRuntime, Output
-from agents.ticks import skip_ticks
+from agents.tick_rules import split_ticks
+from agents.ticks import latest_ticks
 from schemas.events import (
     DeadLetter,
+    LearnItem,
     MatchFeatures,
     MatchResult,
     ModelFeedItem,
     Prediction,
     Record,
+    Tick,
     ValidationIssue,
 )
 
+log = structlog.get_logger(__name__)
 AGENT = "reconciler"
 
 
@@ -85,6 +105,7 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
 
     versions = TrustedVersions()
     retention = Retention(runtime.settings.ledger_retention_days)
+    candidates = LearnerCandidates()
 
     @app.on_partitions_revoked.connect
     def forget_retention(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -97,7 +118,9 @@ def register(app: faust.App, runtime: AgentRuntime) -> None:
             stream,
             runtime,
             AGENT,
-            lambda events: reconcile_batch(runtime, ledgers, events, versions, retention),
+            lambda events: reconcile_batch(
+                runtime, ledgers, events, versions, retention, candidates
+            ),
         )
 
 
@@ -119,17 +142,42 @@ class TrustedVersions:
         self.known |= pairs
 
 
+class LearnerCandidates:
+    """The models a backfill's learn items go to (``registry.learner_candidates``), read at
+    most every :attr:`TTL` seconds: a model registered during a backfill gets its items from
+    then on."""
+
+    TTL = 30.0
+
+    def __init__(self) -> None:
+        self.model_ids: list[str] = []
+        self.read_at: float | None = None
+
+    async def get(self, runtime: AgentRuntime) -> list[str]:
+        now = time.monotonic()
+        if self.read_at is None or now - self.read_at >= self.TTL:
+
+            async def read() -> list[str]:
+                async with runtime.connection() as conn:
+                    return await registry.learner_candidates(conn)
+
+            self.model_ids = await runtime.retry_transient("learner candidates", read)
+            self.read_at = now
+        return self.model_ids
+
+
 async def reconcile_batch(
     runtime: AgentRuntime,
     ledgers: Any,
     events: Sequence[Any],
     versions: TrustedVersions | None = None,
     retention: Retention | None = None,
+    candidates: LearnerCandidates | None = None,
 ) -> None:
     """Apply a batch of events to the ledgers; persist, publish, then store the ledgers (and
     retire the reconciled ones out of the retention window)."""
     topics = runtime.topics
-    events = skip_ticks(runtime, AGENT, events)  # backfill ticks: nothing to reconcile
+    events, ticks = split_ticks(events)
     if retention is None:
         retention = Retention(runtime.settings.ledger_retention_days)
     now = datetime.now(UTC)
@@ -148,6 +196,9 @@ async def reconcile_batch(
     decoded: list[tuple[Any, MatchFeatures | Prediction | MatchResult]] = []
     partition_of: dict[str, int] = {}  # co-partitioned: all of a match's events share one
     missing: list[str] = []  # matches without a ledger in the table
+    # Each ledger's backfill pairing as the table had it: learn items are owed when it changes.
+    paired: dict[str, tuple[int, int] | None] = {}
+    halves: set[str] = set()  # matches whose features or result the batch carries
     for event in events:
         partition = event.message.partition
         if retention.needs_scan(partition):
@@ -160,18 +211,24 @@ async def reconcile_batch(
         decoded.append((event, record))
         if isinstance(record, MatchResult):
             retention.observe(partition, record.kickoff)
+        if not isinstance(record, Prediction):
+            halves.add(record.match_id)
         if record.match_id not in touched:
             partition_of[record.match_id] = partition
             stored = ledgers.get(record.match_id.encode())
             if stored is None:
                 missing.append(record.match_id)
-            touched[record.match_id] = (
-                decode_ledger(stored) if stored is not None else MatchLedger()
-            )
+            ledger = decode_ledger(stored) if stored is not None else MatchLedger()
+            touched[record.match_id] = ledger
+            paired[record.match_id] = pairing(ledger)
     if missing:
         rebuilt = await _rebuild(runtime, missing)
         touched.update(rebuilt)
         runtime.counters["ledgers_rebuilt"] += len(rebuilt)
+        # A rebuilt ledger that the batch brings a half of may be this very batch's, written
+        # to the log before a crash and never published: its items are sent again (same ids).
+        # One rebuilt for a late prediction (its ledger retired) owes nothing.
+        paired.update({m: None if m in halves else pairing(lg) for m, lg in rebuilt.items()})
     trust = await _trust_facts(runtime, versions or TrustedVersions(), decoded, touched)
     for event, record in decoded:
         match_id = record.match_id
@@ -195,11 +252,13 @@ async def reconcile_batch(
         if not reconciled.revised:
             feed_items.extend(feed(ledger, reconciled.evaluations))
 
+    learn = await _learn_items(runtime, touched, paired, candidates or LearnerCandidates())
     evaluations_topic, feed_topic = topics.evaluations, topics.model_feed
     outputs: list[Output] = [
         (evaluations_topic, e.match_id, e) for e in log_batch.evaluations.values()
     ]
     outputs += [(feed_topic, item.evaluation.model_id, item) for item in feed_items]
+    outputs += [(topics.learn_feed, item.model_id, item) for item in learn]
 
     if log_batch:
 
@@ -209,6 +268,9 @@ async def reconcile_batch(
 
         await runtime.retry_transient("evaluation log", write)
     await runtime.publish_all(outputs)
+    marks = PartitionMarks(runtime, ledgers)
+    forwarded = marks.forward(latest_ticks(runtime, AGENT, ticks))
+    await runtime.publish_ticks(topics.learn_feed, forwarded)
     await runtime.publish_dead_letters(letters)
     retired = 0
     kept_out = set(missing)  # rebuilt from the evaluation log: not in the table
@@ -226,8 +288,100 @@ async def reconcile_batch(
             ledgers[key] = encode_ledger(ledger)
     for partition in set(partition_of.values()):
         retired += _retire_due(ledgers, retention, partition, skip=touched)
+    marks.store()
     runtime.counters["evaluated"] += len(log_batch.evaluations)
     runtime.counters["ledgers_retired"] += retired
+    runtime.counters["learn_items"] += len(learn)
+
+
+async def _learn_items(
+    runtime: AgentRuntime,
+    ledgers: dict[str, MatchLedger],
+    paired: dict[str, tuple[int, int] | None],
+    candidates: LearnerCandidates,
+) -> list[LearnItem]:
+    """The learn items the batch owes: for each backfill ledger whose pairing of features and
+    result is new, one per model the registry lists (read only when one is owed)."""
+    owed = [
+        (match_id, ledger)
+        for match_id, ledger in ledgers.items()
+        if (score := pairing(ledger)) is not None and score != paired.get(match_id)
+    ]
+    if not owed:
+        return []
+    model_ids = await candidates.get(runtime)
+    return [
+        item
+        for match_id, ledger in owed
+        for item in learn_items(ledger, model_ids, before=paired.get(match_id))
+    ]
+
+
+class PartitionMarks:
+    """The batch's view of its partitions' :class:`LearnMarks`, read from the ledgers table
+    on first use and stored back (before the ack) when a tick raised one."""
+
+    def __init__(self, runtime: AgentRuntime, ledgers: Any) -> None:
+        self._runtime, self._ledgers = runtime, ledgers
+        self._topics = runtime.topics
+        self._sources = features_sources(runtime.settings.partitions)
+        self._marks: dict[int, LearnMarks] = {}
+        self._raised: set[int] = set()
+
+    def _of(self, partition: int) -> LearnMarks:
+        marks = self._marks.get(partition)
+        if marks is None:
+            raw = self._ledgers.get(_marks_key(self._runtime, partition))
+            marks = self._marks[partition] = decode_marks(raw)
+        return marks
+
+    def forward(self, ticked: list[tuple[str, int, Tick]]) -> list[Tick]:
+        """Raise the marks with the batch's latest ticks; the ticks to forward to the learn
+        feed: per ticked partition and backfill, its mark once known, as ``reconciler:<p>``.
+        A tick the reconciler cannot place (on ``predictions``, a results tick with a source,
+        a features tick of an unknown source) is counted as refused and logged."""
+        touched: set[tuple[int, str]] = set()
+        for topic, partition, tick in ticked:
+            marks = self._of(partition)
+            if topic == self._topics.results and tick.source is None:
+                raised = marks.observe_results(tick.backfill, tick.event_time)
+            elif topic == self._topics.features and tick.source in self._sources:
+                assert tick.source is not None
+                raised = marks.observe_features(
+                    tick.backfill, tick.source, tick.event_time, self._sources
+                )
+            else:
+                self._runtime.counters[f"ticks_refused:{AGENT}"] += 1
+                log.warning("tick refused", agent=AGENT, topic=topic, source=tick.source)
+                continue
+            if raised:
+                self._raised.add(partition)
+            touched.add((partition, tick.backfill))
+        out: list[Tick] = []
+        for partition, backfill in sorted(touched):
+            through = self._of(partition).through(backfill, self._sources)
+            if through is not None:
+                source = f"{SOURCE_PREFIX}{partition}"
+                out.append(Tick(event_time=through, backfill=backfill, source=source))
+        return out
+
+    def store(self) -> None:
+        for partition in self._raised:
+            self._ledgers[_marks_key(self._runtime, partition)] = encode_marks(
+                self._marks[partition]
+            )
+
+
+_MARKS_KEYS: dict[tuple[int, int], bytes] = {}
+
+
+def _marks_key(runtime: AgentRuntime, partition: int) -> bytes:
+    """The ledgers-table key of a partition's marks, found once per partition count."""
+    where = (runtime.settings.partitions, partition)
+    key = _MARKS_KEYS.get(where)
+    if key is None:
+        key = _MARKS_KEYS[where] = marks_key(partition, runtime.partition_for)
+    return key
 
 
 async def _rebuild(runtime: AgentRuntime, match_ids: list[str]) -> dict[str, MatchLedger]:
@@ -246,7 +400,7 @@ def _scan(runtime: AgentRuntime, ledgers: Any, retention: Retention, partition: 
     changelog after a restart or a rebalance) and start its clock from their newest result, so
     they are retired without waiting for an event of their match."""
     for key in list(ledgers.keys()):
-        if runtime.partition_for(key) != partition:
+        if is_marks_key(key) or runtime.partition_for(key) != partition:
             continue
         stored = ledgers.get(key)
         if stored is None:

@@ -282,6 +282,16 @@ async def list_models(conn: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def learner_candidates(conn: Any) -> list[str]:
+    """The models a backfill's results are sent to (the reconciler's learn feed): every model
+    neither retired nor a market reference. Whether one learns online is in its state, which
+    only the learner loads: it skips the items of a model that does not."""
+    rows = await conn.fetch(
+        "SELECT model_id FROM models WHERE status NOT IN ('retired', 'reference') ORDER BY 1"
+    )
+    return [row["model_id"] for row in rows]
+
+
 async def model_versions(conn: Any, model_id: str) -> list[dict[str, Any]]:
     """Every stored version of one model, newest first."""
     rows = await conn.fetch(

@@ -590,6 +590,47 @@ class ModelFeedItem(Record, frozen=True, kw_only=True):
         _check_features("inputs", self.inputs)
 
 
+class LearnItem(Record, frozen=True, kw_only=True):
+    """Internal: one result of an as-of-correct backfill for one model to learn, with its
+    match's model inputs (topic: learn feed, keyed by model id).
+
+    The reconciler sends it as soon as the match's features and result are both known, without
+    waiting for a prediction: in a backfill the scorer waits for the learner's versions, so
+    the learner must not wait for the scorer (docs/BACKFILL.md, section 2). ``item_id`` is
+    deterministic in (model, match, score), so a batch sent again is learned once.
+    """
+
+    item_id: Identifier
+    model_id: Identifier
+    match_id: Identifier
+    league: Identifier
+    kickoff: AwareDatetime
+    # When the result became known in event time (``models.features.RESULT_DELAY`` after
+    # kickoff): the learner's time line takes items in (final whistle, match id) order.
+    final_whistle: AwareDatetime
+    home_goals: Goals
+    away_goals: Goals
+    outcome: Outcome
+    inputs: Inputs
+    # The replay id of the backfill (``MatchFeatures.backfill``).
+    backfill: BackfillId
+
+    def __post_init__(self) -> None:
+        _check_kickoff(self.kickoff)
+        _check_features("inputs", self.inputs)
+        expected = outcome_of(self.home_goals, self.away_goals)
+        if self.outcome != expected:
+            raise ValueError(
+                f"`outcome` {self.outcome!r} contradicts the score "
+                f"{self.home_goals}-{self.away_goals} (expected {expected!r})"
+            )
+        if self.final_whistle <= self.kickoff:
+            raise ValueError(
+                f"`final_whistle` {self.final_whistle.isoformat()} is not after `kickoff` "
+                f"{self.kickoff.isoformat()}"
+            )
+
+
 class LeagueInput(Record, frozen=True, kw_only=True):
     """Internal: a fixture or a result re-keyed by league (topic: league inputs), so one
     features agent owns each league and sees its facts in the order the router saw them.
@@ -713,6 +754,7 @@ EVENT_TYPES: dict[str, type[Record]] = {
     "prediction": Prediction,
     "evaluation": Evaluation,
     "model_feed_item": ModelFeedItem,
+    "learn_item": LearnItem,
     "league_input": LeagueInput,
     "tick": Tick,
     "model_snapshot": ModelSnapshot,

@@ -43,6 +43,11 @@ EVALUATIONS = TopicSpec("evaluations", "match id", "a prediction reconciled with
 MODEL_FEED = TopicSpec(
     "model-feed", "model id", "internal: an evaluation with its features, for learner and monitor"
 )
+LEARN_FEED = TopicSpec(
+    "learn-feed",
+    "model id",
+    "internal: a backfill's results with their match's inputs, for the learner's time line",
+)
 SNAPSHOTS = TopicSpec(
     "model-snapshots", "model id", "a model's new version or status", compacted=True, partitions=1
 )
@@ -63,6 +68,7 @@ ALL_TOPICS = (
     PREDICTIONS,
     EVALUATIONS,
     MODEL_FEED,
+    LEARN_FEED,
     SNAPSHOTS,
     ALERTS,
     DRIFT_INPUTS,
@@ -114,6 +120,10 @@ class Topics:
     @property
     def model_feed(self) -> str:
         return self.name(MODEL_FEED)
+
+    @property
+    def learn_feed(self) -> str:
+        return self.name(LEARN_FEED)
 
     @property
     def snapshots(self) -> str:

@@ -69,6 +69,11 @@ COUNTERS: dict[str, CounterSpec] = {
         "agent",
         "Records with the tick header that are not valid ticks (dropped and logged).",
     ),
+    "learn_items": CounterSpec(
+        "tipstream_learn_items",
+        None,
+        "Backfill results the reconciler sent to the learn feed (one per match and model).",
+    ),
     "learned": CounterSpec("tipstream_learn_steps", None, "Examples a model learned from."),
     "learn_skipped_duplicate": CounterSpec(
         "tipstream_learn_skipped_duplicates", None, "Evaluations already learned, skipped."

@@ -1,7 +1,8 @@
 """`tipstream replay --backfill` through a real worker: each match's features are issued once,
 held until the partitions' marks pass their kickoff, with the offline builder's values (no
-result from after the kickoff leaks in), the ticks are skipped downstream, and a worker killed
-between releasing and storing issues the same features again."""
+result from after the kickoff leaks in), the ticks are skipped by the scorer and forwarded by
+the reconciler with a learn item per match and model, and a worker killed between releasing and
+storing issues the same features again."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from agents.tick_rules import is_tick
-from models.features import build_events
+from models.features import RESULT_DELAY, build_events, model_input
 from schemas.codec import decode
-from schemas.events import MatchFeatures, Tick
+from schemas.events import LearnItem, MatchFeatures, Tick
 from schemas.football_csv import read_rows
 from streams.settings import Settings
 from streams.topics import Topics
@@ -69,8 +71,8 @@ async def test_a_backfill_issues_each_match_once_as_of_kickoff_and_ticks_are_ski
     match's features are on match-features exactly once (revision 0, flagged with the replay
     id), equal to the offline builder's (to 1e-9), and every model's prediction of it is
     evaluated; the features agent held every fixture and released each once; the ticks reach
-    match-features from each league-inputs partition, and the scorer, the reconciler and the
-    drift router skip them: counted, none refused, no dead letter, no traceback."""
+    match-features from each league-inputs partition, the scorer and the drift router skip them
+    and the reconciler forwards them: counted, none refused, no dead letter, no traceback."""
     worker = start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
     done = replay(
         settings, "--data", str(EPL), *WINDOW, "--backfill", "--checkpoint-every", str(CHUNK)
@@ -111,6 +113,65 @@ async def test_a_backfill_issues_each_match_once_as_of_kickoff_and_ticks_are_ski
     assert total(samples, "tipstream_ticks_refused_total") == 0
     assert await read_topic(topics.dead_letters) == []
     assert "Traceback" not in worker.log_text()
+
+
+async def test_a_backfill_sends_each_result_once_to_every_model_on_the_learn_feed(
+    settings: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    """The same backfill: the reconciler sends each match's result once to every model the
+    registry does not list as retired or a reference, keyed by model id, with the offline
+    builder's inputs and the final whistle, and forwards from each of its partitions a mark
+    that ends at the replay's last tick on match-results; nothing refused."""
+    start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
+    done = replay(
+        settings, "--data", str(EPL), *WINDOW, "--backfill", "--checkpoint-every", str(CHUNK)
+    )
+    assert done.returncode == 0, done.stderr
+    await wait_for(
+        lambda: evaluated(settings.database_url, WINDOW_MATCHES * SEEDED_MODELS),
+        timeout=180,
+        what="every match evaluated by every model",
+    )
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT model_id, status FROM models")
+    finally:
+        await conn.close()
+    candidates = {r["model_id"] for r in rows if r["status"] not in ("retired", "reference")}
+    assert candidates
+    assert len(candidates) < len(rows)  # the market reference learns nothing
+    topics = Topics.from_settings(settings)
+    expected = WINDOW_MATCHES * len(candidates)
+    messages = await read_topic(topics.learn_feed, expect=expected, timeout=180)
+    items = [(m.key, decode(m.value, LearnItem)) for m in messages if not is_tick(m)]
+    marks = [decode(m.value, Tick) for m in messages if is_tick(m)]
+    assert len(items) == expected
+    assert {key for key, _ in items} == {model.encode() for model in candidates}
+    assert all(key == item.model_id.encode() for key, item in items)
+    offline = offline_features()
+    by_match = defaultdict(set)
+    for _, item in items:
+        by_match[item.match_id].add(item.model_id)
+        assert item.inputs == pytest.approx(model_input(offline[item.match_id]), abs=1e-9)
+        assert item.final_whistle == item.kickoff + RESULT_DELAY
+    assert len(by_match) == WINDOW_MATCHES
+    assert all(models == candidates for models in by_match.values())
+    results = await read_topic(topics.results, expect=WINDOW_MATCHES)
+    last_tick = max(decode(m.value, Tick).event_time for m in results if is_tick(m))
+    ends = {f"reconciler:{p}": last_tick for p in range(settings.partitions)}
+
+    async def final_marks() -> dict[str | None, datetime] | None:
+        final: dict[str | None, datetime] = {}
+        for m in await read_topic(topics.learn_feed, expect=expected + len(marks)):
+            if is_tick(m):
+                mark = decode(m.value, Tick)
+                final[mark.source] = max(mark.event_time, final.get(mark.source, mark.event_time))
+        return final if final == ends else None
+
+    assert await wait_for(final_marks, timeout=60, what="the marks of the replay's last tick")
+    samples = await wait_for(lambda: answered(settings), timeout=60, what="/metrics/")
+    assert value(samples, "tipstream_learn_items_total") == expected
+    assert total(samples, "tipstream_ticks_refused_total") == 0
 
 
 async def test_a_worker_killed_after_releasing_issues_the_same_features_again(

@@ -1,6 +1,6 @@
 """Backfill ticks through the agents (in memory): the router carries the flag and forwards
 ticks with their source, the features agent holds, releases once and forwards its mark, and
-every other reader skips ticks, counted, never dead-lettered."""
+the scorer and the drift router skip ticks, counted, never dead-lettered."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from agents import features as features_agent
+from agents.backfill_rules import marks_key
 from agents.drift import route_batch as drift_route_batch
-from agents.features_rules import league_input, marks_key, router_sources, source_of
-from agents.reconciler import reconcile_batch
+from agents.features_rules import league_input, router_sources, source_of
 from agents.scorer import ActiveModels, score_batch
 from agents.testing import Event, InMemoryRuntime, MemoryTable
 from agents.tick_rules import BACKFILL_HEADER, TICK_HEADERS, backfill_of, is_tick
@@ -171,9 +171,10 @@ async def test_live_fixtures_are_issued_at_once_and_ticks_never_release_them_aga
     assert after.on(after.topics.features) == []
 
 
-async def test_the_scorer_reconciler_and_drift_router_skip_ticks() -> None:
-    """Ticks on match-features and match-results are skipped by every other reader: counted
-    in ``ticks:<agent>``, no dead letter, no prediction, nothing stored or republished."""
+async def test_the_scorer_and_drift_router_skip_ticks() -> None:
+    """Ticks on match-features are skipped by the readers that keep no event-time line:
+    counted in ``ticks:<agent>``, no dead letter, no prediction, nothing stored or
+    republished (the reconciler forwards them: ``tests/unit/test_learn_feed.py``)."""
     rt = _runtime()
     topics = rt.topics
     tick = Tick(event_time=NOW, backfill=BACKFILL, source="league-inputs:0")
@@ -183,20 +184,14 @@ async def test_the_scorer_reconciler_and_drift_router_skip_ticks() -> None:
         "scorer", lambda b: score_batch(rt, active, b), rt.events((topics.features, tick))
     )
     await rt.drive(
-        "reconciler",
-        lambda b: reconcile_batch(rt, MemoryTable(), b),
-        rt.events((topics.features, tick), (topics.results, tick)),
-    )
-    await rt.drive(
         "drift-router", lambda b: drift_route_batch(rt, b), rt.events((topics.features, tick))
     )
     assert rt.dead_letters == []
     assert rt.published == []
     assert rt.db.committed == []
     assert rt.counters["ticks:scorer"] == 1
-    assert rt.counters["ticks:reconciler"] == 2
     assert rt.counters["ticks:drift-router"] == 1
-    assert rt.counters["faults:scorer"] == rt.counters["faults:reconciler"] == 0
+    assert rt.counters["faults:scorer"] == rt.counters["faults:drift-router"] == 0
 
 
 def test_backfill_refuses_the_options_it_contradicts() -> None:

@@ -24,6 +24,7 @@ from schemas.events import (
     Evaluation,
     Fixture,
     LeagueInput,
+    LearnItem,
     MatchFeatures,
     MatchResult,
     ModelFeedItem,
@@ -56,6 +57,20 @@ FIXTURE = Fixture(
     away_team="Fulham",
     odds_open=Odds(home=1.6, draw=4.2, away=5.5),
     odds_close=Odds(home=1.57, draw=4.33, away=5.75),
+)
+# A backfill's result for one model to learn (the reconciler's learn feed).
+LEARN_ITEM = LearnItem(
+    item_id="3f1c9a52-0b7e-5d2a-8c41-6e9f0a1b2c3d",
+    model_id="online-logreg",
+    match_id=RESULT.match_id,
+    league=RESULT.league,
+    kickoff=RESULT.kickoff,
+    final_whistle=RESULT.kickoff + timedelta(minutes=115),
+    home_goals=RESULT.home_goals,
+    away_goals=RESULT.away_goals,
+    outcome=RESULT.outcome,
+    inputs={"elo_diff": 108.5},
+    backfill="ab12cd34",
 )
 # A version stored by an as-of-correct backfill: what it took in event time, and its watermark.
 BACKFILL_SNAPSHOT = ModelSnapshot(
@@ -114,6 +129,7 @@ EXAMPLES: dict[str, list[Record]] = {
         msgspec.structs.replace(EVALUATION, evaluation_id="eval-91b1", supersedes="eval-91b0"),
     ],
     "model_feed_item": [ModelFeedItem(evaluation=EVALUATION, inputs={"elo_diff": 108.5})],
+    "learn_item": [LEARN_ITEM],
     "model_snapshot": [
         ModelSnapshot(
             model_id="logreg",
@@ -403,6 +419,15 @@ MALFORMED = [
         variant(EXAMPLES["model_feed_item"][0], {"evaluation.schema_version": 2}),
         "$.evaluation.schema_version", "unsupported schema_version 2; supported: 1",
         id="nested-schema-version-2",
+    ),
+    # a backfill's learn item
+    pytest.param(
+        LearnItem, variant(LEARN_ITEM, {"final_whistle": LEARN_ITEM.kickoff.isoformat()}),
+        "$.final_whistle", "is not after `kickoff`", id="learn-item-whistle-at-kickoff",
+    ),
+    pytest.param(
+        LearnItem, variant(LEARN_ITEM, {"outcome": "A"}),
+        "$.outcome", "contradicts the score 1-0", id="learn-item-outcome-contradicts-score",
     ),
     # a backfill version's coverage in event time
     pytest.param(
