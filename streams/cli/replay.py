@@ -12,9 +12,10 @@ the exact events, and ``--resume`` continues after it.
 
 ``--backfill`` (docs/BACKFILL.md) publishes at full speed with no waits, stamps every fact
 with the replay id (``tipstream-backfill``) and, after every acknowledged chunk, sends a tick
-(:class:`schemas.events.Tick`) with the chunk's last event time to every partition of
-``fixtures`` and ``match-results``: the features agent holds each fixture until every
-partition has passed its kickoff, so it is issued once, as of its kickoff, without any sync.
+(:class:`schemas.events.Tick`) with the chunk's last event time (the last chunk's just past
+it, :data:`CLOSING_STEP`) to every partition of ``fixtures`` and ``match-results``: the
+features agent holds each fixture until every partition has passed its kickoff, so it is issued
+once, as of its kickoff, without any sync.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -501,7 +502,8 @@ async def publish(
                 await _acknowledge(pending, counts, progress)
                 pending = []
                 if plan.backfill:
-                    plan.ticks += await _tick(producer, topics, plan.replay, event.at)
+                    at = event.at + CLOSING_STEP if position == last else event.at
+                    plan.ticks += await _tick(producer, topics, plan.replay, at)
                 await _checkpoint(pool, plan.replay, position)
         if drain is not None:
             await drain.wait()  # --sync returns once the workers have processed everything
@@ -509,6 +511,12 @@ async def publish(
         progress.close()
         await producer.stop()
         await pool.close()
+
+
+CLOSING_STEP = timedelta(microseconds=1)
+"""The closing tick goes this far past the last event: ticks are strict (nothing *before* them
+is still to come), and once the replay is complete nothing at its last event is either, so
+the marks downstream pass the last result's final whistle (the learner may take it)."""
 
 
 async def _tick(producer: AIOKafkaProducer, topics: Topics, replay: str, at: datetime) -> int:

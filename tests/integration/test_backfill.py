@@ -121,7 +121,8 @@ async def test_a_backfill_sends_each_result_once_to_every_model_on_the_learn_fee
     """The same backfill: the reconciler sends each match's result once to every model the
     registry does not list as retired or a reference, keyed by model id, with the offline
     builder's inputs and the final whistle, and forwards from each of its partitions a mark
-    that ends at the replay's last tick on match-results; nothing refused."""
+    that ends at the replay's closing tick on match-results, past every item's final whistle;
+    nothing refused."""
     start_worker(TIPSTREAM_COMMIT_INTERVAL="0.1")
     done = replay(
         settings, "--data", str(EPL), *WINDOW, "--backfill", "--checkpoint-every", str(CHUNK)
@@ -158,6 +159,8 @@ async def test_a_backfill_sends_each_result_once_to_every_model_on_the_learn_fee
     assert all(models == candidates for models in by_match.values())
     results = await read_topic(topics.results, expect=WINDOW_MATCHES)
     last_tick = max(decode(m.value, Tick).event_time for m in results if is_tick(m))
+    # The closing tick passes the last final whistle: the final marks vouch for every item.
+    assert all(item.final_whistle < last_tick for _, item in items)
     ends = {f"reconciler:{p}": last_tick for p in range(settings.partitions)}
 
     async def final_marks() -> dict[str | None, datetime] | None:
