@@ -72,8 +72,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Cut(Generic[T]):
-    """A version a backfill's learner stores at a barrier: the items it takes in since the
-    previous cut, in learning order, and the coverage the version announces."""
+    """A version a backfill's learner stores: the items it takes in since the previous cut,
+    in learning order, and the coverage the version announces."""
 
     items: list[T]
     coverage: Coverage
@@ -81,31 +81,35 @@ class Cut(Generic[T]):
 
 class TimeLine(Generic[T]):
     """One learning model's backfill time line (docs/BACKFILL.md, section 3): learn items are
-    held until every source has passed their final whistle, then taken a barrier at a time.
+    held until every source has passed them, then taken one final whistle at a time.
 
-    Sources are the reconciler's partitions, whose ticks say how far in event time each has
-    sent every learn item (the reconciler holds its mark back while a result waits for its
-    features); items themselves move no mark, since one source may send them out of whistle
-    order. Barriers are the replay's (a kickoff that follows one or more final whistles),
-    carried by the ticks. Once the watermark reaches a barrier, the held items with a final
-    whistle at or before it are taken, in (final whistle, match id) order, into one version
-    complete through the barrier: every kickoff from that barrier to the next has exactly the
-    results known at it (no whistle falls between a barrier and the fixtures that follow it),
-    so :func:`agents.backfill_rules.choose_version` finds it ``ready``.
+    Sources are the reconciler's partitions; a tick ``mark`` says that every learn item with a
+    final whistle *before* it has been sent (strict, as every backfill mark is). Once the
+    watermark is past a held item's final whistle W, every item with a whistle at or before W
+    is in, and they are taken, in (final whistle, match id) order, one version per distinct
+    whistle, each complete through its whistle. A kickoff K is then scored exactly by the
+    version of the latest whistle at or before K: it has every result known at K, and the next
+    version's first result (the next whistle) is after K, so
+    :func:`agents.backfill_rules.choose_version` finds it ``ready``. A version per whistle is
+    more than the exact barriers need (two whistles with no kickoff between them could share
+    one), but it needs no knowledge of kickoffs the learner has not seen, and the last results
+    of a backfill are taken as soon as the closing tick passes them.
 
-    Cuts depend on the barriers and the items only, never on when ticks arrive: a learner
-    that crashes and takes the same items again stores the same versions. An item whose
-    whistle is at or before the last cut is late (a source's tick claimed more than it had
-    sent): :meth:`add` refuses it, since learning it would make the stored versions inexact.
+    Cuts depend on the items only, never on when ticks arrive: a learner that crashes and
+    takes the same items again stores the same versions. An item whose whistle is at or before
+    the last cut is late (a source's tick claimed more than it had sent): :meth:`add` refuses
+    it, since learning it would make the stored versions inexact.
 
     >>> from datetime import datetime as at
     >>> line: TimeLine[str] = TimeLine(["r:0"], version=0)
     >>> line.add(at(2024, 1, 1, 14), "m1", "m1's result")
     True
-    >>> line.tick("r:0", at(2024, 1, 1, 17), barriers=[at(2024, 1, 1, 17)])
+    >>> line.add(at(2024, 1, 1, 19), "m2", "m2's result")
+    True
+    >>> line.tick("r:0", at(2024, 1, 1, 19))  # strict: m2's whistle not passed
     >>> [(cut.items, cut.coverage.version) for cut in line.cuts()]
     [(["m1's result"], 1)]
-    >>> line.add(at(2024, 1, 1, 16), "m2", "too late")
+    >>> line.add(at(2024, 1, 1, 14), "m3", "too late")
     False
     """
 
@@ -114,8 +118,7 @@ class TimeLine(Generic[T]):
     ) -> None:
         self.marks = Watermarks(sources)
         self.version = version  # the latest version stored (the time line's base at first)
-        self.cut_through = cut_through  # the barrier of the latest cut
-        self._barriers: set[datetime] = set()
+        self.cut_through = cut_through  # the whistle of the latest cut
         self._held: list[tuple[datetime, str, T]] = []
 
     @property
@@ -130,36 +133,25 @@ class TimeLine(Generic[T]):
         self._held.append((final_whistle, match_id, item))
         return True
 
-    def tick(self, source: str, mark: datetime, *, barriers: Iterable[datetime] = ()) -> None:
-        """A source's mark (everything up to it sent), with the barriers it passed on."""
+    def tick(self, source: str, mark: datetime) -> None:
+        """A source's mark: every item with an earlier final whistle sent."""
         self.marks.observe(source, mark)
-        self._barriers.update(
-            b for b in barriers if self.cut_through is None or b > self.cut_through
-        )
 
     def cuts(self) -> list[Cut[T]]:
         """The versions the watermark allows now, in order; each moves the time line on."""
         through = self.marks.through()
-        if through is None:
+        if through is None or not self._held:
             return []
-        due = sorted(b for b in self._barriers if b <= through)
-        if not due:
-            return []
-        self._barriers.difference_update(due)
         self._held.sort(key=lambda held: (held[0], held[1]))
         made: list[Cut[T]] = []
-        for barrier in due:
+        while self._held and self._held[0][0] < through:
+            whistle = self._held[0][0]
             taken = 0
-            while taken < len(self._held) and self._held[taken][0] <= barrier:
+            while taken < len(self._held) and self._held[taken][0] == whistle:
                 taken += 1
             items, self._held = self._held[:taken], self._held[taken:]
             self.version += 1
-            self.cut_through = barrier
-            coverage = Coverage(
-                self.version,
-                items[0][0] if items else None,
-                items[-1][0] if items else None,
-                barrier,
-            )
+            self.cut_through = whistle
+            coverage = Coverage(self.version, whistle, whistle, whistle)
             made.append(Cut([item for _, _, item in items], coverage))
         return made
