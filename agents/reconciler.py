@@ -4,10 +4,14 @@ State: one ledger per match id in a changelog-backed Faust table (the three inpu
 co-partitioned by match id, so a match's ledger lives in the partition that owns its events),
 each value in the compact encoding of :mod:`agents.reconciler_codec` (earlier releases' JSON
 values still read).
-Effects per batch, in this order: the evaluation log in PostgreSQL (one transaction of
-upserts), the evaluations, model-feed and learn-feed topics (awaited), the learn feed's ticks,
-the ledgers the batch changed and the backfill marks to the table, then the offsets. A crash
-anywhere replays the batch, and deterministic ids make the replay change nothing.
+Effects per batch, in this order: the evaluations, model-feed and learn-feed topics
+(awaited), the learn feed's ticks, the evaluation log in PostgreSQL (one transaction of
+upserts), the ledgers the batch changed and the backfill marks to the table, then the offsets.
+A crash anywhere replays the batch, and deterministic ids make the replay change nothing but
+duplicates on the topics (consumers deduplicate by id). The topics go first because a ledger
+missing from the table is rebuilt from the log, and what a rebuilt ledger holds is never
+published again: with the log first, a crash between the two lost the batch's evaluations for
+the topics, the learners and the monitors whenever the batch had created the ledger.
 
 In a backfill (features issued by ``tipstream replay --backfill``) the reconciler also sends
 each result to every model on the learn feed as soon as the match's features and result are
@@ -25,7 +29,7 @@ from typing import Any
 import faust
 import structlog
 
-from agents import reconciler_store, registry
+from agents import probes, reconciler_store, registry
 from agents.backfill_rules import is_marks_key, marks_key
 from agents.dead_letters import dead_letter
 from agents.learn_feed_rules import (
@@ -196,9 +200,8 @@ async def reconcile_batch(
     decoded: list[tuple[Any, MatchFeatures | Prediction | MatchResult]] = []
     partition_of: dict[str, int] = {}  # co-partitioned: all of a match's events share one
     missing: list[str] = []  # matches without a ledger in the table
-    # Each ledger's backfill pairing as the table had it: learn items are owed when it changes.
+    # Each ledger's backfill pairing before the batch: learn items are owed when it changes.
     paired: dict[str, tuple[int, int] | None] = {}
-    halves: set[str] = set()  # matches whose features or result the batch carries
     for event in events:
         partition = event.message.partition
         if retention.needs_scan(partition):
@@ -211,8 +214,6 @@ async def reconcile_batch(
         decoded.append((event, record))
         if isinstance(record, MatchResult):
             retention.observe(partition, record.kickoff)
-        if not isinstance(record, Prediction):
-            halves.add(record.match_id)
         if record.match_id not in touched:
             partition_of[record.match_id] = partition
             stored = ledgers.get(record.match_id.encode())
@@ -225,10 +226,8 @@ async def reconcile_batch(
         rebuilt = await _rebuild(runtime, missing)
         touched.update(rebuilt)
         runtime.counters["ledgers_rebuilt"] += len(rebuilt)
-        # A rebuilt ledger that the batch brings a half of may be this very batch's, written
-        # to the log before a crash and never published: its items are sent again (same ids).
-        # One rebuilt for a late prediction (its ledger retired) owes nothing.
-        paired.update({m: None if m in halves else pairing(lg) for m, lg in rebuilt.items()})
+        # What the log holds was published first: a rebuilt ledger's items were sent.
+        paired.update({m: pairing(lg) for m, lg in rebuilt.items()})
     trust = await _trust_facts(runtime, versions or TrustedVersions(), decoded, touched)
     for event, record in decoded:
         match_id = record.match_id
@@ -260,18 +259,23 @@ async def reconcile_batch(
     outputs += [(feed_topic, item.evaluation.model_id, item) for item in feed_items]
     outputs += [(topics.learn_feed, item.model_id, item) for item in learn]
 
+    # The topics before the log: a ledger missing from the table is rebuilt from the log, and a
+    # rebuilt ledger re-publishes nothing, so whatever the log holds must be on the topics
+    # already (a crash between the two then re-publishes, with the same ids, instead of losing
+    # the batch's evaluations for the learners and monitors).
+    await runtime.publish_all(outputs)
+    marks = PartitionMarks(runtime, ledgers)
+    forwarded = marks.forward(latest_ticks(runtime, AGENT, ticks))
+    await runtime.publish_ticks(topics.learn_feed, forwarded)
+    await runtime.publish_dead_letters(letters)
     if log_batch:
+        probes.reach("reconciler.published")  # on the topics, not yet in the log
 
         async def write() -> None:
             async with runtime.connection() as conn:
                 await reconciler_store.write(conn, log_batch)
 
         await runtime.retry_transient("evaluation log", write)
-    await runtime.publish_all(outputs)
-    marks = PartitionMarks(runtime, ledgers)
-    forwarded = marks.forward(latest_ticks(runtime, AGENT, ticks))
-    await runtime.publish_ticks(topics.learn_feed, forwarded)
-    await runtime.publish_dead_letters(letters)
     retired = 0
     kept_out = set(missing)  # rebuilt from the evaluation log: not in the table
     for match_id, ledger in touched.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from agents.monitor_rules import Decision, alert_id
@@ -16,6 +17,7 @@ from agents.reconciler_rules import (
     prediction_id,
 )
 from agents.registry import RegisteredModel
+from agents.runtime import Output
 from agents.scorer_rules import predict, predict_many
 from agents.testing import Event, InMemoryRuntime, MemoryTable
 from models import catalog
@@ -187,3 +189,27 @@ async def test_reconciler_leaves_ledgers_alone_on_re_delivery_and_feeds_late_fea
     assert len(runtime.db.rows("evaluations")) == 1
     assert len(runtime.db.rows("predictions")) == 1
     assert len(runtime.db.rows("match_features")) == 1
+
+
+async def test_the_reconciler_publishes_before_it_writes_the_log() -> None:
+    """The evaluations and the model feed are on the topics before the batch's transaction:
+    a ledger rebuilt from the log after a crash publishes nothing again, so a batch logged and
+    never published would be lost to the learners and monitors."""
+    f = features()
+    p = predict(f, models()[:1], now=NOW)[0]
+    runtime, ledgers = _runtime(), MemoryTable()
+    committed_at_publish: list[int] = []
+    publish = runtime.publish_all
+
+    async def recording(items: Iterable[Output]) -> None:
+        committed_at_publish.append(len(runtime.db.committed))
+        await publish(items)
+
+    runtime.publish_all = recording  # type: ignore[method-assign]
+    await reconcile_batch(runtime, ledgers, _events(runtime, f, p, result(f)))
+    assert [t for t, _, _ in runtime.published] == [
+        runtime.topics.evaluations,
+        runtime.topics.model_feed,
+    ]
+    assert committed_at_publish == [0]
+    assert len(runtime.db.rows("evaluations")) == 1

@@ -269,16 +269,16 @@ async def test_a_forwarded_mark_never_claims_an_item_not_yet_sent(
     assert rt.dead_letters == []
 
 
-async def test_a_ledger_rebuilt_from_the_log_owes_items_only_for_a_redelivered_half() -> None:
-    """A match whose ledger is not in the table but in the evaluation log: a late prediction
-    (its ledger was retired) sends nothing again; its result delivered again (the batch was
-    written to the log before a crash and never published) sends its items again, same ids."""
+async def test_a_ledger_rebuilt_from_the_log_owes_nothing() -> None:
+    """A match whose ledger is not in the table but in the evaluation log (retired, or the
+    batch logged before a crash) had its items sent before the log was written: a late
+    prediction or the result again sends none."""
     f = _features(1, START)
     r = _result(f)
     late = msgspec.structs.replace(
         PREDICTION, match_id=f.match_id, league=f.league, kickoff=f.kickoff
     )
-    for event, owed in ((late, 0), (r, len(MODELS))):
+    for event in (late, r):
         rt = _runtime(partitions=1)
         rt.db.answer("FROM match_features", [{"match_id": f.match_id, "payload": _json(f)}])
         rt.db.answer("FROM results WHERE", [{"match_id": f.match_id, "payload": _json(r)}])
@@ -289,12 +289,7 @@ async def test_a_ledger_rebuilt_from_the_log_owes_items_only_for_a_redelivered_h
             rt.events((topic, event)),
         )
         assert rt.counters["ledgers_rebuilt"] == 1
-        items = rt.on(rt.topics.learn_feed)
-        assert len(items) == owed, event
-        assert all(
-            isinstance(i, LearnItem) and i.item_id == learn_item_id(i.model_id, f.match_id, 2, 1)
-            for i in items
-        )
+        assert rt.on(rt.topics.learn_feed) == [], event
 
 
 def _json(record: Record) -> str:
